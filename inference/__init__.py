@@ -1,0 +1,7 @@
+"""Shared inference: `fit` any ppl_models model by MLE, MAP, exact posterior, SVI or NUTS, and
+report log-density the same way for every model (nats per datum, bits per dimension)."""
+
+from inference.fitting import METHODS, fit
+from inference.result import Fit, Report, load
+
+__all__ = ["METHODS", "Fit", "Report", "fit", "load"]

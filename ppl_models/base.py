@@ -1,0 +1,228 @@
+"""What every model shares: point parameters, default priors, and the protocol inference calls.
+
+A model is a `PyroModule` whose `forward(x=None, num_samples=None)` is the generative program.
+Its parameters are `PyroParam`s (point estimates) until a prior turns them into random
+attributes (`PyroSample`), the standard Pyro way:
+
+    model = Markov(64, order=2)
+    model.probs = PyroSample(dist.Dirichlet(torch.full((2,), 0.5)).expand([251]).to_event(1))
+
+`inference.fit` uses the effective priors (the ones you assigned, the documented defaults
+otherwise) for MAP, SVI and NUTS. What inference relies on, and nothing more:
+
+- `validate(x)`: the data as a clean tensor, or a ValueError naming the problem and the fix;
+- `_log_prob(x)`: per-datum log-density of validated data, vectorised (tested equal to the
+  log-likelihood of the `forward` program);
+- `fit_closed_form(x, prior)`: set the MLE (or MAP) in closed form; False when there is none;
+- `posterior(x)`: the exact conjugate posterior (a `conjugate.Posterior`), or a ValueError;
+- `num_parameters`, `factorization`, `num_dims`, `config` (constructor arguments).
+
+Every model runs with module-local parameters, so two models with the same parameter names
+never share values through Pyro's global param store.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from pyro.nn import PyroModule, PyroParam, PyroSample
+
+
+def local_params():
+    """Pyro's module-local parameter mode, as a context manager."""
+    return pyro.settings.context(module_local_params=True)
+
+
+def model_method(fn):
+    """Like `pyro.nn.pyro_method`, with module-local parameters: inside, each random attribute
+    is one cached sample site, and parameters never touch the global param store."""
+
+    @functools.wraps(fn)
+    def wrapped(self, *args, **kwargs):
+        with local_params(), self._pyro_context:
+            return fn(self, *args, **kwargs)
+
+    return wrapped
+
+
+class Model(PyroModule):
+    """Base class of every generative program in ppl_models (see the module docstring)."""
+
+    factorization: str = ""
+
+    def __init__(self):
+        with local_params():
+            super().__init__()
+        self._inits: dict = {}  # name -> (initial value, constraint, event_dim)
+        self._prior_overrides: dict = {}  # priors a user assigned, kept by point() copies
+
+    def __call__(self, *args, **kwargs):
+        with local_params():
+            return super().__call__(*args, **kwargs)
+
+    # -- parameters -------------------------------------------------------------------------
+    def _param(self, name: str, value: torch.Tensor, constraint, event_dim=None) -> None:
+        """Declare a point parameter and remember its initial value and constraint."""
+        self._inits[name] = (value.detach().clone(), constraint, event_dim)
+        setattr(self, name, PyroParam(value, constraint, event_dim))
+
+    @property
+    def param_names(self) -> list[str]:
+        return list(self._inits)
+
+    def default_priors(self) -> dict[str, dist.Distribution]:
+        """The documented default prior of every parameter."""
+        return {}
+
+    def priors(self) -> dict[str, dist.Distribution]:
+        """Effective priors: a `PyroSample` you assigned, else the default."""
+        priors = self.default_priors()
+        for name, prior in {**self._prior_overrides, **self._pyro_samples}.items():
+            priors[name] = prior if hasattr(prior, "log_prob") else prior(self)
+        return priors
+
+    @torch.no_grad()
+    def get_params(self) -> dict[str, torch.Tensor]:
+        """Current point values (constrained), detached."""
+        return {name: getattr(self, name).detach().clone() for name in self._pyro_params}
+
+    @torch.no_grad()
+    def set_params(self, values: dict[str, torch.Tensor]) -> Model:
+        for name, value in values.items():
+            if name not in self._inits:
+                raise ValueError(f"{type(self).__name__} has no parameter {name!r}; its "
+                                 f"parameters are {self.param_names}")
+            setattr(self, name, torch.as_tensor(value, dtype=self._inits[name][0].dtype))
+        return self
+
+    def point(self) -> Model:
+        """A copy whose parameters are all point parameters (random ones restart at init)."""
+        m = copy.deepcopy(self)
+        m._prior_overrides = {**self._prior_overrides, **self._pyro_samples}
+        for name, (value, constraint, event_dim) in self._inits.items():
+            if name in m._pyro_samples:
+                setattr(m, name, PyroParam(value.clone(), constraint, event_dim))
+        return m
+
+    def bayesian(self) -> Model:
+        """A copy whose parameters are all random attributes with the effective priors."""
+        priors = self.priors()
+        m = copy.deepcopy(self)
+        for name in self._inits:
+            setattr(m, name, PyroSample(priors[name]))
+        return m
+
+    # -- densities --------------------------------------------------------------------------
+    def validate(self, x) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    @model_method
+    def log_prob(self, x) -> torch.Tensor:
+        """Per-datum log-density in nats under the current parameters, shape (N,)."""
+        return self._log_prob(self.validate(x))
+
+    @model_method
+    def log_likelihood_factor(self, x: torch.Tensor) -> None:
+        """The likelihood of validated `x` as one vectorised `pyro.factor`: the same log joint as
+        `self(x)` (a test proves it), one call instead of one site per factor."""
+        pyro.factor("log_likelihood", self._log_prob(x).sum())
+
+    @torch.no_grad()
+    def log_likelihood(self, x: torch.Tensor, draws: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Pointwise log-likelihood of validated `x` under each parameter draw.
+
+        `draws` maps parameter names to tensors with two leading sample dims (chain, draw);
+        returns (chain, draw, N). Each draw conditions the random attributes of a Bayesian copy."""
+        if not draws:  # nothing random: one 'draw', the model itself
+            return self._log_prob_in_context(x)[None, None]
+        lead = next(iter(draws.values())).shape[:2]
+        flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in draws.items()}
+        bayes = self.bayesian() if self._pyro_params else self
+        out = []
+        for s in range(lead.numel()):
+            with poutine.condition(data={k: v[s] for k, v in flat.items()}):
+                out.append(bayes._log_prob_in_context(x))
+        return torch.stack(out).reshape(*lead, -1)
+
+    @model_method
+    def _log_prob_in_context(self, x: torch.Tensor) -> torch.Tensor:
+        return self._log_prob(x)
+
+    # -- hooks with defaults ----------------------------------------------------------------
+    def fit_closed_form(self, x: torch.Tensor, prior: bool) -> bool:
+        """Set the MLE (prior=False) or MAP (prior=True) in closed form; False if there is none."""
+        return False
+
+    def posterior(self, x: torch.Tensor):
+        raise ValueError(f"{type(self).__name__} has no conjugate form, so method='exact' is not "
+                         "available; use method='nuts' or 'svi' for a posterior")
+
+    @property
+    def num_parameters(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def config(self) -> dict:
+        """Constructor arguments: `type(model)(**model.config)` builds an unfitted twin."""
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config.items())
+        return f"{args}; {self.factorization}; {self.num_parameters:,} free parameters"
+
+    # -- helpers for forward ----------------------------------------------------------------
+    def _data_or_size(self, x, num_samples) -> tuple[torch.Tensor | None, int]:
+        """(validated x, N) when observing, (None, num_samples) when generating."""
+        if x is not None:
+            if num_samples is not None:
+                raise ValueError("pass either x (to observe data) or num_samples (to generate), "
+                                 "not both")
+            x = self.validate(x)
+            return x, x.shape[0]
+        if num_samples is None:
+            raise ValueError("forward needs x (data to observe) or num_samples (how many to "
+                             "generate)")
+        from ppl_models.checks import positive_int
+
+        return None, positive_int(num_samples, "num_samples")
+
+
+def dirichlet_concentration(prior: dist.Distribution, shape: torch.Size) -> torch.Tensor | None:
+    """Concentration of a Beta or Dirichlet prior as a (..., K) tensor broadcast to `shape`
+    (Beta(a, b) -> [a, b], the probability of the first outcome being the parameter), or None
+    for any other prior."""
+    d = prior
+    while isinstance(d, torch.distributions.Independent):
+        d = d.base_dist
+    if isinstance(d, torch.distributions.Beta):
+        c = torch.stack([d.concentration1, d.concentration0], -1)
+    elif isinstance(d, torch.distributions.Dirichlet):
+        c = d.concentration
+    else:
+        return None
+    return c.to(torch.float64).expand(shape)
+
+
+def normalise_counts(counts: torch.Tensor, extra: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """Rows of `counts + extra` normalised over the last dim; all-zero rows become uniform."""
+    c = counts + extra
+    if (c < 0).any():
+        raise ValueError("MAP does not exist in the interior for a Dirichlet/Beta concentration "
+                         "below 1 on a cell with no data; use method='exact' (the posterior) or a "
+                         "concentration >= 1")
+    total = c.sum(-1, keepdim=True)
+    uniform = torch.full_like(c, 1.0 / c.shape[-1])
+    return torch.where(total > 0, c / total.clamp_min(1e-300), uniform)
+
+
+def log_num_configurations(num_dims: int, num_categories: int) -> float:
+    return num_dims * math.log(num_categories)

@@ -1,0 +1,129 @@
+"""Validation at the API boundary: every error names the problem and the fix.
+
+Data enters through `fit`, `log_prob`, `forward(x=...)` and the dataset loaders; each calls
+one of the functions here once, so models and inference work on clean tensors only.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import torch
+
+
+def as_tensor(x, *, name: str = "x", dtype: torch.dtype | None = None) -> torch.Tensor:
+    """`x` as a tensor, or a ValueError saying why it cannot be one."""
+    if isinstance(x, torch.Tensor):
+        t = x.detach()
+    else:
+        try:
+            a = np.asarray(x)
+        except Exception as e:  # ragged lists and the like
+            raise ValueError(f"{name} could not be read as an array ({e}); pass a tensor or "
+                             "a rectangular numpy array of numbers") from None
+        if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+            raise ValueError(f"{name} must be numeric, got an array of dtype {a.dtype}; "
+                             "convert it with np.asarray(x, dtype=float) first")
+        t = torch.from_numpy(np.ascontiguousarray(a))
+    if t.dtype == torch.bool:
+        t = t.to(torch.uint8)
+    if t.is_complex():
+        raise ValueError(f"{name} is complex; pass real numbers")
+    return t if dtype is None else t.to(dtype)
+
+
+def _where(t: torch.Tensor, bad: torch.Tensor) -> str:
+    """'x[3, 5] = 0.5' for the first entry where `bad` holds."""
+    idx = tuple(int(i) for i in torch.nonzero(bad)[0])
+    count = int(bad.sum())
+    more = f" (and {count - 1} more)" if count > 1 else ""
+    pos = ", ".join(map(str, idx))
+    return f"x[{pos}] = {t[idx].item():g}{more}"
+
+
+def check_shape(t: torch.Tensor, *, ndim: int, num_dims: int | None = None,
+                name: str = "x", what: str = "this model") -> torch.Tensor:
+    if ndim == 2:
+        if t.dim() == 1 and num_dims is not None and t.numel() == num_dims:
+            raise ValueError(f"{name} has shape {tuple(t.shape)}: {what} expects a batch of shape "
+                             f"(N, {num_dims}); for one datum pass x[None] or x.reshape(1, -1)")
+        if t.dim() != 2:
+            raise ValueError(f"{name} must have shape (N, D) (one row per datum), got shape "
+                             f"{tuple(t.shape)}; reshape it with x.reshape(len(x), -1)")
+        if num_dims is not None and t.shape[1] != num_dims:
+            raise ValueError(f"{name} has {t.shape[1]} dimensions per datum but {what} was built "
+                             f"for num_dims={num_dims}; build the model with "
+                             f"num_dims={t.shape[1]} or pass data of shape (N, {num_dims})")
+    elif ndim == 1:
+        if t.dim() != 1:
+            raise ValueError(f"{name} must be a 1-D series of shape (T,), got shape "
+                             f"{tuple(t.shape)}; fit one series at a time (x.reshape(-1) if it "
+                             "is a single column)")
+    if t.shape[0] == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(t.shape)}); pass at least one datum")
+    return t
+
+
+def check_finite(t: torch.Tensor, name: str = "x") -> torch.Tensor:
+    if t.is_floating_point():
+        bad = ~torch.isfinite(t)
+        if bad.any():
+            kind = "NaN" if torch.isnan(t).any() else "inf"
+            raise ValueError(f"{name} contains {kind}: {_where(t, bad)}; remove or impute missing "
+                             "values before fitting")
+    return t
+
+
+def categories(x, num_categories: int, *, num_dims: int | None = None, name: str = "x",
+               what: str = "this model") -> torch.Tensor:
+    """Integer category codes 0..K-1 of shape (N, D), as int64."""
+    t = check_finite(check_shape(as_tensor(x, name=name), ndim=2, num_dims=num_dims, name=name,
+                                 what=what), name)
+    if t.is_floating_point():
+        frac = t != torch.round(t)
+        if frac.any():
+            raise ValueError(f"{name} holds float values where integers are required: "
+                             f"{_where(t, frac)}; {what} needs integer category codes "
+                             f"0..{num_categories - 1}")
+    bad = (t < 0) | (t >= num_categories)
+    if bad.any():
+        raise ValueError(f"{name} has values outside 0..{num_categories - 1}: {_where(t, bad)}; "
+                         f"{what} has num_categories={num_categories} (raise it, or recode the "
+                         "data)")
+    return t.to(torch.int64)
+
+
+def binary(x, *, num_dims: int | None = None, name: str = "x", what: str = "this model",
+           dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """0/1 data of shape (N, D) for a Bernoulli model, as floats."""
+    t = check_finite(check_shape(as_tensor(x, name=name), ndim=2, num_dims=num_dims, name=name,
+                                 what=what), name)
+    bad = (t != 0) & (t != 1)
+    if bad.any():
+        raise ValueError(f"{name} is not binary: {_where(t, bad)}; {what} is a Bernoulli model "
+                         "and needs values in {0, 1}: binarise the data (e.g. x > threshold) or "
+                         "use a categorical model")
+    return t.to(dtype)
+
+
+def real(x, *, ndim: int = 2, num_dims: int | None = None, name: str = "x",
+         what: str = "this model", dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Finite real data, (N, D) or a (T,) series, as floats."""
+    t = as_tensor(x, name=name)
+    t = check_finite(check_shape(t, ndim=ndim, num_dims=num_dims, name=name, what=what), name)
+    return t.to(dtype)
+
+
+def positive_int(value, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def one_of(value, options, name: str) -> str:
+    if value not in options:
+        raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(map(repr, options))}")
+    return value

@@ -1,0 +1,109 @@
+"""Real data that ships inside installed packages, with fixed, documented splits.
+
+Nothing is downloaded: digits and the sample images come with scikit-learn, sunspots with
+statsmodels. `load(name)` returns `Split(train, valid, test)` of tensors; an empty split has
+zero rows.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+
+class Split(NamedTuple):
+    train: torch.Tensor
+    valid: torch.Tensor
+    test: torch.Tensor
+
+
+DATASETS = {
+    "digits": "scikit-learn 8x8 digits binarised as pixel > 7: (N, 64) int64 in {0, 1}; "
+              "1297 train / 250 valid / 250 test",
+    "pixels": "RGB pixels of scikit-learn's china and flower images: (N, 3) int64 in 0..255; "
+              "437,248 train / 0 valid / 109,312 test",
+    "patches": "8x8 grey patches of the same images, dequantised, mean removed, last pixel "
+               "dropped: (N, 63) float32; 20,000 train / 5,000 valid / 5,000 test",
+    "sunspots": "yearly sunspot numbers 1700-2008 from statsmodels: (309,) float64, all train "
+                "(evaluate a series by leave-future-out)",
+}
+
+
+def names() -> list[str]:
+    return list(DATASETS)
+
+
+def load(name: str) -> Split:
+    """The named dataset as `Split(train, valid, test)`; see `DATASETS` for each recipe."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    return _LOADERS[name]()
+
+
+def _split(x: np.ndarray, sizes: tuple[int, int]) -> Split:
+    a, b = sizes
+    t = torch.from_numpy(np.ascontiguousarray(x))
+    return Split(t[:a], t[a:a + b], t[a + b:])
+
+
+@functools.cache
+def _digits() -> Split:
+    """8x8 digits, pixel > 7; rows permuted by default_rng(0).permutation(1797)."""
+    from sklearn.datasets import load_digits
+
+    x = (load_digits().data > 7).astype(np.int64)
+    perm = np.random.default_rng(0).permutation(len(x))
+    return _split(x[perm], (1297, 250))
+
+
+def _sample_images() -> list[np.ndarray]:
+    from sklearn.datasets import load_sample_images
+
+    images = load_sample_images()
+    order = [next(i for i, f in enumerate(images.filenames) if f.endswith(name))
+             for name in ("china.jpg", "flower.jpg")]
+    return [images.images[i] for i in order]
+
+
+@functools.cache
+def _pixels() -> Split:
+    """RGB triples of china then flower, permuted by default_rng(0).permutation(546560)."""
+    x = np.concatenate([im.reshape(-1, 3) for im in _sample_images()]).astype(np.int64)
+    perm = np.random.default_rng(0).permutation(len(x))
+    return _split(x[perm], (437_248, 0))
+
+
+@functools.cache
+def _patches(n: int = 30_000) -> Split:
+    """The RNADE recipe for BSDS300, on the two sample images (see DESIGN.md)."""
+    grey = [im.mean(-1) / 255.0 for im in _sample_images()]
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 2, n)
+    H, W = grey[0].shape
+    rows = rng.integers(0, H - 7, n)
+    cols = rng.integers(0, W - 7, n)
+    stack = np.stack(grey)
+    r = rows[:, None, None] + np.arange(8)[None, :, None]
+    c = cols[:, None, None] + np.arange(8)[None, None, :]
+    x = stack[img[:, None, None], r, c].reshape(n, 64)
+    x = x + rng.uniform(0, 1 / 256, (n, 64))
+    x = x - x.mean(1, keepdims=True)
+    return _split(x[:, :63].astype(np.float32), (20_000, 5_000))
+
+
+@functools.cache
+def _sunspots() -> Split:
+    try:
+        from statsmodels.datasets import sunspots
+    except ImportError:
+        raise ValueError("the sunspots data ships with statsmodels, which is not installed; "
+                         "pip install statsmodels (or pip install 'ppl-models[dev]')") from None
+    y = sunspots.load_pandas().data["SUNACTIVITY"].to_numpy(dtype=np.float64)
+    t = torch.from_numpy(y)
+    return Split(t, t[:0], t[:0])
+
+
+_LOADERS = {"digits": _digits, "pixels": _pixels, "patches": _patches, "sunspots": _sunspots}
