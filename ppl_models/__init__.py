@@ -7,7 +7,8 @@ program; `inference.fit` fits any of them by MLE, MAP, exact conjugate posterior
 from ppl_models import datasets
 from ppl_models.full_joint import FullJoint
 from ppl_models.independent import Independent
+from ppl_models.linear_gaussian import LinearGaussian
 from ppl_models.markov import Markov
 
-__all__ = ["FullJoint", "Independent", "Markov", "datasets"]
+__all__ = ["FullJoint", "Independent", "LinearGaussian", "Markov", "datasets"]
 __version__ = "0.1.0"
