@@ -3,5 +3,7 @@ report log-density the same way for every model (nats per datum, bits per dimens
 
 from inference.fitting import METHODS, fit
 from inference.result import Fit, Report, load
+from inference.timeseries import LFO, OrderSelection, lfo, select_order
 
-__all__ = ["METHODS", "Fit", "Report", "fit", "load"]
+__all__ = ["LFO", "METHODS", "Fit", "OrderSelection", "Report", "fit", "lfo", "load",
+           "select_order"]

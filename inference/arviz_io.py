@@ -21,7 +21,8 @@ def _dataset(variables: dict, sample_dims: bool) -> xr.Dataset:
         a = np.asarray(value)
         lead = ["chain", "draw"] if sample_dims else []
         rest = [f"{name}_dim_{i}" for i in range(a.ndim - len(lead))]
-        data[name] = xr.DataArray(a, dims=lead + rest)
+        coords = {d: np.arange(n) for d, n in zip(lead + rest, a.shape)}
+        data[name] = xr.DataArray(a, dims=lead + rest, coords=coords)
     return xr.Dataset(data)
 
 
@@ -46,3 +47,12 @@ def to_inference_data(fit) -> az.InferenceData:
         ds.attrs.update({"inference_library": "pyro", "method": fit.method,
                          "model": type(fit.model).__name__})
     return az.InferenceData(**groups)
+
+
+def psis_log_weights(log_ratios):
+    """Pareto-smoothed importance sampling (ArviZ's `psislw`) of one set of log importance
+    ratios over draws (a 1-D tensor): (normalised log weights as a tensor, Pareto k)."""
+    import torch
+
+    lw, k = az.psislw(log_ratios.detach().numpy().astype(float))
+    return torch.from_numpy(np.asarray(lw, dtype=float)), float(k)

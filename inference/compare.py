@@ -38,6 +38,7 @@ def table(reports: list[Report], markdown: bool = False, columns=COLUMNS) -> str
     rows = [[_cell(getattr(r, attr)) for _, attr in columns] for r in reports]
     head = [name for name, _ in columns]
     if markdown:
+        rows = [[c.replace("|", "\\|") for c in row] for row in rows]  # '|' in formulas
         lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
         return "\n".join(lines)

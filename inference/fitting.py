@@ -9,14 +9,13 @@ import torch
 
 from inference import bayes, optimize
 from inference.result import Fit
-from ppl_models.base import local_params
 from ppl_models.checks import positive_int
 
 METHODS = ("mle", "map", "exact", "svi", "nuts")
 
 COMMON = {"seed": 0}
 GRADIENT = {"solver": None, "valid": None, "batch_size": None, "max_epochs": None,
-            "patience": None, "lr": None, "progress_bar": None}
+            "patience": None, "lr": None, "lr_decay": None, "progress_bar": None}
 OPTIONS = {
     "mle": GRADIENT,
     "map": GRADIENT,
@@ -34,10 +33,11 @@ def fit(model, data, method: str = "mle", **options) -> Fit:
     Methods:
       - ``"mle"`` / ``"map"``: maximise the exact log-likelihood (plus the log prior for MAP, in
         the constrained space). Closed form where the model has one; otherwise gradient ascent:
-        ``solver="lbfgs"`` (full batch, the default without ``valid``/``batch_size``) or
-        ``"adam"`` (minibatches of ``batch_size``, early stopping on ``valid`` with
-        ``patience``, best parameters kept). ``solver="lbfgs"`` forces the gradient path even
-        where a closed form exists.
+        ``solver="lbfgs"`` (full batch; without ``valid``/``batch_size`` the default unless
+        the model's ``gradient_solver`` says ``"adam"``, as NADE's does) or
+        ``"adam"`` (minibatches of ``batch_size``, step size ``lr`` times ``lr_decay`` per
+        epoch, early stopping on ``valid`` with ``patience``, best parameters kept).
+        ``solver="lbfgs"`` forces the gradient path even where a closed form exists.
       - ``"exact"``: the exact conjugate posterior; ``num_samples`` exact draws are kept.
       - ``"svi"``: a Pyro autoguide (``guide="normal" | "multivariate_normal" | "delta"`` or
         an autoguide class), ``steps`` of Adam at ``lr``, started at the MAP estimate.
@@ -56,10 +56,12 @@ def fit(model, data, method: str = "mle", **options) -> Fit:
                          f"its options are {', '.join(sorted(allowed))}")
     opts = {**allowed, **options}
     x = model.validate(data)
-    with torch.random.fork_rng(devices=[]), local_params(), pyro.get_param_store().scope():
+    # a fresh param store scope: guides never collide with each other or with the user's params
+    with torch.random.fork_rng(devices=[]), pyro.get_param_store().scope():
         seed = opts.pop("seed")
         torch.manual_seed(seed)
         start = time.perf_counter()
+        model = model.init_from_data(x)  # data-dependent initial values, under the seed
         result = _RUN[method](model, x, **opts)
         result.fit_seconds = time.perf_counter() - start
     result.info.setdefault("seed", seed)

@@ -20,13 +20,12 @@ def show_progress(progress_bar) -> bool:
 
 
 def point_fit(model, x, method, *, solver=None, valid=None, batch_size=None, max_epochs=None,
-              patience=None, lr=None, progress_bar=None) -> Fit:
+              patience=None, lr=None, lr_decay=None, progress_bar=None) -> Fit:
     """Fit a point copy of `model` by MLE (method="mle") or MAP ("map")."""
     if solver is not None and solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
     prior = method == "map"
     m = model.point()
-    priors = model.priors() if prior else {}
     if valid is not None:
         try:
             valid = m.validate(valid)
@@ -38,14 +37,14 @@ def point_fit(model, x, method, *, solver=None, valid=None, batch_size=None, max
         raise ValueError(f"{type(model).__name__} has no closed-form {method.upper()} with these "
                          "priors; use solver='lbfgs' or 'adam'")
     if solver is None:
-        solver = "adam" if valid is not None or batch_size is not None else "lbfgs"
+        solver = "adam" if valid is not None or batch_size is not None else m.gradient_solver
     if not [p for p in m.parameters() if p.requires_grad]:
         raise ValueError(f"{type(model).__name__} has no free parameters to optimise here; use "
                          "the closed form (solver=None)")
-    objective = _Objective(m, priors, len(x))
+    objective = _Objective(m, prior, len(x))
     run = _lbfgs if solver == "lbfgs" else _adam
     info = run(m, objective, x, valid=valid, batch_size=batch_size, max_epochs=max_epochs,
-               patience=patience, lr=lr, progress=show_progress(progress_bar),
+               patience=patience, lr=lr, lr_decay=lr_decay, progress=show_progress(progress_bar),
                desc=f"{method} {type(model).__name__}")
     return Fit(model=m, method=method, data=x, losses=info.pop("losses"),
                info={"solver": solver, **info})
@@ -54,21 +53,23 @@ def point_fit(model, x, method, *, solver=None, valid=None, batch_size=None, max
 class _Objective:
     """Negative log joint per datum: -(mean log p(x | theta) + log p(theta) / N)."""
 
-    def __init__(self, model, priors, n):
-        self.model, self.priors, self.n = model, priors, n
+    def __init__(self, model, prior: bool, n):
+        self.model, self.prior, self.n = model, prior, n
 
     def __call__(self, batch):
         loss = -self.model._log_prob(batch).mean()
-        for name, prior in self.priors.items():
-            loss = loss - prior.log_prob(getattr(self.model, name)).sum() / self.n
+        if self.prior:  # priors re-evaluated each step: a conditional prior moves with its parents
+            loss = loss - self.model.log_prior() / self.n
         return loss
 
 
-def _lbfgs(m, objective, x, *, valid, batch_size, max_epochs, patience, lr, progress, desc):
+def _lbfgs(m, objective, x, *, valid, batch_size, max_epochs, patience, lr, lr_decay, progress,
+           desc):
     """Full-batch L-BFGS with strong-Wolfe line search, 20 iterations per epoch, until the
     loss changes by less than 1e-10 nats per datum."""
-    if batch_size is not None:
-        raise ValueError("solver='lbfgs' is full batch; batch_size applies to solver='adam'")
+    if batch_size is not None or lr_decay is not None:
+        raise ValueError("solver='lbfgs' is full batch with a line search; batch_size and "
+                         "lr_decay apply to solver='adam'")
     params = [p for p in m.parameters() if p.requires_grad]
     opt = torch.optim.LBFGS(params, lr=lr or 1.0, max_iter=20, history_size=50,
                             tolerance_grad=1e-12, tolerance_change=1e-14,
@@ -102,11 +103,18 @@ def _lbfgs(m, objective, x, *, valid, batch_size, max_epochs, patience, lr, prog
     return out
 
 
-def _adam(m, objective, x, *, valid, batch_size, max_epochs, patience, lr, progress, desc):
-    """Minibatch Adam; early stopping on the validation nats (training nats without `valid`);
+def _adam(m, objective, x, *, valid, batch_size, max_epochs, patience, lr, lr_decay, progress,
+          desc):
+    """Minibatch Adam, the step size multiplied by `lr_decay` after each epoch (default 1: a
+    constant step); early stopping on the validation nats (training nats without `valid`);
     the best parameters are kept; a NaN loss stops training with a warning."""
     params = [p for p in m.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr or 1e-3)
+    decay = 1.0 if lr_decay is None else float(lr_decay)
+    if not 0 < decay <= 1:
+        raise ValueError(f"lr_decay must be in (0, 1] (the factor applied to the step size after "
+                         f"each epoch), got {lr_decay!r}")
+    schedule = torch.optim.lr_scheduler.ExponentialLR(opt, decay)
     n = len(x)
     batch_size = positive_int(batch_size or min(100, n), "batch_size")
     epochs = positive_int(max_epochs or 1000, "max_epochs")
@@ -123,8 +131,9 @@ def _adam(m, objective, x, *, valid, batch_size, max_epochs, patience, lr, progr
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
         else:
+            schedule.step()
             losses.append(total / n)
             with torch.no_grad():
                 monitor = float(-m._log_prob(valid).mean()) if valid is not None else losses[-1]
@@ -139,8 +148,9 @@ def _adam(m, objective, x, *, valid, batch_size, max_epochs, patience, lr, progr
                     stop = f"early stopping: no improvement for {patience} epochs"
                     break
             continue
-        stop = (f"loss became {float(loss)} at epoch {epoch}; stopped and kept the best "
-                f"parameters (epoch {best_epoch})")
+        kept = f"the best parameters (epoch {best_epoch})" if best_epoch >= 0 else \
+            "the initial parameters (no epoch finished); lower lr"
+        stop = f"loss became {float(loss.detach())} at epoch {epoch}; stopped and kept {kept}"
         warnings.warn(stop, RuntimeWarning, stacklevel=4)
         break
     m.load_state_dict(best)

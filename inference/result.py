@@ -125,7 +125,8 @@ class Fit:
     @torch.no_grad()
     def sample(self, n: int, seed: int | None = None) -> torch.Tensor:
         """n new data: from the fitted model (MLE/MAP), the exact posterior predictive (exact),
-        or the posterior predictive with one posterior draw per datum (SVI/NUTS)."""
+        or the posterior predictive with one posterior draw per datum (SVI/NUTS); for a model
+        of one series (``model.exchangeable`` False), a series of length n from one draw."""
         from ppl_models.checks import positive_int
 
         n = positive_int(n, "n")
@@ -137,6 +138,10 @@ class Fit:
             if self.method not in ("svi", "nuts"):
                 return self.model(num_samples=n)
             flat = {k: v.flatten(0, 1) for k, v in self.draws.items()}
+            if not getattr(self.model, "exchangeable", True):
+                s = int(torch.randint(self.num_draws, ()))
+                return self.model.point().set_params({k: v[s] for k, v in flat.items()})(
+                    num_samples=n)
             which = torch.randint(self.num_draws, (n,))
             out = None
             m = self.model.point()
@@ -148,6 +153,18 @@ class Fit:
                     out = xs.new_empty((n, *xs.shape[1:]))
                 out[rows] = xs
             return out
+
+    def forecast(self, steps: int, prob: float = 0.9, history=None):
+        """Forecast `steps` values after the training series (or after `history`): mean and
+        central `prob` interval per step, Gaussian under the estimate for MLE/MAP, the posterior
+        predictive (parameter uncertainty included) for exact/SVI/NUTS. For models that
+        forecast (a `forecast(x, steps, prob, draws)` method, e.g. AutoRegressive)."""
+        forecast = getattr(self.model, "forecast", None)
+        if forecast is None:
+            raise ValueError(f"{type(self.model).__name__} does not forecast: its data are not a "
+                             "series; forecasts are for series models such as AutoRegressive")
+        x = self.data if history is None else history
+        return forecast(x, steps, prob, draws=self.draws if self.bayesian else None)
 
     # -- ArviZ and persistence ------------------------------------------------------------------
     def to_arviz(self):

@@ -13,6 +13,7 @@ otherwise) for MAP, SVI and NUTS. What inference relies on, and nothing more:
 - `validate(x)`: the data as a clean tensor, or a ValueError naming the problem and the fix;
 - `_log_prob(x)`: per-datum log-density of validated data, vectorised (tested equal to the
   log-likelihood of the `forward` program);
+- `init_from_data(x)`: a copy with data-dependent initial values (default: the model itself);
 - `fit_closed_form(x, prior)`: set the MLE (or MAP) in closed form; False when there is none;
 - `posterior(x)`: the exact conjugate posterior (a `conjugate.Posterior`), or a ValueError;
 - `num_parameters`, `factorization`, `num_dims`, `config` (constructor arguments).
@@ -55,6 +56,12 @@ class Model(PyroModule):
     """Base class of every generative program in ppl_models (see the module docstring)."""
 
     factorization: str = ""
+    # True: the data are rows, independent given the parameters (`Fit.sample` may draw each
+    # from another posterior draw); False for a model of one series (AutoRegressive)
+    exchangeable: bool = True
+    # the gradient solver of MLE/MAP when neither `solver`, `valid` nor `batch_size` says:
+    # "lbfgs" (full batch) for a few parameters, "adam" (minibatches) for a network
+    gradient_solver: str = "lbfgs"
 
     def __init__(self):
         with local_params():
@@ -76,16 +83,29 @@ class Model(PyroModule):
     def param_names(self) -> list[str]:
         return list(self._inits)
 
-    def default_priors(self) -> dict[str, dist.Distribution]:
-        """The documented default prior of every parameter."""
+    def default_priors(self) -> dict:
+        """The documented default prior of every parameter: a distribution or, as `PyroSample`
+        allows, a function of the model returning one (a prior conditional on other
+        parameters, e.g. a coefficient's scale proportional to the noise scale)."""
         return {}
 
+    def prior_specs(self) -> dict:
+        """Effective priors as given: a `PyroSample` you assigned, else the default; each a
+        distribution or a function of the model."""
+        return {**self.default_priors(), **self._prior_overrides, **self._pyro_samples}
+
     def priors(self) -> dict[str, dist.Distribution]:
-        """Effective priors: a `PyroSample` you assigned, else the default."""
-        priors = self.default_priors()
-        for name, prior in {**self._prior_overrides, **self._pyro_samples}.items():
-            priors[name] = prior if hasattr(prior, "log_prob") else prior(self)
-        return priors
+        """Effective priors as distributions; a conditional prior is evaluated at the current
+        values of the parameters it depends on."""
+        with local_params():
+            return {name: prior if hasattr(prior, "log_prob") else prior(self)
+                    for name, prior in self.prior_specs().items()}
+
+    def log_prior(self) -> torch.Tensor:
+        """log p(theta) at the current point values (the objective of MAP adds it)."""
+        with local_params():
+            return sum(prior.log_prob(getattr(self, name)).sum()
+                       for name, prior in self.priors().items())
 
     @torch.no_grad()
     def get_params(self) -> dict[str, torch.Tensor]:
@@ -112,7 +132,7 @@ class Model(PyroModule):
 
     def bayesian(self) -> Model:
         """A copy whose parameters are all random attributes with the effective priors."""
-        priors = self.priors()
+        priors = self.prior_specs()  # functions of the model stay functions: Pyro calls them
         m = copy.deepcopy(self)
         for name in self._inits:
             setattr(m, name, PyroSample(priors[name]))
@@ -153,11 +173,19 @@ class Model(PyroModule):
                 out.append(bayes._log_prob_in_context(x))
         return torch.stack(out).reshape(*lead, -1)
 
-    @model_method
     def _log_prob_in_context(self, x: torch.Tensor) -> torch.Tensor:
-        return self._log_prob(x)
+        if not self._pyro_samples:  # point parameters only: no sample sites, no Pyro context
+            return self._log_prob(x)
+        with local_params(), self._pyro_context:
+            return self._log_prob(x)
 
     # -- hooks with defaults ----------------------------------------------------------------
+    def init_from_data(self, x: torch.Tensor) -> Model:
+        """A copy with data-dependent initial values (scales, biases, random weights), or the
+        model itself when it has none. `inference.fit` calls it on validated training data,
+        under the fit's seed, before any method runs."""
+        return self
+
     def fit_closed_form(self, x: torch.Tensor, prior: bool) -> bool:
         """Set the MLE (prior=False) or MAP (prior=True) in closed form; False if there is none."""
         return False

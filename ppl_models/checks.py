@@ -127,3 +127,29 @@ def one_of(value, options, name: str) -> str:
     if value not in options:
         raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(map(repr, options))}")
     return value
+
+
+def series(x, *, min_length: int = 1, name: str = "x", what: str = "this model", why: str = "",
+           dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """One finite real series of shape (T,) with at least `min_length` values (`why`: the
+    reason, for the message), as floats."""
+    t = as_tensor(x, name=name)
+    if t.dim() != 1:
+        column = (" (a single column: x.reshape(-1))" if t.dim() == 2 and 1 in t.shape[1:]
+                  else "")
+        raise ValueError(f"{name} must be one series of shape (T,), got shape {tuple(t.shape)}: "
+                         f"{what} models a single series; fit each series separately "
+                         f"(e.g. x[:, k] for column k){column}")
+    check_finite(t, name)
+    if t.shape[0] < min_length:
+        raise ValueError(f"{name} has {t.shape[0]} values but {what} needs at least "
+                         f"{min_length}{f' ({why})' if why else ''}; pass a longer series or "
+                         "lower the order")
+    return t.to(dtype)
+
+
+def probability(value, name: str) -> float:
+    """A number strictly between 0 and 1 (an interval's coverage, say)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < 1:
+        raise ValueError(f"{name} must be a probability strictly between 0 and 1, got {value!r}")
+    return float(value)

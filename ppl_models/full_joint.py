@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
@@ -25,8 +24,10 @@ class Counts:
 
     def __init__(self, configs: torch.Tensor, counts: torch.Tensor, beta: float,
                  num_categories: int):
-        self.configs, self.counts, self.beta = configs, counts.to(torch.float64), float(beta)
         self.num_categories = num_categories
+        self.dtype = torch.uint8 if num_categories <= 256 else torch.int32  # compact rows
+        self.configs, self.counts = configs.to(self.dtype), counts.to(torch.float64)
+        self.beta = float(beta)
         self.log_cells = configs.shape[1] * math.log(num_categories)
         self.index = {key: i for i, key in enumerate(self.keys(configs))}
 
@@ -39,9 +40,8 @@ class Counts:
     def total(self) -> float:
         return float(self.counts.sum())
 
-    @staticmethod
-    def keys(x: torch.Tensor) -> list[bytes]:
-        return [row.tobytes() for row in x.numpy().astype(np.int32)]
+    def keys(self, x: torch.Tensor) -> list[bytes]:
+        return [row.tobytes() for row in x.to(self.dtype).numpy()]
 
     def lookup(self, x: torch.Tensor) -> torch.Tensor:
         """Index of each row of x among the seen configurations, -1 where unseen."""
@@ -56,7 +56,8 @@ class Counts:
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         idx = self.lookup(x)
-        c = torch.where(idx >= 0, self.counts[idx.clamp_min(0)], 0.0)
+        c = torch.zeros(len(x), dtype=torch.float64)
+        c[idx >= 0] = self.counts[idx[idx >= 0]]
         return torch.log(c + self.beta) - self.log_normaliser()
 
     def sample(self, n: int) -> torch.Tensor:
@@ -68,7 +69,8 @@ class Counts:
         out = torch.randint(K, (n, D))
         n_seen = int((~uniform).sum())
         if n_seen:
-            out[~uniform] = self.configs[torch.multinomial(self.counts, n_seen, replacement=True)]
+            pick = torch.multinomial(self.counts, n_seen, replacement=True)
+            out[~uniform] = self.configs[pick].to(out.dtype)
         return out
 
 
@@ -197,7 +199,7 @@ class _ConfigurationCategorical(dist.TorchDistribution):
         self._log_prob_rows, self._sample_rows = log_prob_rows, sample_rows
         super().__init__(torch.Size(), torch.Size([num_dims]), validate_args=False)
 
-    def sample(self, sample_shape=torch.Size()):
+    def sample(self, sample_shape=()):
         shape = torch.Size(sample_shape)
         return self._sample_rows(shape.numel()).reshape(*shape, -1)
 

@@ -40,3 +40,10 @@ def pixel_swatches(x, side: int = 16, n: int = 4) -> np.ndarray:
     """RGB triples (0..255) as n square swatches of side x side pixels."""
     a = np.asarray(x[: n * side * side], dtype=float) / 255.0
     return a.reshape(-1, side, side, 3)
+
+
+def patch_images(x, n: int = 12) -> np.ndarray:
+    """Mean-removed 8x8 patches stored without their last pixel (63 values) as (n, 8, 8)
+    images: the dropped pixel is minus the sum of the other 63."""
+    a = np.asarray(x[:n], dtype=float)
+    return np.concatenate([a, -a.sum(1, keepdims=True)], 1).reshape(-1, 8, 8)

@@ -1,0 +1,140 @@
+"""AR(2) on sunspots: our NUTS beside a plain `pyro.infer.MCMC(NUTS)` on a hand-written AR(2)
+with the same priors, in one run (wall time, bulk ESS, ESS per second); and the conditional-MLE
+fit time beside statsmodels' AutoReg.
+
+    .venv/bin/python benchmarks/bench_ar.py [--threads 1] [--samples 1000] [--warmup 1000]
+                                            [--chains 2] [--repeat 200] [--skip-plain]
+
+Targets (issue 3): our NUTS <= 15 s and >= 40 ESS/s for 2 chains x (1000 warm-up + 1000 draws);
+the plain version measured 123 s (about 5 ESS/s); MLE no slower than AutoReg. Prints a table and
+writes benchmarks/results/ar.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import arviz as az
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import torch
+from common import machine, write_results
+from pyro.infer import MCMC, NUTS
+from statsmodels.tsa.ar_model import AutoReg
+
+import inference
+from ppl_models import AutoRegressive, datasets
+
+f64 = torch.float64
+
+
+def plain_ar2(y, m, s):
+    """AR(2) written by hand, vectorised, with the default priors of AutoRegressive(2)."""
+    sigma2 = dist.InverseGamma(torch.tensor(0.5, dtype=f64), torch.tensor(s**2 / 2, dtype=f64))
+    sigma = pyro.sample("sigma", dist.TransformedDistribution(sigma2, [dist.transforms
+                                                                       .PowerTransform(0.5)]))
+    phi = pyro.sample("phi", dist.Normal(torch.zeros(2, dtype=f64), 5 * sigma / s).to_event(1))
+    const = pyro.sample("const", dist.Normal(m * (1 - phi.sum()), 5 * sigma))
+    mean = const + phi[0] * y[1:-1] + phi[1] * y[:-2]
+    pyro.sample("y", dist.Normal(mean, sigma).to_event(1), obs=y[2:])
+
+
+def summarise(label, draws: dict, seconds: float) -> dict:
+    """draws: name -> (chain, draw, ...) tensors."""
+    idata = az.from_dict(posterior={k: v.numpy() for k, v in draws.items()})
+    ess = az.ess(idata, method="bulk")
+    rhat = az.rhat(idata)
+    min_ess = float(min(ess[k].values.min() for k in ess.data_vars))
+    return {"label": label, "seconds": seconds, "min_ess_bulk": min_ess,
+            "ess_per_second": min_ess / seconds,
+            "max_r_hat": float(max(rhat[k].values.max() for k in rhat.data_vars)),
+            "means": {k: v.mean((0, 1)).tolist() for k, v in draws.items()}}
+
+
+def ours(y, args, jit: bool) -> dict:
+    t = time.perf_counter()
+    f = inference.fit(AutoRegressive(2), y, "nuts", num_samples=args.samples,
+                      warmup_steps=args.warmup, num_chains=args.chains, jit_compile=jit, seed=0)
+    seconds = time.perf_counter() - t
+    out = summarise(f"ours: fit(AutoRegressive(2), 'nuts', jit_compile={jit})", f.draws, seconds)
+    out["divergences"] = f.info["divergences"]
+    return out
+
+
+def plain(y, args) -> dict:
+    m, s = float(y.mean()), float(y.std())
+    pyro.set_rng_seed(0)
+    t = time.perf_counter()
+    mcmc = MCMC(NUTS(plain_ar2), num_samples=args.samples, warmup_steps=args.warmup,
+                num_chains=args.chains, disable_progbar=True)
+    mcmc.run(y, m, s)
+    seconds = time.perf_counter() - t
+    draws = {k: v.detach() for k, v in mcmc.get_samples(group_by_chain=True).items()}
+    return summarise("plain pyro.infer.MCMC(NUTS) on a hand-written AR(2)", draws, seconds)
+
+
+def best_of(fn, repeat: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def mle_times(y, repeat: int) -> list[dict]:
+    rows = []
+    yn = y.numpy()
+    for p in (2, 9):
+        rows.append({
+            "order": p,
+            "ours_fit_call_s": best_of(lambda p=p: inference.fit(AutoRegressive(p), y), repeat),
+            "ours_fit_seconds": inference.fit(AutoRegressive(p), y).fit_seconds,
+            "statsmodels_autoreg_s": best_of(
+                lambda p=p: AutoReg(yn, lags=p, trend="c").fit(), repeat),
+        })
+    return rows
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--samples", type=int, default=1000)
+    parser.add_argument("--warmup", type=int, default=1000)
+    parser.add_argument("--chains", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=200)
+    parser.add_argument("--skip-plain", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    y = datasets.load("sunspots").train.clone()
+    exact = inference.fit(AutoRegressive(2), y, "exact").params
+    nuts = [ours(y, args, jit=True), ours(y, args, jit=False)]
+    if not args.skip_plain:
+        nuts.append(plain(y, args))
+    mle = mle_times(y, args.repeat)
+    print(f"\nNUTS on AR(2) sunspots: {args.chains} chains x ({args.warmup} warm-up + "
+          f"{args.samples} draws), {args.threads} thread(s)")
+    print(f"{'':60} {'wall s':>8} {'min ESS':>8} {'ESS/s':>7} {'r_hat':>6}  phi means")
+    for r in nuts:
+        phi = ", ".join(f"{v:.4f}" for v in r["means"]["phi"])
+        print(f"{r['label']:60} {r['seconds']:8.1f} {r['min_ess_bulk']:8.0f} "
+              f"{r['ess_per_second']:7.1f} {r['max_r_hat']:6.3f}  [{phi}]")
+    print(f"{'exact conjugate posterior mean':60} {'':8} {'':8} {'':7} {'':6}  "
+          f"[{', '.join(f'{v:.4f}' for v in exact['phi'].tolist())}]")
+    print("\nconditional MLE (median of repeats)")
+    print(f"{'order':>5} {'inference.fit s':>16} {'fit_seconds':>12} {'AutoReg.fit s':>14}")
+    for r in mle:
+        print(f"{r['order']:5d} {r['ours_fit_call_s']:16.5f} {r['ours_fit_seconds']:12.5f} "
+              f"{r['statsmodels_autoreg_s']:14.5f}")
+    result = {"machine": machine(args.threads), "settings": vars(args), "nuts": nuts, "mle": mle,
+              "exact_posterior_mean": {k: v.tolist() for k, v in exact.items()}}
+    write_results("ar", result)
+    return result
+
+
+if __name__ == "__main__":
+    main()

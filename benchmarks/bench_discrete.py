@@ -1,0 +1,135 @@
+"""Discrete assumptions on digits and pixels: fit time, log-density throughput, memory of the
+sparse vs dense full joint, and the wall time of `ppl-models compare digits`.
+
+    .venv/bin/python benchmarks/bench_discrete.py [--threads 1] [--repeat 3]
+
+Prints a table and writes benchmarks/results/discrete.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+
+import torch
+from common import ROOT, machine, write_results
+
+import inference
+from ppl_models import FullJoint, Independent, Markov, datasets
+from ppl_models.full_joint import Counts
+
+
+def best_of(fn, repeat, *args, **kwargs):
+    """Fastest of `repeat` calls; a callable first argument is called anew each time (a fresh
+    model per fit)."""
+    times = []
+    for _ in range(repeat):
+        fresh = [a() if callable(a) else a for a in args]
+        t = time.perf_counter()
+        fn(*fresh, **kwargs)
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def nbytes(obj) -> int:
+    """Bytes held by a model's tensors, plus a sparse table's keys and index."""
+    if isinstance(obj, Counts):
+        keys = sum(sys.getsizeof(k) for k in obj.index) + sys.getsizeof(obj.index)
+        return obj.configs.nbytes + obj.counts.nbytes + keys
+    total = sum(t.nbytes for t in obj.parameters()) + sum(t.nbytes for t in obj.buffers())
+    table = getattr(obj, "table", None)
+    return total + (nbytes(table) if table is not None else 0)
+
+
+def cases():
+    yield "digits", "FullJoint sparse", lambda: FullJoint(64, sparse=True), "exact"
+    yield "digits", "Independent", lambda: Independent(64), "exact"
+    for k in (1, 2, 4, 8):
+        yield "digits", f"Markov order {k}", lambda k=k: Markov(64, order=k), "exact"
+    yield "digits", "Independent (L-BFGS MLE)", lambda: Independent(64), "lbfgs"
+    yield "digits", "Markov order 2 (L-BFGS MLE)", lambda: Markov(64, order=2), "lbfgs"
+    yield "pixels", "FullJoint dense", lambda: FullJoint(3, 256), "mle"
+    yield "pixels", "FullJoint (exact, counts)", lambda: FullJoint(3, 256), "exact"
+    yield "pixels", "Independent", lambda: Independent(3, "categorical", 256), "exact"
+    yield "pixels", "Markov R->G->B", lambda: Markov(3, 1, 256), "exact"
+
+
+def run(repeat: int) -> dict:
+    rows = []
+    for data, label, make, method in cases():
+        split = datasets.load(data)
+        opts = {"solver": "lbfgs"} if method == "lbfgs" else {}
+        meth = "mle" if method == "lbfgs" else method
+        fit_s = best_of(inference.fit, repeat, make, split.train, meth, **opts)
+        f = inference.fit(make(), split.train, meth, **opts)
+        x = split.test
+        eval_s = best_of(f.log_density, repeat, x)
+        rows.append({"data": data, "model": label, "method": method, "fit_s": fit_s,
+                     "n_test": len(x), "logdensity_per_s": len(x) / eval_s,
+                     "test_nats": f.report(x).nats, "model_bytes": nbytes(f.model)})
+        print(f"  {data:7} {label:28} fit {fit_s:8.4f} s   eval {len(x) / eval_s:12,.0f}/s",
+              file=sys.stderr)
+    return rows
+
+
+def memory() -> list[dict]:
+    out = []
+    pixels = datasets.load("pixels").train
+    dense = inference.fit(FullJoint(3, 256), pixels, "mle").model
+    sparse = inference.fit(FullJoint(3, 256, sparse=True), pixels, "mle").model
+    out.append({"case": "pixels FullJoint(3, 256): 2^24 cells", "dense_bytes": nbytes(dense),
+                "sparse_bytes": nbytes(sparse), "distinct_seen": len(sparse.table.configs)})
+    digits = datasets.load("digits").train
+    sparse = inference.fit(FullJoint(64, sparse=True), digits, "mle").model
+    out.append({"case": "digits FullJoint(64): 2^64 cells", "dense_bytes": 8 * 2**64,
+                "sparse_bytes": nbytes(sparse), "distinct_seen": len(sparse.table.configs)})
+    big = torch.randint(0, 2, (10_000, 784))
+    t = time.perf_counter()
+    sparse = inference.fit(FullJoint(784, sparse=True), big, "exact").model
+    out.append({"case": "random FullJoint(784), N = 10,000: 2^784 cells",
+                "dense_bytes": None, "sparse_bytes": nbytes(sparse),
+                "distinct_seen": len(sparse.table.configs),
+                "fit_s": time.perf_counter() - t})
+    return out
+
+
+def compare_wall_time() -> float:
+    exe = ROOT / ".venv" / "bin" / "ppl-models"
+    cmd = [str(exe) if exe.exists() else "ppl-models", "compare", "digits", "--out",
+           str(ROOT / "benchmarks" / "results" / "reports")]
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True)
+    return time.perf_counter() - t
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--skip-cli", action="store_true")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    result = {"machine": machine(args.threads), "models": run(args.repeat), "memory": memory()}
+    if not args.skip_cli:
+        result["compare_digits_wall_s"] = compare_wall_time()
+
+    print(f"\n{'data':7} {'model':28} {'method':6} {'fit s':>9} {'log-density/s':>14} "
+          f"{'test nats':>10} {'model MB':>9}")
+    for r in result["models"]:
+        print(f"{r['data']:7} {r['model']:28} {r['method']:6} {r['fit_s']:9.4f} "
+              f"{r['logdensity_per_s']:14,.0f} {r['test_nats']:10.3f} "
+              f"{r['model_bytes'] / 2**20:9.3f}")
+    print(f"\n{'memory of the full joint':48} {'dense':>14} {'sparse':>12} {'seen':>8}")
+    for r in result["memory"]:
+        dense = "-" if r["dense_bytes"] is None else f"{r['dense_bytes'] / 2**20:,.1f} MB"
+        print(f"{r['case']:48} {dense:>14} {r['sparse_bytes'] / 2**20:10.2f} MB "
+              f"{r['distinct_seen']:8,}")
+    if "compare_digits_wall_s" in result:
+        print(f"\nppl-models compare digits: {result['compare_digits_wall_s']:.1f} s wall")
+    write_results("discrete", result)
+
+
+if __name__ == "__main__":
+    main()
