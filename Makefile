@@ -25,6 +25,8 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_discrete.py
+	$(PY) benchmarks/bench_ar.py --threads 1
+	$(PY) benchmarks/bench_nade.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check ppl_models inference tests benchmarks examples

@@ -33,16 +33,17 @@ def _cell(value) -> str:
     return str(value)
 
 
-def table(reports: list[Report], markdown: bool = False, columns=COLUMNS) -> str:
-    """A text (or Markdown) table of the reports, one row each."""
-    rows = [[_cell(getattr(r, attr)) for _, attr in columns] for r in reports]
+def table(rows, markdown: bool = False, columns=COLUMNS) -> str:
+    """A text (or Markdown) table, one row per object (a `Report`, or any object with the
+    attributes named in `columns`: (heading, attribute) pairs). Numbers are right-aligned."""
+    body = [[_cell(getattr(r, attr)) for _, attr in columns] for r in rows]
     head = [name for name, _ in columns]
     if markdown:
-        rows = [[c.replace("|", "\\|") for c in row] for row in rows]  # '|' in formulas
+        body = [[c.replace("|", "\\|") for c in row] for row in body]  # '|' in formulas
         lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-        return "\n".join(lines)
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
-    fmt = "  ".join(f"{{:{'<' if i < 3 else '>'}{w}}}" for i, w in enumerate(widths))
+        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in body])
+    numeric = [all(isinstance(getattr(r, attr), int | float) for r in rows) for _, attr in columns]
+    widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(head)]
+    fmt = "  ".join(f"{{:{'>' if num else '<'}{w}}}" for num, w in zip(numeric, widths))
     return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths))]
-                     + [fmt.format(*r) for r in rows])
+                     + [fmt.format(*r) for r in body])

@@ -85,7 +85,7 @@ def _lbfgs(m, objective, x, *, valid, batch_size, max_epochs, patience, lr, lr_d
     epochs = positive_int(max_epochs or 100, "max_epochs")
     best = _snapshot(m)
     for epoch in tqdm(range(epochs), desc=desc, disable=not progress, leave=False):
-        loss = float(opt.step(closure))
+        loss = float(opt.step(closure).detach())
         if not math.isfinite(loss):
             stop = f"loss became {loss} at epoch {epoch}; kept the last finite parameters"
             warnings.warn(stop, RuntimeWarning, stacklevel=4)

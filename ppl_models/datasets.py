@@ -101,7 +101,7 @@ def _sunspots() -> Split:
     except ImportError:
         raise ValueError("the sunspots data ships with statsmodels, which is not installed; "
                          "pip install statsmodels (or pip install 'ppl-models[dev]')") from None
-    y = sunspots.load_pandas().data["SUNACTIVITY"].to_numpy(dtype=np.float64)
+    y = sunspots.load_pandas().data["SUNACTIVITY"].to_numpy(dtype=np.float64, copy=True)
     t = torch.from_numpy(y)
     return Split(t, t[:0], t[:0])
 

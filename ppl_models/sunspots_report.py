@@ -16,6 +16,7 @@ from pathlib import Path
 
 import inference
 from inference.bayes import few_threads
+from inference.compare import table
 from ppl_models import datasets
 from ppl_models.autoregressive import AutoRegressive
 
@@ -27,30 +28,17 @@ FIRST_YEAR = 1700
 @dataclass
 class Row:
     order: int
-    params: str
+    num_parameters: int
     aic: float
     bic: float
     lfo_elpd: float
     fit_seconds: float
+    estimates: str
 
 
-HEAD = ["order", "AIC", "BIC", "LFO elpd", "fit s", "params (conditional MLE)"]
-
-
-def cells(r: Row) -> list[str]:
-    return [str(r.order), f"{r.aic:.3f}", f"{r.bic:.3f}", f"{r.lfo_elpd:.3f}",
-            f"{r.fit_seconds:.4f}", r.params]
-
-
-def text_table(rows: list[Row], markdown: bool = False) -> str:
-    body = [cells(r) for r in rows]
-    if markdown:
-        return "\n".join(["| " + " | ".join(HEAD) + " |", "|" + "---|" * len(HEAD)]
-                         + ["| " + " | ".join(c) + " |" for c in body])
-    widths = [max(len(h), *(len(c[i]) for c in body)) for i, h in enumerate(HEAD)]
-    line = "  ".join(f"{{:>{w}}}" for w in widths[:-1]) + "  {}"
-    return "\n".join([line.format(*HEAD), line.format(*("-" * w for w in widths))]
-                     + [line.format(*c) for c in body])
+COLUMNS = [("order", "order"), ("free params", "num_parameters"), ("AIC", "aic"),
+           ("BIC", "bic"), ("LFO elpd", "lfo_elpd"), ("fit s", "fit_seconds"),
+           ("conditional MLE", "estimates")]
 
 
 def describe(params: dict) -> str:
@@ -65,8 +53,8 @@ def order_table(x, seed: int) -> tuple[list[Row], inference.OrderSelection]:
         print(f"AR({p}): fit and leave-future-out ...", file=sys.stderr, flush=True)
         f = inference.fit(AutoRegressive(p), x, "mle", seed=seed)
         cv = inference.lfo(AutoRegressive(p), x, MIN_TRAIN, seed=seed)
-        rows.append(Row(p, describe(f.params), selection.aic[p], selection.bic[p], cv.elpd,
-                        f.fit_seconds))
+        rows.append(Row(p, f.model.num_parameters, selection.aic[p], selection.bic[p], cv.elpd,
+                        f.fit_seconds, describe(f.params)))
     return rows, selection
 
 
@@ -89,11 +77,13 @@ def forest_plot(fits: dict, path) -> None:
     import ppl_models.plots  # noqa: F401  (the non-interactive backend)
 
     data = [f.to_arviz() for f in fits.values()]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
-    for ax, var in zip(axes, ("const", "phi", "sigma")):
-        az.plot_forest(data, model_names=list(fits), var_names=[var], combined=True,
-                       hdi_prob=0.9, ax=ax)
-        ax.set_title(var)
+    panels = [("const", {}), ("phi", {"phi_dim_0": [0]}), ("phi", {"phi_dim_0": [1]}),
+              ("sigma", {})]
+    fig, axes = plt.subplots(1, len(panels), figsize=(14, 3.2))
+    for ax, (var, coords) in zip(axes, panels):
+        az.plot_forest(data, model_names=list(fits), var_names=[var], coords=coords,
+                       combined=True, hdi_prob=0.9, ax=ax)
+        ax.set_title(var + (f"[{coords['phi_dim_0'][0]}]" if coords else ""))
     fig.suptitle("AR(2) on sunspots: 90% posterior intervals by exact, nuts and svi")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -128,7 +118,7 @@ def run(out: Path, seed: int = 0) -> list[Row]:
     x = datasets.load("sunspots").train
     with few_threads(x):
         rows, selection = order_table(x, seed)
-    text = text_table(rows)
+    text = table(rows, columns=COLUMNS)
     print(f"\nsunspots 1700-2008: AR(p) conditional MLE; AIC/BIC on the common sample "
           f"(n = {selection.nobs}); LFO elpd of the one-step-ahead predictions of "
           f"{len(x) - MIN_TRAIN} years (refits on all years before each)\n{text}")
@@ -136,7 +126,7 @@ def run(out: Path, seed: int = 0) -> list[Row]:
     print(f"order by AIC: {selection.order}, by BIC: {bic}, by LFO: "
           f"{max(rows, key=lambda r: r.lfo_elpd).order}")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "table.md").write_text(f"# sunspots\n\n{text_table(rows, markdown=True)}"
+    (out / "table.md").write_text(f"# sunspots\n\n{table(rows, markdown=True, columns=COLUMNS)}"
                                   f"\n\norder by AIC: {selection.order}, by BIC: {bic}\n")
     (out / "results.json").write_text(json.dumps([asdict(r) for r in rows], indent=2))
     forest_plot(ar2_posteriors(x, seed), out / "forest.png")

@@ -199,11 +199,11 @@ def test_to_arviz_supports_loo_and_compare(digits):
 
 
 def test_nuts_sample_stats_in_arviz(digits):
-    f = inference.fit(Independent(8), digits.train[:, 20:28], "nuts", num_samples=50,
-                      warmup_steps=50, num_chains=2)
+    f = inference.fit(Independent(8), digits.train[:, 20:28], "nuts", num_samples=200,
+                      warmup_steps=100, num_chains=2)
     idata = f.to_arviz()
-    assert idata.sample_stats["diverging"].shape == (2, 50)
-    assert idata.posterior["probs"].shape == (2, 50, 8)
+    assert idata.sample_stats["diverging"].shape == (2, 200)
+    assert idata.posterior["probs"].shape == (2, 200, 8)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         summary = az.summary(idata)
