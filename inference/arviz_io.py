@@ -8,9 +8,14 @@ work for every model and every method.
 
 from __future__ import annotations
 
-import arviz as az
+import warnings
+
 import numpy as np
 import xarray as xr
+
+with warnings.catch_warnings():  # ArviZ 0.23 announces its 1.x refactor on every import
+    warnings.filterwarnings("ignore", message="ArviZ is undergoing")
+    import arviz as az
 
 MAX_LOG_LIKELIHOOD_CELLS = 200_000_000  # 1.6 GB of float64
 
