@@ -91,10 +91,9 @@ def _svi(model, x, *, guide, steps, lr, num_samples, num_particles, progress_bar
     make_guide = _resolve_guide(guide)
     steps = positive_int(steps, "steps")
     num_samples = positive_int(num_samples, "num_samples")
-    program = Program(model.bayesian(), x)
     init = initial_values(model, x)
     if make_guide is AutoDelta:  # a point mass on the model's own sites: the MAP, as in Pyro
-        w, target, values = None, program, init
+        w, target, values = None, Program(model.bayesian(), x), init
     else:  # the guide lives in whitened coordinates, centred at the mode
         w = Whitened(model, x, init)
         target, values = w, {"z": torch.zeros(w.dim, dtype=w.mu.dtype)}
@@ -124,11 +123,16 @@ def _svi(model, x, *, guide, steps, lr, num_samples, num_particles, progress_bar
     else:
         draws = {k: v[None] for k, v in w.constrained(torch.stack([s["z"] for s in samples]))
                  .items()}
-    point = model.point().set_params({k: v.mean((0, 1)) for k, v in draws.items()})
     guide_name = guide if isinstance(guide, str) else getattr(guide, "__name__", str(guide))
-    return Fit(model=point, method="svi", data=x, draws=draws, losses=losses,
-               info={"guide": guide_name, "steps": steps,
-                     "init": "MAP" if w is None else _whitened_info(w)})
+    return _posterior_fit(model, "svi", x, draws, losses=losses,
+                          info={"guide": guide_name, "steps": steps,
+                                "init": "MAP" if w is None else _whitened_info(w)})
+
+
+def _posterior_fit(model, method, x, draws, **fields) -> Fit:
+    """A Fit from (chain, draw, ...) posterior draws; its model holds the posterior means."""
+    point = model.point().set_params({k: v.mean((0, 1)) for k, v in draws.items()})
+    return Fit(model=point, method=method, data=x, draws=draws, **fields)
 
 
 def _whitened_info(w) -> str:
@@ -164,8 +168,7 @@ def _nuts(model, x, *, num_samples, warmup_steps, num_chains, jit_compile, targe
     diverging = torch.zeros(num_chains, num_samples, dtype=torch.bool)
     for c, idx in enumerate(mcmc.diagnostics().get("divergences", {}).values()):
         diverging[c, list(idx)] = True
-    point = model.point().set_params({k: v.mean((0, 1)) for k, v in draws.items()})
-    return Fit(model=point, method="nuts", data=x, draws=draws,
-               sample_stats={"diverging": diverging},
-               info={"num_chains": num_chains, "warmup_steps": warmup_steps,
-                     "divergences": int(diverging.sum()), "init": _whitened_info(w)})
+    return _posterior_fit(model, "nuts", x, draws, sample_stats={"diverging": diverging},
+                          info={"num_chains": num_chains, "warmup_steps": warmup_steps,
+                                "divergences": int(diverging.sum()),
+                                "init": _whitened_info(w)})

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import math
 
 import pyro
 import pyro.distributions as dist
@@ -240,17 +239,16 @@ def dirichlet_concentration(prior: dist.Distribution, shape: torch.Size) -> torc
     return c.to(torch.float64).expand(shape)
 
 
+NO_INTERIOR_MAP = ("MAP does not exist in the interior for a Dirichlet/Beta concentration below "
+                   "1 on a cell with no data; use method='exact' (the posterior) or a "
+                   "concentration >= 1")
+
+
 def normalise_counts(counts: torch.Tensor, extra: torch.Tensor | float = 0.0) -> torch.Tensor:
     """Rows of `counts + extra` normalised over the last dim; all-zero rows become uniform."""
     c = counts + extra
     if (c < 0).any():
-        raise ValueError("MAP does not exist in the interior for a Dirichlet/Beta concentration "
-                         "below 1 on a cell with no data; use method='exact' (the posterior) or a "
-                         "concentration >= 1")
+        raise ValueError(NO_INTERIOR_MAP)
     total = c.sum(-1, keepdim=True)
     uniform = torch.full_like(c, 1.0 / c.shape[-1])
     return torch.where(total > 0, c / total.clamp_min(1e-300), uniform)
-
-
-def log_num_configurations(num_dims: int, num_categories: int) -> float:
-    return num_dims * math.log(num_categories)

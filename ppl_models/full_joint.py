@@ -10,7 +10,7 @@ import torch
 from torch.distributions import constraints
 
 from ppl_models import checks
-from ppl_models.base import Model, normalise_counts
+from ppl_models.base import NO_INTERIOR_MAP, Model, normalise_counts
 from ppl_models.conjugate import Posterior
 
 DENSE_LIMIT = 2**24  # cells a dense table may hold: one RGB pixel, 256^3
@@ -165,7 +165,7 @@ class FullJoint(Model):
     def fit_closed_form(self, x, prior):
         beta = self.alpha - 1 if prior else 0.0
         if beta < 0:
-            normalise_counts(torch.tensor([beta]))  # raises: MAP does not exist
+            raise ValueError(NO_INTERIOR_MAP)
         if self.sparse:
             self.table = Counts.of(x, beta, self.num_categories)
         else:
