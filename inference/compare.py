@@ -1,26 +1,120 @@
-"""Compare fits on held-out data: one `Report` per fit and one table for all."""
+"""Compare fits: one table for any set of them, ranked by ArviZ.
+
+    inference.compare({"markov2": f1, "mine": f2})               # PSIS-LOO on the training data
+    inference.compare({"markov2": f1, "nade": f3}, split.test)    # held-out log-density
+    inference.compare({"AR(2)": a, "AR(9)": b})                   # series: leave-future-out
+
+- Bayesian fits without `data`: PSIS-LOO through ArviZ on the data they were fitted to; an SVI
+  fit's draws are importance-weighted by log p(theta, y) - log q(theta) first (its guide is
+  not the posterior); every Pareto k is shown (``pareto_k_max``, ``warning``), never hidden.
+- With `data`: the held-out log-density of every fit (point or Bayesian); for a series, the
+  one-step-ahead log-density of the values after the training series (`data` continues it).
+- Series without `data`: leave-future-out (`inference.lfo`) of one-step-ahead predictions of
+  the values from `min_train` on (default: the last two thirds), the same steps for every fit.
+
+The result is `az.compare`'s DataFrame (rank, elpd_loo, p_loo, elpd_diff, weight, se, dse,
+warning, scale; `az.plot_compare` draws it) with what our reports add: the criterion, method,
+free parameters, data, nats and bits per datum, the largest Pareto k, fit seconds.
+"""
 
 from __future__ import annotations
 
 import math
 
-from inference.result import Report
+import numpy as np
+import torch
+
+from inference.arviz_io import compare_elpd, elpd, loo
 
 COLUMNS = [("model", "model"), ("method", "method"), ("factorization", "factorization"),
            ("free params", "num_parameters"), ("test nats", "nats"), ("bits/dim", "bits_per_dim"),
            ("zero-prob", "num_zero_prob"), ("fit s", "fit_seconds")]
 
 
-def compare(fits: dict, x) -> list[Report]:
-    """`Fit.report(x)` for each fit, keyed by a label that becomes the report's model name."""
-    reports = []
-    for label, f in fits.items():
-        r = f.report(x)
-        r.model = label
-        reports.append(r)
-    return reports
+def compare(fits: dict, data=None, *, min_train: int | None = None):
+    """One table for `fits` (label -> Fit); see the module docstring."""
+    from inference.result import Fit
+
+    if not isinstance(fits, dict) or not fits:
+        raise ValueError("compare needs a dict of label -> Fit (at least one)")
+    bad = [k for k, f in fits.items() if not isinstance(f, Fit)]
+    if bad:
+        raise ValueError(f"not a Fit: {', '.join(map(repr, bad))}; pass the results of "
+                         "inference.fit")
+    series = {k: not f.program.exchangeable for k, f in fits.items()}
+    if len(set(series.values())) > 1:
+        raise ValueError("compare cannot rank models of one series beside models of independent "
+                         f"rows ({', '.join(k for k, s in series.items() if s)} model a series)")
+    is_series = next(iter(series.values()))
+    if data is not None:
+        elpds, criterion = _held_out(fits, data, is_series), "held-out"
+    elif is_series:
+        elpds, criterion = _lfo(fits, min_train), "leave-future-out"
+    else:
+        _same_data(fits)
+        elpds, criterion = {k: loo(f) for k, f in fits.items()}, "psis-loo"
+    table = compare_elpd(elpds)
+    for k, f in fits.items():
+        e = elpds[k]
+        n = int(e["n_data_points"])
+        p = f.program
+        table.loc[k, "criterion"] = criterion + (" (svi-corrected)" if criterion == "psis-loo"
+                                                 and f.method == "svi" else "")
+        table.loc[k, "method"] = f.method
+        table.loc[k, "num_parameters"] = p.num_parameters
+        table.loc[k, "n"] = n
+        nats = -float(e["elpd_loo"]) / n
+        table.loc[k, "nats"] = nats
+        table.loc[k, "bits_per_dim"] = nats / (p.num_dims * math.log(2))
+        k_max = float(np.max(e["pareto_k"])) if "pareto_k" in e else math.nan
+        table.loc[k, "pareto_k_max"] = k_max
+        table.loc[k, "fit_seconds"] = f.fit_seconds
+    table["num_parameters"] = table["num_parameters"].astype(object).map(int)
+    table["n"] = table["n"].astype(int)
+    return table
 
 
+def _same_data(fits):
+    first = None
+    for k, f in fits.items():
+        if first is None:
+            first = (k, f.data)
+        elif f.data.shape != first[1].shape or not torch.equal(f.data.to(first[1].dtype),
+                                                               first[1]):
+            raise ValueError(f"PSIS-LOO compares fits of the same data, but {k!r} was fitted to "
+                             f"other data than {first[0]!r}; refit on the same data, or compare "
+                             "on held-out data (data=...)")
+
+
+def _held_out(fits, data, is_series) -> dict:
+    out = {}
+    for k, f in fits.items():
+        lp = f.log_density(data)
+        if is_series:
+            x = f.program.validate(data)
+            t = len(f.data)
+            if len(x) <= t or not torch.equal(x[:t].to(f.data.dtype), f.data):
+                raise ValueError(f"for a series, data= continues the training series of {k!r} "
+                                 f"({t} values): pass the whole series with the new values "
+                                 "after them")
+            lp = lp[-(len(x) - t):]  # one-step-ahead densities of the values after training
+        out[k] = elpd(lp, n_samples=f.num_draws)
+    return out
+
+
+def _lfo(fits, min_train) -> dict:
+    from inference.timeseries import lfo
+
+    out = {}
+    for k, f in fits.items():
+        T = len(f.data)
+        m = T // 3 if min_train is None else min_train
+        result = lfo(f, f.data, m)
+        out[k] = elpd(result.pointwise, n_samples=f.num_draws, pareto_k=result.pareto_k)
+    return out
+
+
+# -- text tables ------------------------------------------------------------------------------
 def _cell(value) -> str:
     if isinstance(value, bool):
         return str(value)

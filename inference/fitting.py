@@ -10,12 +10,14 @@ import torch
 from inference import bayes, optimize
 from inference.result import Fit
 from ppl_models.checks import positive_int
+from ppl_models.program import as_program
 
 METHODS = ("mle", "map", "exact", "svi", "nuts")
 
 COMMON = {"seed": 0}
 GRADIENT = {"solver": None, "valid": None, "batch_size": None, "max_epochs": None,
-            "patience": None, "lr": None, "lr_decay": None, "progress_bar": None}
+            "patience": None, "lr": None, "lr_decay": None, "restarts": None,
+            "progress_bar": None}
 OPTIONS = {
     "mle": GRADIENT,
     "map": GRADIENT,
@@ -27,20 +29,30 @@ OPTIONS = {
 }
 
 
-def fit(model, data, method: str = "mle", **options) -> Fit:
+def fit(model, data, method: str = "mle", *, data_plate: str | None = "data",
+        **options) -> Fit:
     """Fit `model` to `data` and return a `Fit`.
+
+    `model` is any Pyro program: a function ``model(x=None, num_samples=None)`` with
+    ``pyro.param`` / ``pyro.sample`` sites, a `PyroModule` with `PyroParam` / `PyroSample`
+    attributes, or a ppl_models model. Roles come from a trace (`ppl_models.program`): point
+    parameters, global random parameters (their site distribution is the prior), discrete
+    latents (summed out by enumeration), observed sites. `data_plate` names the
+    `pyro.plate` over the data (None, or no such plate: the program models one series).
 
     Methods:
       - ``"mle"`` / ``"map"``: maximise the exact log-likelihood (plus the log prior for MAP, in
-        the constrained space). Closed form where the model has one; otherwise gradient ascent:
-        ``solver="lbfgs"`` (full batch; without ``valid``/``batch_size`` the default unless
-        the model's ``gradient_solver`` says ``"adam"``, as NADE's does) or
-        ``"adam"`` (minibatches of ``batch_size``, step size ``lr`` times ``lr_decay`` per
-        epoch, early stopping on ``valid`` with ``patience``, best parameters kept).
-        ``solver="lbfgs"`` forces the gradient path even where a closed form exists.
+        the constrained space); global random parameters are free parameters for MLE. Closed
+        form where the model has one; otherwise gradient ascent: ``solver="lbfgs"`` (full
+        batch; the default unless the model's ``gradient_solver`` says ``"adam"``, as NADE's
+        does, or the program has discrete latents, where Adam with larger steps works and
+        L-BFGS stalls) or ``"adam"`` (minibatches of ``batch_size``, step size ``lr`` times
+        ``lr_decay`` per epoch, early stopping on ``valid`` with ``patience``, best parameters
+        kept). ``solver="lbfgs"`` forces the gradient path even where a closed form exists.
       - ``"exact"``: the exact conjugate posterior; ``num_samples`` exact draws are kept.
       - ``"svi"``: a Pyro autoguide (``guide="normal" | "multivariate_normal" | "delta"`` or
-        an autoguide class), ``steps`` of Adam at ``lr``, started at the MAP estimate.
+        an autoguide class) started at the MAP estimate, or a guide function you wrote over
+        the program's own sites; ``steps`` of Adam at ``lr``.
       - ``"nuts"``: `pyro.infer.MCMC` with NUTS, ``num_samples``, ``warmup_steps``,
         ``num_chains``, started at the MAP estimate.
 
@@ -55,34 +67,43 @@ def fit(model, data, method: str = "mle", **options) -> Fit:
         raise ValueError(f"option(s) {', '.join(unknown)} do not apply to method={method!r}; "
                          f"its options are {', '.join(sorted(allowed))}")
     opts = {**allowed, **options}
-    x = model.validate(data)
+    program = as_program(model, data_plate)
+    if program is model:  # a Program passed in: work on a copy
+        program = program.with_values({})
+    x = program.validate(data)
     # a fresh param store scope: guides never collide with each other or with the user's params
     with torch.random.fork_rng(devices=[]), pyro.get_param_store().scope():
         seed = opts.pop("seed")
         torch.manual_seed(seed)
         start = time.perf_counter()
-        model = model.init_from_data(x)  # data-dependent initial values, under the seed
-        result = _RUN[method](model, x, **opts)
+        program = program.init_from_data(x)  # data-dependent initial values, under the seed
+        if method not in ("exact",):
+            program.discover(x)  # roles from a trace; the program's errors surface here
+        result = _RUN[method](program, x, **opts)
         result.fit_seconds = time.perf_counter() - start
     result.info.setdefault("seed", seed)
     return result
 
 
-def _mle(model, x, **opts):
-    return optimize.point_fit(model, x, "mle", **opts)
+def _mle(program, x, **opts):
+    return optimize.point_fit(program, x, "mle", **opts)
 
 
-def _map(model, x, **opts):
-    return optimize.point_fit(model, x, "map", **opts)
+def _map(program, x, **opts):
+    return optimize.point_fit(program, x, "map", **opts)
 
 
-def _exact(model, x, num_samples):
-    posterior = model.posterior(x)
-    point = getattr(posterior, "predictive", None)
-    if point is None:
-        point = model.point().set_params(posterior.mean())
+def _exact(program, x, num_samples):
+    posterior_of = program.accelerator("posterior")
+    if posterior_of is None:
+        raise ValueError(f"{program.label} has no conjugate form, so method='exact' is not "
+                         "available; use method='nuts' or 'svi' for a posterior")
+    posterior = posterior_of(x)
+    predictive = getattr(posterior, "predictive", None)
+    fitted = program.with_model(predictive) if predictive is not None else \
+        program.with_values(posterior.mean())
     # draws are exact and cheap to redo: Fit draws them on first use, with this seed
-    return Fit(model=point, method="exact", data=x, posterior=posterior,
+    return Fit(fitted, "exact", x, posterior=posterior,
                info={"num_samples": positive_int(num_samples, "num_samples")})
 
 

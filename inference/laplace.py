@@ -15,9 +15,10 @@ near-isotropic. The map is affine, so the density of z is the posterior's up to 
 draws map back exactly. Beyond `MAX_DENSE` parameters (or where H is not positive definite) L is
 the identity and mu the MAP.
 
-The potential is the model's log joint written directly (priors, Jacobians, the vectorised
-likelihood), the same number as Pyro's trace-based potential (a test checks it), at a fraction of
-the cost; with ``jit_compile`` it is traced once with `torch.jit.trace`.
+The potential is the program's log joint (`Program.log_joint_terms`: a model's vectorised
+likelihood and priors where it has them, else one trace with discrete latents enumerated) plus
+the Jacobians, the same number as Pyro's trace-based potential (a test checks it); with
+``jit_compile`` it is traced once with `torch.jit.trace`.
 """
 
 from __future__ import annotations
@@ -25,29 +26,29 @@ from __future__ import annotations
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro import poutine
-from torch.distributions import biject_to
+
+from ppl_models.program import transform_of
 
 MAX_DENSE = 400
 
 
 class Whitened:
-    """The posterior of `model` given validated `x` in whitened coordinates z (see the module
-    docstring), starting from the constrained values `init` (the MAP).
+    """The posterior of `program` given validated `x` in whitened coordinates z (see the module
+    docstring), starting from the constrained values `init` (the MAP). The random parameters
+    (`program.random`) move; the others stay at their values in `init`.
 
     `potential({"z": z})` is -log p(z | x) + const (NUTS's `potential_fn`); calling the object
     is a Pyro program with one latent site ``z`` whose log joint is the same (for SVI);
-    `constrained(z)` maps z (..., d) back to the model's parameters.
+    `constrained(z)` maps z (..., d) back to the program's parameters.
     """
 
-    def __init__(self, model, x, init: dict[str, torch.Tensor], jit_compile: bool = False):
-        self.model, self.x, self.jit_compile = model, x, jit_compile
-        self.bayes = model.bayesian()
-        self.specs = model.prior_specs()
-        supports = {k: p.support for k, p in model.priors().items()}
-        self.names = list(init)
-        self.transforms = {k: biject_to(supports[k]) for k in self.names}
-        u = {k: self.transforms[k].inv(v).detach() for k, v in init.items()}
+    def __init__(self, program, x, init: dict[str, torch.Tensor], jit_compile: bool = False):
+        self.program, self.x, self.jit_compile = program, x, jit_compile
+        self.fixed = dict(init)
+        self.names = list(program.random)
+        priors = program.priors(init)
+        self.transforms = {k: transform_of(priors[k].support) for k in self.names}
+        u = {k: self.transforms[k].inv(init[k]).detach() for k in self.names}
         self.shapes = {k: v.shape for k, v in u.items()}
         flat = torch.cat([u[k].reshape(-1) for k in self.names])
         self.dim = flat.numel()
@@ -71,17 +72,10 @@ class Whitened:
         return out
 
     def log_joint(self, theta: dict[str, torch.Tensor]) -> torch.Tensor:
-        """log p(x, theta): every prior (conditional ones given the values they depend on)
-        plus the model's vectorised log-likelihood."""
-        values = _Values(self.model, theta)
-        lp = 0.0
-        for k in self.names:
-            prior = self.specs[k] if hasattr(self.specs[k], "log_prob") else self.specs[k](values)
-            lp = lp + prior.log_prob(theta[k]).sum()
-        # blocked: the conditioned sites must not reach an enclosing trace (SVI's ELBO would
-        # count the priors twice)
-        with poutine.block(), poutine.condition(data=theta):
-            return lp + self.bayes._log_prob_in_context(self.x).sum()
+        """log p(x, theta): the priors (conditional ones given the values they depend on) plus
+        the log-likelihood, discrete latents summed out."""
+        ll, lp = self.program.log_joint_terms(self.x, {**self.fixed, **theta}, prior=True)
+        return ll.sum() + lp
 
     def potential_u(self, u: torch.Tensor) -> torch.Tensor:
         """-log p(u | x) + const in the unconstrained space (flat u). Distribution argument checks
@@ -116,18 +110,6 @@ class Whitened:
     def constrained(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
         u = self.unflatten(self.mu + z @ self.L.T)
         return {k: self.transforms[k](v) for k, v in u.items()}
-
-
-class _Values:
-    """What a conditional prior sees as `self`: the values being evaluated, then the model's
-    own attributes (buffers, settings)."""
-
-    def __init__(self, model, values):
-        self.__dict__.update(_model=model, _values=values)
-
-    def __getattr__(self, name):
-        values = self.__dict__["_values"]
-        return values[name] if name in values else getattr(self.__dict__["_model"], name)
 
 
 def _laplace(f, u: torch.Tensor, newton_steps: int = 5):

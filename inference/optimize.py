@@ -1,77 +1,247 @@
-"""Point estimates: MLE and MAP, in closed form or by gradient ascent on the exact likelihood."""
+"""Point estimates: MLE and MAP, in closed form or by gradient ascent on the exact likelihood.
+
+Every program is optimised the same way: each free parameter (a point parameter, or a global
+random one treated as free) gets one unconstrained tensor; the objective is the per-datum
+log-likelihood (discrete latents summed out) plus, for MAP, the log prior over the number of
+data. A model's closed form, where it belongs to its `forward`, replaces the search.
+"""
 
 from __future__ import annotations
 
+import copy
 import math
-import sys
 import warnings
 
+import pyro
 import torch
 from tqdm.auto import tqdm
 
+from inference.progress import show_progress
 from inference.result import Fit
 from ppl_models.checks import positive_int
+from ppl_models.program import transform_of
 
 SOLVERS = ("closed", "lbfgs", "adam")
+# Adam's defaults where the program has enumerated discrete latents (a mixture): full batch (up
+# to `full_batch` data), larger steps, many of them, and `restarts` short runs of
+# `restart_steps` from fresh starts, the best one continued (a mixture's likelihood has many
+# modes). Measured on the K=10 Bernoulli mixture of digits (MAP, eight seeds): L-BFGS stalls at
+# 23.3-23.8 test nats; one start reaches 19.41-19.81; five restarts 19.42-19.66 (EM with the
+# same pseudo-counts, best of 5 restarts: 19.476).
+MIXTURE_ADAM = {"lr": 0.05, "max_epochs": 1500, "patience": 200, "full_batch": 10_000,
+                "restarts": 5, "restart_steps": 100}
 
 
-def show_progress(progress_bar) -> bool:
-    return sys.stderr.isatty() if progress_bar is None else bool(progress_bar)
-
-
-def point_fit(model, x, method, *, solver=None, valid=None, batch_size=None, max_epochs=None,
-              patience=None, lr=None, lr_decay=None, progress_bar=None) -> Fit:
-    """Fit a point copy of `model` by MLE (method="mle") or MAP ("map")."""
+def point_fit(program, x, method, *, solver=None, valid=None, batch_size=None, max_epochs=None,
+              patience=None, lr=None, lr_decay=None, restarts=None, progress_bar=None) -> Fit:
+    """Fit a point estimate of `program` by MLE (method="mle") or MAP ("map")."""
     if solver is not None and solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
     prior = method == "map"
-    m = model.point()
     if valid is not None:
         try:
-            valid = m.validate(valid)
+            valid = program.validate(valid)
         except ValueError as e:
             raise ValueError(f"validation data (valid=...): {e}") from None
-    if solver in (None, "closed") and m.fit_closed_form(x, prior):
-        return Fit(model=m, method=method, data=x, info={"solver": "closed form"})
+    closed = program.accelerator("fit_closed_form")
+    if solver in (None, "closed") and closed is not None:
+        m = copy.deepcopy(program.model)
+        if m.fit_closed_form(x, prior):
+            return Fit(program.with_model(m), method, x, info={"solver": "closed form"})
     if solver == "closed":
-        raise ValueError(f"{type(model).__name__} has no closed-form {method.upper()} with these "
+        raise ValueError(f"{program.label} has no closed-form {method.upper()} with these "
                          "priors; use solver='lbfgs' or 'adam'")
+    program.discover(x)
+    mixture = bool(program.roles.enumerated)
     if solver is None:
-        solver = "adam" if valid is not None or batch_size is not None else m.gradient_solver
-    if not [p for p in m.parameters() if p.requires_grad]:
-        raise ValueError(f"{type(model).__name__} has no free parameters to optimise here; use "
-                         "the closed form (solver=None)")
-    objective = _Objective(m, prior, len(x))
+        solver = "adam" if valid is not None or batch_size is not None else \
+            getattr(program.model, "gradient_solver", "adam" if mixture else "lbfgs")
+    names = program.roles.free
+    if not names:
+        raise ValueError(f"{program.label} has no free parameters to optimise here; use the "
+                         "closed form (solver=None)")
     run = _lbfgs if solver == "lbfgs" else _adam
-    info = run(m, objective, x, valid=valid, batch_size=batch_size, max_epochs=max_epochs,
+    if solver == "adam" and mixture:
+        lr = lr or MIXTURE_ADAM["lr"]
+        max_epochs = max_epochs or MIXTURE_ADAM["max_epochs"]
+        patience = patience or MIXTURE_ADAM["patience"]
+        restarts = MIXTURE_ADAM["restarts"] if restarts is None else restarts
+        if batch_size is None and len(x) <= MIXTURE_ADAM["full_batch"]:
+            batch_size = len(x)
+    restarts = positive_int(1 if restarts is None else restarts, "restarts")
+    objective, first = _Objective(program, names, prior, len(x)), {}
+    if restarts > 1:
+        objective, first = _best_start(program, names, prior, x, restarts, run, lr=lr,
+                                       batch_size=batch_size)
+        max_epochs = max(1, (max_epochs or 1000) - MIXTURE_ADAM["restart_steps"])
+    info = run(objective, x, valid=valid, batch_size=batch_size, max_epochs=max_epochs,
                patience=patience, lr=lr, lr_decay=lr_decay, progress=show_progress(progress_bar),
-               desc=f"{method} {type(model).__name__}")
-    return Fit(model=m, method=method, data=x, losses=info.pop("losses"),
-               info={"solver": solver, **info})
+               desc=f"{method} {program.label}")
+    moved = objective.onto_boundary(x)
+    if moved:
+        info["boundary"] = f"{moved} values moved onto the boundary of their support"
+    if solver == "lbfgs":
+        steps = objective.newton(x)
+        if steps:
+            info["newton_steps"] = steps
+    fitted = program.with_values(objective.values())
+    return Fit(fitted, method, x, losses=info.pop("losses"), info={"solver": solver, **first,
+                                                                    **info})
+
+
+def _best_start(program, names, prior, x, restarts, run, **options):
+    """`restarts` short runs from fresh starts of the global parameters; the one with the
+    lowest loss is continued."""
+    losses, best = [], None
+    for r in range(restarts):
+        start = program if r == 0 else program.with_values(program.fresh_starts())
+        objective = _Objective(start, names, prior, len(x))
+        run(objective, x, valid=None, max_epochs=MIXTURE_ADAM["restart_steps"], patience=None,
+            lr_decay=None, progress=False, desc="", **options)
+        with torch.no_grad():
+            loss = float(objective(x))
+        losses.append(loss)
+        if best is None or loss < min(losses[:-1]):
+            best = objective
+    return best, {"restarts": restarts, "restart_losses": losses}
 
 
 class _Objective:
-    """Negative log joint per datum: -(mean log p(x | theta) + log p(theta) / N)."""
+    """Negative log joint per datum, -(mean log p(x | theta) + log p(theta) / N), over one
+    unconstrained leaf tensor per free parameter."""
 
-    def __init__(self, model, prior: bool, n):
-        self.model, self.prior, self.n = model, prior, n
+    def __init__(self, program, names, prior: bool, n: int):
+        self.program, self.prior, self.n = program, prior, n
+        constraints = {k: program.roles.sites[k].constraint for k in names}
+        self.transforms = {k: transform_of(c) for k, c in constraints.items()}
+        self.leaves = {}
+        for k in names:
+            u = self.transforms[k].inv(program.values[k].detach())
+            u = torch.nan_to_num(u, nan=0.0, posinf=10.0, neginf=-10.0)
+            self.leaves[k] = u.clone().requires_grad_(True)
+
+    @property
+    def parameters(self) -> list[torch.Tensor]:
+        return list(self.leaves.values())
+
+    def values(self) -> dict[str, torch.Tensor]:
+        return {**self.program.values,
+                **{k: self.transforms[k](u) for k, u in self.leaves.items()}}
 
     def __call__(self, batch):
-        loss = -self.model._log_prob(batch).mean()
-        if self.prior:  # priors re-evaluated each step: a conditional prior moves with its parents
-            loss = loss - self.model.log_prior() / self.n
-        return loss
+        ll, lp = self.program.log_joint_terms(batch, self.values(), prior=self.prior)
+        # per datum; a series scores its modelled steps (len(ll)), rows are one datum each
+        total = ll.numel() * self.n / len(batch)
+        return -(ll.sum() + lp * (ll.numel() / total)) / ll.numel()
+
+    @torch.no_grad()
+    def nats(self, data) -> float:
+        return float(-self.program.log_prob(data, self.values()).mean())
+
+    @torch.no_grad()
+    def onto_boundary(self, x, saturated: float = 8.0) -> int:
+        """Where the optimum is on the boundary of a bounded support (a probability of 0 for a
+        pixel never on), the search only approaches it (a logit of -12 is a probability of
+        6e-6). Move every saturated unconstrained value (|u| > `saturated`) to the boundary
+        itself, and keep the move if the objective stays finite and is no worse: the estimate
+        is then the exact maximiser on the closed parameter space, as a closed form gives."""
+        before = float(self(x))
+        state = self.snapshot()
+        moved = 0
+        for k, u in self.leaves.items():
+            if not _bounded(self.transforms[k]):
+                continue
+            far = u.abs() > saturated
+            if far.any():
+                u[far] = torch.sign(u[far]) * math.inf
+                moved += int(far.sum())
+        if not moved:
+            return 0
+        try:
+            with pyro.validation_enabled(False):
+                after = float(self(x))
+        except (ValueError, RuntimeError):  # the boundary is outside the model's support
+            after = math.nan
+        if math.isfinite(after) and after <= before + 1e-12:
+            return moved
+        self.restore(state)
+        return 0
+
+    def newton(self, x, max_dim: int = 400, steps: int = 4) -> int:
+        """Newton steps on the exact Hessian (at most `max_dim` finite unconstrained values),
+        each kept while it shrinks the gradient. L-BFGS's line search stops where the loss (a
+        few tens of nats) no longer resolves changes (~1e-15); the gradient still does, and two
+        Newton steps from there reach a closed form to ~1e-13."""
+        finite = {k: torch.isfinite(u.detach()) for k, u in self.leaves.items()}
+        dim = sum(int(m.sum()) for m in finite.values())
+        if dim == 0 or dim > max_dim:
+            return 0
+        base = self.snapshot()
+
+        def loss(flat):
+            i = 0
+            for k in list(self.leaves):
+                n = int(finite[k].sum())
+                full = base[k].clone()
+                full[finite[k]] = flat[i:i + n]
+                self.leaves[k] = full
+                i += n
+            return self(x)
+
+        flat = torch.cat([base[k][finite[k]] for k in self.leaves])
+        originals = dict(self.leaves)
+        done = 0
+        try:
+            grad = torch.autograd.functional.jacobian(loss, flat)
+            for _ in range(steps):
+                hess = torch.autograd.functional.hessian(loss, flat)
+                chol, bad = torch.linalg.cholesky_ex((hess + hess.T) / 2)
+                if bad or not torch.isfinite(grad).all():
+                    break
+                new = flat - torch.cholesky_solve(grad[:, None], chol)[:, 0]
+                new_grad = torch.autograd.functional.jacobian(loss, new)
+                if not new_grad.abs().max() < grad.abs().max():
+                    break
+                flat, grad, done = new, new_grad, done + 1
+        finally:
+            self.leaves = originals
+        with torch.no_grad():
+            i = 0
+            for k, u in self.leaves.items():
+                n = int(finite[k].sum())
+                u.copy_(base[k])
+                u[finite[k]] = flat[i:i + n]
+                i += n
+        return done
+
+    def snapshot(self) -> dict:
+        return {k: u.detach().clone() for k, u in self.leaves.items()}
+
+    @torch.no_grad()
+    def restore(self, state: dict) -> None:
+        for k, u in self.leaves.items():
+            u.copy_(state[k])
 
 
-def _lbfgs(m, objective, x, *, valid, batch_size, max_epochs, patience, lr, lr_decay, progress,
+def _bounded(t) -> bool:
+    """True unless the transform maps onto an unbounded range (identity, exp, affine)."""
+    parts = getattr(t, "parts", None) or [t]
+    names = {type(getattr(p, "base_transform", p)).__name__ for p in parts}
+    return not names <= {"_IdentityTransform", "IdentityTransform", "ExpTransform",
+                         "AffineTransform", "PowerTransform"}
+
+
+def _lbfgs(objective, x, *, valid, batch_size, max_epochs, patience, lr, lr_decay, progress,
            desc):
     """Full-batch L-BFGS with strong-Wolfe line search, 20 iterations per epoch, until the
-    loss changes by less than 1e-10 nats per datum."""
+    gradient vanishes (every entry below 1e-11 per datum) or an epoch no longer moves the
+    loss. A loss-change rule alone stops early where the likelihood is flat (a probability of
+    1e-3 off by 3e-7 changes the loss by 5e-11); the gradient rule reaches a closed form's
+    estimate to ~1e-12."""
     if batch_size is not None or lr_decay is not None:
         raise ValueError("solver='lbfgs' is full batch with a line search; batch_size and "
                          "lr_decay apply to solver='adam'")
-    params = [p for p in m.parameters() if p.requires_grad]
-    opt = torch.optim.LBFGS(params, lr=lr or 1.0, max_iter=20, history_size=50,
+    opt = torch.optim.LBFGS(objective.parameters, lr=lr or 1.0, max_iter=20, history_size=50,
                             tolerance_grad=1e-12, tolerance_change=1e-14,
                             line_search_fn="strong_wolfe")
 
@@ -83,33 +253,34 @@ def _lbfgs(m, objective, x, *, valid, batch_size, max_epochs, patience, lr, lr_d
 
     losses, stop = [], "max_epochs reached"
     epochs = positive_int(max_epochs or 100, "max_epochs")
-    best = _snapshot(m)
+    best = objective.snapshot()
     for epoch in tqdm(range(epochs), desc=desc, disable=not progress, leave=False):
         loss = float(opt.step(closure).detach())
         if not math.isfinite(loss):
             stop = f"loss became {loss} at epoch {epoch}; kept the last finite parameters"
             warnings.warn(stop, RuntimeWarning, stacklevel=4)
-            m.load_state_dict(best)
+            objective.restore(best)
             break
-        best = _snapshot(m)
+        best = objective.snapshot()
         losses.append(loss)
-        if len(losses) > 1 and abs(losses[-2] - losses[-1]) < 1e-10:
+        grad = max((float(u.grad.abs().max()) for u in objective.parameters
+                    if u.grad is not None and u.numel()), default=0.0)
+        if grad < 1e-11 or (len(losses) > 1 and abs(losses[-2] - losses[-1]) < 1e-10 and
+                            (epoch >= 4 or losses[-2] == losses[-1])):
             stop = "converged"
             break
     out = {"losses": losses, "epochs": len(losses), "stop": stop}
     if valid is not None:
-        with torch.no_grad():
-            out["valid_nats"] = float(-m._log_prob(valid).mean())
+        out["valid_nats"] = objective.nats(valid)
     return out
 
 
-def _adam(m, objective, x, *, valid, batch_size, max_epochs, patience, lr, lr_decay, progress,
+def _adam(objective, x, *, valid, batch_size, max_epochs, patience, lr, lr_decay, progress,
           desc):
     """Minibatch Adam, the step size multiplied by `lr_decay` after each epoch (default 1: a
     constant step); early stopping on the validation nats (training nats without `valid`);
     the best parameters are kept; a NaN loss stops training with a warning."""
-    params = [p for p in m.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=lr or 1e-3)
+    opt = torch.optim.Adam(objective.parameters, lr=lr or 1e-3)
     decay = 1.0 if lr_decay is None else float(lr_decay)
     if not 0 < decay <= 1:
         raise ValueError(f"lr_decay must be in (0, 1] (the factor applied to the step size after "
@@ -119,7 +290,7 @@ def _adam(m, objective, x, *, valid, batch_size, max_epochs, patience, lr, lr_de
     batch_size = positive_int(batch_size or min(100, n), "batch_size")
     epochs = positive_int(max_epochs or 1000, "max_epochs")
     patience = positive_int(patience or 20, "patience")
-    best_nats, best, best_epoch, bad = math.inf, _snapshot(m), -1, 0
+    best_nats, best, best_epoch, bad = math.inf, objective.snapshot(), -1, 0
     losses, valid_curve, stop = [], [], "max_epochs reached"
     bar = tqdm(range(epochs), desc=desc, disable=not progress, leave=False)
     for epoch in bar:
@@ -135,13 +306,12 @@ def _adam(m, objective, x, *, valid, batch_size, max_epochs, patience, lr, lr_de
         else:
             schedule.step()
             losses.append(total / n)
-            with torch.no_grad():
-                monitor = float(-m._log_prob(valid).mean()) if valid is not None else losses[-1]
+            monitor = objective.nats(valid) if valid is not None else losses[-1]
             valid_curve.append(monitor)
             bar.set_postfix(train=f"{losses[-1]:.3f}",
                             **({"valid": f"{monitor:.3f}"} if valid is not None else {}))
             if monitor < best_nats - 1e-6:
-                best_nats, best, best_epoch, bad = monitor, _snapshot(m), epoch, 0
+                best_nats, best, best_epoch, bad = monitor, objective.snapshot(), epoch, 0
             else:
                 bad += 1
                 if bad >= patience:
@@ -153,13 +323,9 @@ def _adam(m, objective, x, *, valid, batch_size, max_epochs, patience, lr, lr_de
         stop = f"loss became {float(loss.detach())} at epoch {epoch}; stopped and kept {kept}"
         warnings.warn(stop, RuntimeWarning, stacklevel=4)
         break
-    m.load_state_dict(best)
+    objective.restore(best)
     out = {"losses": losses, "epochs": len(losses), "best_epoch": best_epoch, "stop": stop}
     if valid is not None:
         out["valid_nats"] = best_nats
         out["valid_curve"] = valid_curve
     return out
-
-
-def _snapshot(m) -> dict:
-    return {k: v.detach().clone() for k, v in m.state_dict().items()}

@@ -18,6 +18,7 @@ from inference.bayes import few_threads
 from inference.fitting import fit
 from inference.result import Fit
 from ppl_models.checks import one_of, positive_int, series
+from ppl_models.program import as_program
 
 CRITERIA = ("aic", "bic")
 
@@ -114,12 +115,13 @@ def lfo(models, x, min_train: int, method: str | None = None, *, psis: bool | No
                            **options) for label, m in models.items()}
     if isinstance(models, Fit):
         method = method or models.method
-        model = type(models.model)(**models.model.config)
+        model = models.program.fresh()
     else:
         model, method = models, method or "mle"
-    x = model.validate(x)
+    program = as_program(model)
+    x = program.validate(x)
     min_train = positive_int(min_train, "min_train")
-    if not len(model.validate(x[:min_train])) < len(x):
+    if not len(program.validate(x[:min_train])) < len(x):
         raise ValueError(f"min_train={min_train} leaves nothing to predict in a series of "
                          f"{len(x)} values; use min_train < {len(x)}")
     if psis is None:

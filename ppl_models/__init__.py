@@ -6,12 +6,18 @@ program; `inference.fit` fits any of them by MLE, MAP, exact conjugate posterior
 
 from ppl_models import datasets
 from ppl_models.autoregressive import AutoRegressive
+from ppl_models.base import Model
 from ppl_models.full_joint import FullJoint
 from ppl_models.independent import Independent
 from ppl_models.linear_gaussian import LinearGaussian
 from ppl_models.markov import Markov
 from ppl_models.nade import NADE
+from ppl_models.program import Program, as_program
 
-__all__ = ["AutoRegressive", "FullJoint", "Independent", "LinearGaussian", "Markov", "NADE",
-           "datasets"]
+# The built-in models by name: the only classes `inference.load` constructs from a file.
+MODELS = {cls.__name__: cls for cls in (AutoRegressive, FullJoint, Independent, LinearGaussian,
+                                        Markov, NADE)}
+
+__all__ = ["MODELS", "AutoRegressive", "FullJoint", "Independent", "LinearGaussian", "Markov",
+           "Model", "NADE", "Program", "as_program", "datasets"]
 __version__ = "0.1.0"

@@ -24,13 +24,13 @@ never share values through Pyro's global param store.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro import poutine
 from pyro.nn import PyroModule, PyroParam, PyroSample
 
 
@@ -39,13 +39,23 @@ def local_params():
     return pyro.settings.context(module_local_params=True)
 
 
+@contextlib.contextmanager
+def running(module):
+    """Module-local parameters while `module` runs, entering its Pyro context first (in the
+    caller's mode): Pyro then never swaps the global param store in and out, which would break
+    a user's `pyro.infer.SVI` loop around the model (its guide's parameters lose their
+    `unconstrained` link when the store is swapped)."""
+    with module._pyro_context, local_params():
+        yield
+
+
 def model_method(fn):
     """Like `pyro.nn.pyro_method`, with module-local parameters: inside, each random attribute
     is one cached sample site, and parameters never touch the global param store."""
 
     @functools.wraps(fn)
     def wrapped(self, *args, **kwargs):
-        with local_params(), self._pyro_context:
+        with running(self):
             return fn(self, *args, **kwargs)
 
     return wrapped
@@ -69,14 +79,37 @@ class Model(PyroModule):
         self._prior_overrides: dict = {}  # priors a user assigned, kept by point() copies
 
     def __call__(self, *args, **kwargs):
-        with local_params():
+        with running(self):
             return super().__call__(*args, **kwargs)
+
+    def __getattr__(self, name):
+        using = self.__dict__.get("_using")
+        if using is not None and name in using:
+            return using[name]
+        return super().__getattr__(name)
+
+    @contextlib.contextmanager
+    def using(self, values: dict[str, torch.Tensor]):
+        """Within, each named parameter reads as the given tensor (gradients flow to it): how
+        inference evaluates the vectorised paths at values it holds, with no Pyro messages."""
+        before = self.__dict__.get("_using")
+        self.__dict__["_using"] = values if before is None else {**before, **values}
+        try:
+            yield self
+        finally:
+            self.__dict__["_using"] = before
 
     # -- parameters -------------------------------------------------------------------------
     def _param(self, name: str, value: torch.Tensor, constraint, event_dim=None) -> None:
         """Declare a point parameter and remember its initial value and constraint."""
         self._inits[name] = (value.detach().clone(), constraint, event_dim)
         setattr(self, name, PyroParam(value, constraint, event_dim))
+
+    def global_values(self) -> dict[str, torch.Tensor]:
+        """Every parameter's value, read once. In `forward`, call it before the data plate
+        where parameters are first used inside it: a Bayesian copy's random attributes are
+        then drawn as global sites (each is one cached site per call)."""
+        return {name: getattr(self, name) for name in self._inits}
 
     @property
     def param_names(self) -> list[str]:
@@ -139,44 +172,48 @@ class Model(PyroModule):
 
     # -- densities --------------------------------------------------------------------------
     def validate(self, x) -> torch.Tensor:
-        raise NotImplementedError
+        """The data as a clean tensor, or a ValueError naming the problem and the fix. This
+        default takes any finite numeric array (integers become float64); override it with
+        the checks of your model."""
+        from ppl_models.checks import any_data
+
+        return any_data(x)
 
     def _log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """Accelerator: per-datum log-density of validated `x` at the current values,
+        vectorised. A subclass that writes `forward` may leave it out: `log_prob` then runs
+        `forward` (the generic path, `ppl_models.program`)."""
         raise NotImplementedError
 
-    @model_method
     def log_prob(self, x) -> torch.Tensor:
-        """Per-datum log-density in nats under the current parameters, shape (N,)."""
-        return self._log_prob(self.validate(x))
+        """Per-datum log-density in nats under the current parameters, shape (N,): the
+        vectorised path where it belongs to this class's `forward`, else `forward` itself."""
+        from ppl_models.program import Program, accelerator
 
-    @model_method
-    def log_likelihood_factor(self, x: torch.Tensor) -> None:
-        """The likelihood of validated `x` as one vectorised `pyro.factor`: the same log joint as
-        `self(x)` (a test proves it), one call instead of one site per factor."""
-        pyro.factor("log_likelihood", self._log_prob(x).sum())
+        x = self.validate(x)
+        fast = accelerator(self, "_log_prob")
+        if fast is not None:
+            with running(self):
+                return fast(x)
+        program = Program(self)
+        program.discover(x)
+        return program.log_prob(x)
 
     @torch.no_grad()
     def log_likelihood(self, x: torch.Tensor, draws: dict[str, torch.Tensor]) -> torch.Tensor:
         """Pointwise log-likelihood of validated `x` under each parameter draw.
 
         `draws` maps parameter names to tensors with two leading sample dims (chain, draw);
-        returns (chain, draw, N). Each draw conditions the random attributes of a Bayesian copy."""
+        returns (chain, draw, N). Parameters not drawn keep their current values."""
         if not draws:  # nothing random: one 'draw', the model itself
-            return self._log_prob_in_context(x)[None, None]
+            return self._log_prob(x)[None, None]
         lead = next(iter(draws.values())).shape[:2]
         flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in draws.items()}
-        bayes = self.bayesian() if self._pyro_params else self
         out = []
         for s in range(lead.numel()):
-            with poutine.condition(data={k: v[s] for k, v in flat.items()}):
-                out.append(bayes._log_prob_in_context(x))
+            with self.using({k: v[s] for k, v in flat.items()}):
+                out.append(self._log_prob(x))
         return torch.stack(out).reshape(*lead, -1)
-
-    def _log_prob_in_context(self, x: torch.Tensor) -> torch.Tensor:
-        if not self._pyro_samples:  # point parameters only: no sample sites, no Pyro context
-            return self._log_prob(x)
-        with local_params(), self._pyro_context:
-            return self._log_prob(x)
 
     # -- hooks with defaults ----------------------------------------------------------------
     def init_from_data(self, x: torch.Tensor) -> Model:
@@ -195,16 +232,23 @@ class Model(PyroModule):
 
     @property
     def num_parameters(self) -> int:
-        raise NotImplementedError
+        """Accelerator: the number of free parameters. Without it, a fit reports the dimension
+        of the unconstrained parameter space read from a trace (`Fit.report`)."""
+        raise ValueError(f"{type(self).__name__} does not state num_parameters; fit it and read "
+                         "Fit.report(x).num_parameters (counted from a trace), or define the "
+                         "property")
 
     @property
     def config(self) -> dict:
         """Constructor arguments: `type(model)(**model.config)` builds an unfitted twin."""
-        raise NotImplementedError
+        return {}
 
     def extra_repr(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config.items())
-        return f"{args}; {self.factorization}; {self.num_parameters:,} free parameters"
+        try:
+            return f"{args}; {self.factorization}; {self.num_parameters:,} free parameters"
+        except ValueError:
+            return args
 
     # -- helpers for forward ----------------------------------------------------------------
     def _data_or_size(self, x, num_samples) -> tuple[torch.Tensor | None, int]:

@@ -115,6 +115,19 @@ def real(x, *, ndim: int = 2, num_dims: int | None = None, name: str = "x",
     return t.to(dtype)
 
 
+def any_data(x, *, name: str = "x") -> torch.Tensor:
+    """Finite numeric data of shape (N, ...) or (T,), not empty; integers and booleans become
+    float64 (Pyro's convention: Bernoulli and Categorical both take float values)."""
+    t = as_tensor(x, name=name)
+    if t.dim() == 0:
+        raise ValueError(f"{name} is a single number; pass data of shape (N, ...) (one row per "
+                         "datum) or a series of shape (T,)")
+    if t.shape[0] == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(t.shape)}); pass at least one datum")
+    check_finite(t, name)
+    return t if t.is_floating_point() else t.to(torch.float64)
+
+
 def positive_int(value, name: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")

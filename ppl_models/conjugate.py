@@ -53,7 +53,7 @@ class DirichletPosterior(Posterior):
                 for k, c in self.concentration.items()}
 
     def log_predictive(self, x):
-        return self.predictive._log_prob_in_context(x)
+        return self.predictive._log_prob(x)
 
     def sample_predictive(self, num_samples):
         return self.predictive(num_samples=num_samples)

@@ -144,9 +144,10 @@ class FullJoint(Model):
 
     def forward(self, x=None, num_samples=None):
         x, n = self._data_or_size(x, num_samples)
+        # one categorical over all K^D configurations: probs[x], or smoothed counts if sparse
+        joint = self._joint()
         with pyro.plate("data", n):
-            # one categorical over all K^D configurations: probs[x], or smoothed counts if sparse
-            return pyro.sample("x", self._joint(), obs=x)
+            return pyro.sample("x", joint, obs=x)
 
     def _joint(self) -> _ConfigurationCategorical:
         if self.sparse:

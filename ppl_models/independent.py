@@ -93,8 +93,9 @@ class Independent(Model):
 
     def forward(self, x=None, num_samples=None):
         x, n = self._data_or_size(x, num_samples)
+        p = self._dist()  # p(x_d) for every d; its parameters are global (outside the plates)
         with pyro.plate("dims", self.num_dims, dim=-1), pyro.plate("data", n, dim=-2):
-            return pyro.sample("x", self._dist(), obs=x)  # one factor p(x_d) per dimension
+            return pyro.sample("x", p, obs=x)  # one factor p(x_d) per dimension
 
     def _log_prob(self, x):
         # Exact at the boundary (torch clamps probabilities away from 0): a zero-probability

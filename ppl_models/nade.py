@@ -190,6 +190,7 @@ class NADE(Model):
 
     def forward(self, x=None, num_samples=None):
         x, n = self._data_or_size(x, num_samples)
+        self.global_values()  # the weights are global: read (or drawn) once, before the plate
         D, W = self.num_dims, self.W
         a = self.c.expand(n, -1)  # (n, H): a_1 = c
         xs = [None] * D

@@ -16,11 +16,12 @@ from statsmodels.tsa.arima.model import ARIMA
 from statsmodels.tsa.arima_process import arma_acovf
 
 import inference
-from inference.bayes import Program, initial_values
+from inference.bayes import initial_values
 from inference.laplace import Whitened
 from ppl_models import AutoRegressive, Independent, LinearGaussian, Markov, datasets
 from ppl_models.autoregressive import log_prob_steps
 from ppl_models.base import local_params
+from ppl_models.program import Program
 from ppl_models.stationary import PacfToPhi, is_stationary, levinson, pacf_to_phi
 
 
@@ -331,24 +332,26 @@ def test_linear_gaussian_order_d_minus_1_is_the_full_covariance_gaussian():
     (lambda: Markov(6, order=2), "bits"),
 ], ids=["ar", "ar-stationary-exact", "independent-normal", "markov"])
 def test_whitened_potential_equals_pyros_trace_potential(y, make, data):
-    """`inference.laplace.Whitened` writes the log joint directly; Pyro's `initialize_model`
-    computes it from a trace of the model. Same numbers at random unconstrained points, and the
-    whitening is the inverse Hessian at the mode."""
+    """`inference.laplace.Whitened` evaluates the log joint by the model's vectorised path and
+    its prior hook; Pyro's `initialize_model` computes it from a trace of the `forward` program
+    of the Bayesian copy. Same numbers at random unconstrained points, and the whitening is the
+    inverse Hessian at the mode."""
     gen = torch.Generator().manual_seed(0)
     x = {"sunspots": y, "normal": torch.randn(50, 3, generator=gen, dtype=torch.float64) + 2,
          "bits": torch.randint(0, 2, (80, 6), generator=gen)}[data]
-    model = make()
-    x = model.validate(x)
-    model = model.init_from_data(x)
-    with local_params():
-        init = initial_values(model, x)
-        w = Whitened(model, x, init)
-        _, pyro_potential, transforms, _ = initialize_model(
-            Program(model.bayesian(), x), init_strategy=init_to_value(values=init))
-        for _ in range(3):
-            u = w.mu + 0.3 * torch.randn(w.dim, generator=gen, dtype=torch.float64)
-            theirs = pyro_potential(w.unflatten(u))
-            assert float(w.potential_u(u)) == pytest.approx(float(theirs), rel=1e-10, abs=1e-8)
-        hess = torch.autograd.functional.hessian(w.potential_u, w.mu)
-        torch.testing.assert_close(w.L @ w.L.T @ hess, torch.eye(w.dim, dtype=torch.float64),
-                                   atol=1e-6, rtol=0)
+    program = Program(make())
+    x = program.validate(x)
+    program = program.init_from_data(x)
+    program.discover(x)
+    init, _ = initial_values(program, x)
+    w = Whitened(program, x, init)
+    bayes = program.bayesian()
+    _, pyro_potential, transforms, _ = initialize_model(
+        lambda: bayes(x=x), init_strategy=init_to_value(values=init))
+    for _ in range(3):
+        u = w.mu + 0.3 * torch.randn(w.dim, generator=gen, dtype=torch.float64)
+        theirs = pyro_potential(w.unflatten(u))
+        assert float(w.potential_u(u)) == pytest.approx(float(theirs), rel=1e-10, abs=1e-8)
+    hess = torch.autograd.functional.hessian(w.potential_u, w.mu)
+    torch.testing.assert_close(w.L @ w.L.T @ hess, torch.eye(w.dim, dtype=torch.float64),
+                               atol=1e-6, rtol=0)

@@ -111,9 +111,6 @@ def test_pyro_program_equals_vectorised_log_density(name, D, K, make):
     expected = program_log_likelihood(model, x)
     torch.testing.assert_close(model.log_prob(x).sum(), expected.to(torch.float64),
                                rtol=1e-10, atol=1e-9)
-    factor = poutine.trace(model.log_likelihood_factor).get_trace(model.validate(x))
-    torch.testing.assert_close(factor.log_prob_sum().to(torch.float64),
-                               expected.to(torch.float64), rtol=1e-10, atol=1e-9)
 
 
 def chi_square_against_enumeration(fit, D, K, n=20_000):

@@ -1,0 +1,355 @@
+"""Saved fits are data, never code.
+
+`Fit.save(path)` writes one torch file of tensors, numbers and strings; `load(path)` reads it
+with ``weights_only=True`` and then constructs only what the library knows:
+
+- a built-in model, looked up by name in the explicit registry `ppl_models.MODELS` (nothing
+  is imported or called by a name read from the file), its constructor arguments checked
+  against the constructor's parameters and plain types, its state checked key by key and shape
+  by shape against the constructed model;
+- a program of yours only when you pass it: ``load(path, model=my_program)``.
+
+Anything else is a ValueError raised before any constructor runs. Saving is atomic: the file
+is written next to its destination under a temporary name, flushed, fsynced and moved into
+place with `os.replace`, so an interrupted save leaves the previous file as it was.
+
+Custom priors of a built-in model are saved as data when they are standard Pyro distributions
+with tensor arguments (`PRIORS`); otherwise the file says which were not saved, and the loaded
+fit evaluates and samples from its draws only (`load` warns once).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import platform
+import tempfile
+import warnings
+from pathlib import Path
+
+import pyro
+import pyro.distributions as dist
+import torch
+
+FORMAT = "ppl-models fit"
+VERSION = 2  # 1: the first format (class path and config, no versions); read through MODELS
+PLAIN = (int, float, str, bool, type(None))
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+# distributions a saved prior may be: class -> its constructor arguments (tensors)
+PRIORS = {
+    "Normal": ("loc", "scale"), "LogNormal": ("loc", "scale"), "HalfNormal": ("scale",),
+    "Cauchy": ("loc", "scale"), "HalfCauchy": ("scale",), "Laplace": ("loc", "scale"),
+    "StudentT": ("df", "loc", "scale"), "Beta": ("concentration1", "concentration0"),
+    "Gamma": ("concentration", "rate"), "InverseGamma": ("concentration", "rate"),
+    "Exponential": ("rate",), "Uniform": ("low", "high"), "Dirichlet": ("concentration",),
+    "MultivariateNormal": ("loc", "scale_tril"),
+}
+
+
+def _versions() -> dict:
+    import ppl_models
+
+    return {"ppl_models": ppl_models.__version__, "torch": str(torch.__version__),
+            "pyro": str(pyro.__version__), "python": platform.python_version()}
+
+
+# -- saving -------------------------------------------------------------------------------------
+def save(fit, path) -> None:
+    path = _destination(path)
+    program = fit.program
+    model = program.model
+    builtin = _builtin_name(model)
+    blob = {
+        "format": FORMAT, "version": VERSION, "written_by": _versions(),
+        "model": ({"kind": "builtin", "class": builtin, "config": _plain_config(model.config)}
+                  if builtin else {"kind": "program", "name": program.label}),
+        "data_plate": program.data_plate,
+        "state": model.state_dict() if builtin else {},
+        "values": dict(program.values), "method": fit.method, "data": fit.data,
+        "draws": fit.draws, "sample_stats": fit.sample_stats, "losses": list(fit.losses),
+        "info": _plain(fit.info), "fit_seconds": float(fit.fit_seconds),
+    }
+    blob["priors"], blob["priors_not_saved"] = _priors(model) if builtin else ({}, [])
+    _write_atomic(blob, path)
+
+
+def _destination(path) -> Path:
+    if not isinstance(path, str | os.PathLike):
+        raise ValueError(f"save needs a file path, got {path!r}")
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{p} is a folder; save to a file in it, e.g. {p / 'fit.pt'}")
+    if not p.parent.is_dir():
+        raise ValueError(f"cannot save to {p}: the folder {p.parent} does not exist; create it "
+                         "first (mkdir -p) or save elsewhere")
+    return p
+
+
+def _write_atomic(blob, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(blob, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with _quiet():
+            os.unlink(tmp)
+        raise
+
+
+class _quiet:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return exc[0] is not None and issubclass(exc[0], OSError)
+
+
+def _builtin_name(model) -> str | None:
+    from ppl_models import MODELS
+
+    name = type(model).__name__
+    return name if MODELS.get(name) is type(model) else None
+
+
+def _plain_config(config: dict) -> dict:
+    out = {}
+    for k, v in config.items():
+        if isinstance(v, torch.dtype):
+            v = str(v).removeprefix("torch.")
+        out[k] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def _plain(info: dict) -> dict:
+    """Keep what torch.load(weights_only=True) can read back."""
+    return {k: v for k, v in info.items()
+            if isinstance(v, PLAIN) or (isinstance(v, list) and all(isinstance(i, PLAIN)
+                                                                     for i in v))}
+
+
+def _priors(model) -> tuple[dict, list[str]]:
+    """Custom priors of a built-in model as data, and the names of those that cannot be."""
+    custom = {**getattr(model, "_prior_overrides", {}), **getattr(model, "_pyro_samples", {})}
+    saved, lost = {}, []
+    for name, prior in custom.items():
+        spec = _prior_spec(prior)
+        if spec is None:
+            lost.append(name)
+        else:
+            saved[name] = spec
+    return saved, lost
+
+
+def _prior_spec(prior) -> dict | None:
+    if not isinstance(prior, torch.distributions.Distribution):
+        return None
+    event = 0
+    while isinstance(prior, torch.distributions.Independent):
+        event += prior.reinterpreted_batch_ndims
+        prior = prior.base_dist
+    name = type(prior).__name__
+    args = PRIORS.get(name)
+    if args is None or getattr(dist, name, None) is not type(prior):
+        return None
+    return {"class": name, "args": {a: getattr(prior, a).detach() for a in args},
+            "event_dims": event}
+
+
+# -- loading ------------------------------------------------------------------------------------
+def load(path, model=None, map_location=None):
+    """Read a fit written by `Fit.save`. A fit of your own program needs it back:
+    ``load(path, model=my_program)``; `map_location` as in `torch.load` (e.g. "cpu")."""
+    from inference.result import Fit
+    from ppl_models.program import Program
+
+    blob = _read(path, map_location)
+    version = blob.get("version", 1)
+    spec = _model_spec(blob, path, version)
+    if model is None and spec["kind"] == "program":
+        raise ValueError(f"{path} holds a fit of your own program {spec['name']!r}; a saved fit "
+                         "never contains code, so pass the program: inference.load(path, "
+                         f"model={spec['name']})")
+    if model is None:
+        built = _construct(spec, path)
+        _load_state(built, blob.get("state", {}), path)
+        _restore_priors(built, blob.get("priors", {}), path)
+        source = built
+    else:
+        source = model
+        if spec["kind"] == "builtin" and hasattr(model, "load_state_dict"):
+            _load_state(source, blob.get("state", {}), path)
+    if blob.get("priors_not_saved"):
+        warnings.warn(f"{path}: the custom prior(s) of {', '.join(blob['priors_not_saved'])} "
+                      "were not saved (not a standard distribution with tensor arguments); the "
+                      "loaded fit evaluates and samples from its draws only, and a refit uses "
+                      "the default priors", UserWarning, stacklevel=2)
+    program = Program(source, blob.get("data_plate", "data"))
+    data = _tensor(blob.get("data"), "data", path)
+    method = blob.get("method")
+    if method not in ("mle", "map", "exact", "svi", "nuts"):
+        raise ValueError(f"{path} names an unknown method {method!r}; it was not written by "
+                         "Fit.save")
+    program.validate(data)
+    posterior = None
+    if method == "exact":
+        posterior = program.accelerator("posterior")(data)
+        predictive = getattr(posterior, "predictive", None)
+        program = program.with_model(predictive) if predictive is not None else \
+            program.with_values(posterior.mean())
+    else:
+        if spec["kind"] == "program":
+            program.discover(data)
+        values = blob.get("values", {})
+        _check_values(program, values, path)
+        program = program.with_values(values)
+    draws = blob.get("draws") or None
+    return Fit(program, method, data, draws=draws, posterior=posterior,
+               sample_stats=blob.get("sample_stats") or {}, losses=blob.get("losses") or [],
+               info=blob.get("info") or {}, fit_seconds=float(blob.get("fit_seconds", 0.0)))
+
+
+def _read(path, map_location) -> dict:
+    p = Path(path) if isinstance(path, str | os.PathLike) else None
+    if p is None or not p.is_file():
+        raise ValueError(f"{path} is not a file; pass the path of a fit written by Fit.save")
+    try:
+        blob = torch.load(p, weights_only=True, map_location=map_location)
+    except Exception as e:
+        reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise ValueError(f"{path} is not a saved ppl-models fit: it could not be read as one "
+                         f"({reason}); was it truncated, or written by something else?") from None
+    if not isinstance(blob, dict) or ("format" not in blob):
+        raise ValueError(f"{path} is not a saved ppl-models fit (no format marker); write fits "
+                         "with Fit.save")
+    return blob
+
+
+def _model_spec(blob, path, version) -> dict:
+    from ppl_models import MODELS
+
+    if blob["format"] == 1 and version == 1:  # the first format: 'class' is a dotted path
+        cls_path = blob.get("class", "")
+        name = cls_path.rpartition(".")[2] if isinstance(cls_path, str) else ""
+        known = {f"{c.__module__}.{c.__qualname__}": n for n, c in MODELS.items()}
+        if cls_path not in known:
+            raise ValueError(_unknown_class(cls_path, path))
+        return {"kind": "builtin", "class": known.get(cls_path, name),
+                "config": blob.get("config", {})}
+    if blob["format"] != FORMAT:
+        raise ValueError(f"{path} is not a saved ppl-models fit (format {blob['format']!r})")
+    if not isinstance(version, int) or version > VERSION:
+        by = (blob.get("written_by") or {}).get("ppl_models", "a newer version")
+        raise ValueError(f"{path} was written by ppl-models {by} in file format {version}, "
+                         f"newer than this ppl-models reads (format {VERSION}); upgrade "
+                         "ppl-models to load it")
+    if version < 1:
+        raise ValueError(f"{path} has file format {version}, which no ppl-models version wrote")
+    spec = blob.get("model")
+    if not isinstance(spec, dict) or spec.get("kind") not in ("builtin", "program"):
+        raise ValueError(f"{path} does not say which model it holds; it was not written by "
+                         "Fit.save")
+    if spec["kind"] == "builtin" and spec.get("class") not in MODELS:
+        raise ValueError(_unknown_class(spec.get("class"), path))
+    return spec
+
+
+def _unknown_class(name, path) -> str:
+    from ppl_models import MODELS
+
+    return (f"{path} names the model class {name!r}, which is not a ppl-models model "
+            f"({', '.join(MODELS)}); nothing was imported or run. A fit of your own program "
+            "loads with inference.load(path, model=your_program)")
+
+
+def _construct(spec, path):
+    from ppl_models import MODELS
+
+    cls = MODELS[spec["class"]]
+    config = spec.get("config")
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: the constructor arguments of {spec['class']} are not a dict")
+    params = inspect.signature(cls.__init__).parameters
+    unknown = sorted(set(config) - set(params) - {"self"})
+    if unknown:
+        raise ValueError(f"{path}: {spec['class']} takes no argument(s) {', '.join(unknown)} "
+                         f"(its arguments: {', '.join(k for k in params if k != 'self')}); the "
+                         "file was not written by this version's Fit.save")
+    kwargs = {}
+    for k, v in config.items():
+        if k == "dtype" and (v in DTYPES or v in DTYPES.values()):
+            v = DTYPES.get(v, v)
+        elif not (isinstance(v, PLAIN) or (isinstance(v, list) and
+                                            all(isinstance(i, PLAIN) for i in v))):
+            raise ValueError(f"{path}: argument {k} of {spec['class']} is a "
+                             f"{type(v).__name__}, not a plain value (number, string, list)")
+        kwargs[k] = v
+    try:
+        return cls(**kwargs)
+    except ValueError as e:
+        raise ValueError(f"{path}: {spec['class']}({kwargs}) is not a valid model: {e}") from None
+    except TypeError as e:
+        raise ValueError(f"{path}: {spec['class']} rejects the saved arguments ({e})") from None
+
+
+def _load_state(model, state, path) -> None:
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: the saved state is not a dict of tensors")
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    if missing or extra:
+        raise ValueError(f"{path}: the saved state does not fit {type(model).__name__}"
+                         f"{' (missing ' + ', '.join(missing) + ')' if missing else ''}"
+                         f"{' (unexpected ' + ', '.join(extra) + ')' if extra else ''}")
+    for k, v in state.items():
+        want = own[k]
+        if torch.is_tensor(want) and (not torch.is_tensor(v) or v.shape != want.shape):
+            got = tuple(v.shape) if torch.is_tensor(v) else type(v).__name__
+            raise ValueError(f"{path}: state {k!r} has shape {got}, but "
+                             f"{type(model).__name__} with these arguments needs "
+                             f"{tuple(want.shape)}")
+    try:
+        model.load_state_dict(state)
+    except Exception as e:
+        raise ValueError(f"{path}: the saved state does not load into {type(model).__name__} "
+                         f"({e})") from None
+
+
+def _restore_priors(model, priors, path) -> None:
+    for name, spec in (priors or {}).items():
+        try:
+            cls = getattr(dist, spec["class"]) if spec["class"] in PRIORS else None
+            if cls is None:
+                raise ValueError(f"unknown prior class {spec['class']!r}")
+            args = {a: _tensor(spec["args"][a], a, path) for a in PRIORS[spec["class"]]}
+            prior = cls(**args)
+            if spec.get("event_dims"):
+                prior = prior.to_event(int(spec["event_dims"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{path}: the saved prior of {name!r} is not valid ({e})") from None
+        model._prior_overrides[name] = prior
+
+
+def _check_values(program, values, path) -> None:
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: the saved parameter values are not a dict of tensors")
+    known = program.values
+    for k, v in values.items():
+        _tensor(v, k, path)
+        if k in known and known[k].shape != v.shape:
+            raise ValueError(f"{path}: parameter {k!r} has shape {tuple(v.shape)}, but the "
+                             f"program's is {tuple(known[k].shape)}; load it with the program "
+                             "that was fitted")
+    missing = sorted(set(known) - set(values))
+    if missing:
+        raise ValueError(f"{path}: the file has no values for {', '.join(missing)}; load it "
+                         "with the program that was fitted")
+
+
+def _tensor(v, name, path):
+    if not torch.is_tensor(v):
+        raise ValueError(f"{path}: {name} is not a tensor")
+    return v
