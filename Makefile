@@ -21,12 +21,14 @@ demo: $(STAMP)
 	$(VENV)/bin/ppl-models compare digits
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	CI=$${CI:-1} $(PY) -m pytest -q -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_discrete.py
 	$(PY) benchmarks/bench_ar.py --threads 1
 	$(PY) benchmarks/bench_nade.py
+	$(PY) benchmarks/bench_programs.py
+	$(PY) benchmarks/bench_scale.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check ppl_models inference tests benchmarks examples

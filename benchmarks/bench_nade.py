@@ -24,6 +24,7 @@ from torch import nn
 import inference
 from inference.optimize import _Objective
 from ppl_models import NADE, datasets
+from ppl_models.program import Program
 
 
 class PlainNADE(nn.Module):
@@ -82,9 +83,12 @@ def train_step(loss_fn, params):
 
 def digits_rows(repeat: int) -> list[dict]:
     x = datasets.load("digits").train.float()
-    ours = NADE(64, 100).init_from_data(x)  # the model `fit` trains, through its objective
+    program = Program(NADE(64, 100)).init_from_data(x)  # what `fit` trains, its objective
+    program.discover(x)
+    objective = _Objective(program, program.roles.free, False, len(x))
     plain = PlainNADE(64, 100)
-    ours_step = train_step(_Objective(ours, False, len(x)), list(ours.parameters()))
+    ours_step = train_step(objective, objective.parameters)
+    ours = program.model
     plain_step = train_step(lambda b: -plain.log_prob(b).mean(), list(plain.parameters()))
     f = inference.fit(ours, x[:200], solver="adam", max_epochs=1, seed=0)  # a Fit to time
     rows = []

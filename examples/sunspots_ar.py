@@ -1,24 +1,31 @@
-"""Autoregressions of the yearly sunspot numbers (1700-2008): choose the order, check it by
-leave-future-out, fit it every way, forecast.
+"""Autoregressions of the yearly sunspot numbers (1700-2008): choose the order four ways, fit
+AR(2) every way, check it against replicated series, forecast.
 
-    .venv/bin/python examples/sunspots_ar.py [--max-order 12] [--steps 10] [--out DIR]
+    .venv/bin/python examples/sunspots_ar.py [--out reports/examples] [--quick]
 
-1. Choose the order by AIC and BIC on a common sample (`inference.select_order`).
-2. Leave-future-out: predict each year from 1800 on from all years before it, for AR(2) and
-   the chosen order (`inference.lfo`; pointwise LOO is not valid for a series).
-3. Fit the chosen order by conditional MLE, by the exact likelihood, and the AR(2) by its exact
-   conjugate posterior, NUTS and SVI; print posterior means and sds side by side.
-4. Forecast `--steps` years with 90% intervals: MLE (Gaussian) and exact posterior predictive;
-   with `--out`, save the forecast plot.
+AR(p): x_t = const + phi_1 x_(t-1) + ... + phi_p x_(t-p) + sigma eps_t, eps_t ~ N(0, 1);
+p + 2 free parameters; the conditional likelihood scores x_(p+1..T).
+
+1. The order by AIC and BIC on a common sample (`inference.select_order`), by leave-future-out
+   (predict each year from 1800 on from all years before it: `inference.lfo`), and by PSIS-LOO
+   on the common sample of steps every order scores (`inference.compare(..., criterion="loo")`,
+   `to_arviz(start=...)`; LOO predicts the past from the future, so LFO is the honest choice
+   for a series, shown here side by side).
+2. AR(2) by the exact Normal-Inverse-Gamma posterior, NUTS and SVI: one forest plot
+   (sunspots_forest.png) and a posterior predictive check of NUTS (sunspots_ppc.png).
+3. Forecasts with 90% intervals of the AIC order: MLE (Gaussian) and exact posterior
+   predictive (sunspots_forecast.png).
 """
 
 from __future__ import annotations
 
 import argparse
+import warnings
 from pathlib import Path
 
 import inference
-from ppl_models import AutoRegressive, datasets
+from inference import plots
+from ppl_models import AutoRegressive, datasets, suites
 
 
 def main(argv=None):
@@ -26,33 +33,38 @@ def main(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--max-order", type=int, default=12)
     p.add_argument("--min-train", type=int, default=100, help="first LFO training length")
-    p.add_argument("--steps", type=int, default=10, help="years to forecast")
+    p.add_argument("--steps", type=int, default=20, help="years to forecast")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="folder for forecast.png")
+    p.add_argument("--out", default="reports/examples")
+    p.add_argument("--quick", action="store_true", help="orders 1-4, short runs (a test)")
     args = p.parse_args(argv)
+    warnings.filterwarnings("ignore", module="arviz")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     y = datasets.load("sunspots").train
+    max_order = 4 if args.quick else args.max_order
+    draws = 150 if args.quick else 500
 
-    aic = inference.select_order(y, args.max_order, "aic")
-    bic = inference.select_order(y, args.max_order, "bic")
-    order = aic.order
-    print(f"order by AIC: {aic.order}, by BIC: {bic.order} (common sample of {aic.nobs} years)")
+    aic = inference.select_order(y, max_order, "aic")
+    bic = inference.select_order(y, max_order, "bic")
+    orders = range(1, max_order + 1)
+    cv = inference.lfo({p: AutoRegressive(p) for p in orders}, y, args.min_train)
+    exact = {f"AR({p})": inference.fit(AutoRegressive(p), y, "exact", num_samples=draws)
+             for p in orders}
+    loo = inference.compare(exact, criterion="loo")
+    print(f"{'order':>5} {'AIC':>9} {'BIC':>9} {'LFO elpd':>9} {'LOO elpd':>9} {'k max':>6}")
+    for p in orders:
+        row = loo.loc[f"AR({p})"]
+        print(f"{p:5d} {aic.aic[p]:9.1f} {aic.bic[p]:9.1f} {cv[p].elpd:9.1f} "
+              f"{row['elpd_loo']:9.1f} {row['pareto_k_max']:6.2f}")
+    print(f"order by AIC {aic.order}, BIC {bic.order}, LFO {max(cv, key=lambda p: cv[p].elpd)}, "
+          f"LOO {int(loo.index[0][3:-1])} (LOO on the {int(loo['n'].iloc[0])} common steps)")
 
-    cv = inference.lfo({"AR(2)": AutoRegressive(2), f"AR({order})": AutoRegressive(order)}, y,
-                       args.min_train)
-    for label, r in cv.items():
-        print(f"LFO {label}: elpd {r.elpd:.1f} (se {r.se:.1f}) over {len(r.pointwise)} years")
-
-    mle = inference.fit(AutoRegressive(order), y)
-    exact_lik = inference.fit(AutoRegressive(order, likelihood="exact"), y)
-    print(f"\nAR({order}) conditional MLE: log-lik {float(mle.model.log_prob(y).sum()):.2f}, "
-          f"exact-likelihood MLE: {float(exact_lik.model.log_prob(y).sum()):.2f}")
-
-    print("\nAR(2) posteriors (mean +- sd): exact conjugate, NUTS, SVI")
     fits = {"exact": inference.fit(AutoRegressive(2), y, "exact", seed=args.seed),
-            "nuts": inference.fit(AutoRegressive(2), y, "nuts", num_chains=2, num_samples=500,
-                                  warmup_steps=500, jit_compile=True, seed=args.seed),
+            "nuts": inference.fit(AutoRegressive(2), y, "nuts", num_samples=draws,
+                                  warmup_steps=draws, jit_compile=True, seed=args.seed),
             "svi": inference.fit(AutoRegressive(2), y, "svi", guide="multivariate_normal",
-                                 seed=args.seed)}
+                                 steps=500 if args.quick else 2000, seed=args.seed)}
     for name, f in fits.items():
         cells = []
         for k, v in f.draws.items():
@@ -60,27 +72,14 @@ def main(argv=None):
             means, sds = flat.mean(0).reshape(-1), flat.std(0).reshape(-1)
             cells += [f"{k}{'' if flat.dim() == 1 else f'[{i}]'} {m:.3f}+-{s:.3f}"
                       for i, (m, s) in enumerate(zip(means.tolist(), sds.tolist()))]
-        print(f"  {name:6} {'  '.join(cells)}  ({f.fit_seconds:.1f} s)")
-
-    print(f"\nforecasts of AR({order}), 90% intervals")
-    point = mle.forecast(args.steps, 0.9)
-    bayes = inference.fit(AutoRegressive(order), y, "exact", seed=args.seed).forecast(
-        args.steps, 0.9)
-    print(f"{'year':>5} {'MLE mean':>9} {'MLE interval':>18} {'exact mean':>11} "
-          f"{'posterior predictive':>22}")
-    for h in range(args.steps):
-        print(f"{2009 + h:5d} {float(point.mean[h]):9.1f} "
-              f"[{float(point.lower[h]):7.1f}, {float(point.upper[h]):7.1f}] "
-              f"{float(bayes.mean[h]):11.1f} "
-              f"[{float(bayes.lower[h]):9.1f}, {float(bayes.upper[h]):9.1f}]")
-
-    if args.out:
-        from ppl_models.sunspots_report import forecast_plot
-
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        forecast_plot(y, order, args.seed, out / "forecast.png", steps=args.steps)
-        print(f"\nwrote {out / 'forecast.png'}")
+        print(f"  AR(2) {name:6} {'  '.join(cells)}  ({f.fit_seconds:.1f} s)")
+    plots.forest(fits, out / "sunspots_forest.png",
+                 title="AR(2) on sunspots: 90% intervals by exact, NUTS and SVI")
+    plots.ppc(fits["nuts"], out / "sunspots_ppc.png", draws=20 if args.quick else 100,
+              title="AR(2) by NUTS: replicated series (density of values) vs observed")
+    suites.forecast_plot(y, aic.order, args.seed, out / "sunspots_forecast.png",
+                         steps=args.steps)
+    print(f"wrote sunspots_forest.png, sunspots_ppc.png, sunspots_forecast.png to {out}")
 
 
 if __name__ == "__main__":

@@ -107,8 +107,9 @@ def main(argv=None):
         "shared chain (yours)": inference.fit(shared_markov, x, "nuts", num_samples=draws // 2,
                                               warmup_steps=draws // 2, num_chains=2,
                                               jit_compile=True, seed=args.seed),
-        f"mixture K={args.components} (yours)": inference.fit(
-            mixture, x, "svi", steps=steps, num_samples=draws, seed=args.seed),
+        f"mixture K={args.components} (yours)": inference.fit(  # started at the MAP above
+            mixture, x, "svi", steps=steps, num_samples=draws, seed=args.seed,
+            init=fits[f"mixture K={args.components} (yours)"]),
     }
     table = inference.compare(bayes)
     print("\nPSIS-LOO on 400 training images (az.compare):")

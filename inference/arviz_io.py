@@ -80,19 +80,30 @@ def _numpy(t) -> np.ndarray:
 # -- the conversion -----------------------------------------------------------------------------
 def to_inference_data(fit, *, posterior_predictive: bool = False, prior: bool = False,
                       start: int | None = None, log_likelihood: bool = True,
-                      num_prior: int = 500, seed: int | None = 0) -> az.InferenceData:
+                      num_prior: int = 500, predictive_draws: int | None = None,
+                      seed: int | None = 0) -> az.InferenceData:
     """InferenceData of `fit` (see the module docstring). `start`: for a series, score the
     steps t >= start only (0-based), so that fits of different orders share one sample.
-    `num_prior`: prior draws when ``prior=True``. `seed` makes the replicated data and prior
-    draws reproducible (None: the global RNG)."""
+    `num_prior`: prior draws when ``prior=True``. `predictive_draws`: replicate the data for
+    the first that many draws of each chain only (default: every draw, up to
+    MAX_PREDICTIVE_CELLS numbers; the group's attrs say how many). `seed` makes the replicated
+    data and prior draws reproducible (None: the global RNG)."""
     from inference.result import seeded
 
+    if not fit.draws:
+        raise ValueError(f"{fit.program.label} fitted by {fit.method} holds no parameters to "
+                         "draw (a sparse full joint keeps counts); fit it by method='exact' for "
+                         "a posterior in ArviZ, or compare it on held-out data")
     groups = {"posterior": _dataset(fit, {k: _numpy(v) for k, v in fit.draws.items()},
                                     ["chain", "draw"])}
     obs = _numpy(fit.data)
     obs_dims = _data_dims(fit, obs.ndim)
-    groups["observed_data"] = xr.Dataset({"x": xr.DataArray(
-        obs, dims=obs_dims, coords={d: np.arange(n) for d, n in zip(obs_dims, obs.shape)})})
+    coords = {d: np.arange(n) for d, n in zip(obs_dims, obs.shape)}
+    labels = _labels(fit)
+    if labels is not None:
+        coords[obs_dims[0]] = labels
+    groups["observed_data"] = xr.Dataset({"x": xr.DataArray(obs, dims=obs_dims,
+                                                            coords=coords)})
     if log_likelihood:
         groups["log_likelihood"] = _log_likelihood(fit, obs_dims[0], start)
     elif start is not None:
@@ -105,7 +116,8 @@ def to_inference_data(fit, *, posterior_predictive: bool = False, prior: bool = 
             for k, v in stats.items()})
     with seeded(seed):
         if posterior_predictive:
-            groups["posterior_predictive"] = _posterior_predictive(fit, obs_dims)
+            groups["posterior_predictive"] = _posterior_predictive(fit, obs_dims,
+                                                                   predictive_draws)
         if prior:
             prior_draws, prior_data = _prior(fit, num_prior)
             groups["prior"] = _dataset(fit, prior_draws, ["chain", "draw"])
@@ -167,11 +179,19 @@ def _log_likelihood(fit, dim: str, start) -> xr.Dataset:
     elif start is not None:
         raise ValueError("start= applies to a series (a program without a data plate); this fit "
                          "models independent rows")
+    labels = _labels(fit)
     return xr.Dataset({"x": xr.DataArray(ll, dims=["chain", "draw", dim],
-                                         coords={dim: index})})
+                                         coords={dim: index if labels is None
+                                                 else labels[index]})})
 
 
-def _posterior_predictive(fit, obs_dims) -> xr.Dataset:
+def _labels(fit):
+    """The data's own labels (a pandas index: the dates of a series) as coordinates."""
+    index = getattr(fit, "index", None)
+    return None if index is None or len(index) != fit.data.shape[0] else np.asarray(index)
+
+
+def _posterior_predictive(fit, obs_dims, limit=None) -> xr.Dataset:
     """One replicated data set of the observed shape per posterior draw (all draws while
     they fit in MAX_PREDICTIVE_CELLS numbers, else the first draws of each chain; the attrs
     say how many)."""
@@ -180,6 +200,8 @@ def _posterior_predictive(fit, obs_dims) -> xr.Dataset:
     draws = {k: v for k, v in fit.draws.items()}
     chains, total = next(iter(draws.values())).shape[:2] if draws else (1, 1)
     keep = max(1, min(total, MAX_PREDICTIVE_CELLS // max(1, per * chains)))
+    if limit is not None:
+        keep = max(1, min(keep, int(limit)))
     program, values = fit.program, fit.program.values
     out = np.empty((chains, keep) + shape, dtype=_numpy(fit.data[:1]).dtype
                    if fit.data.is_floating_point() else np.float64)
@@ -286,6 +308,20 @@ def _logsumexp(a, axis):
     m = np.max(a, axis=axis, keepdims=True)
     m = np.where(np.isfinite(m), m, 0.0)
     return np.squeeze(m, axis) + np.log(np.sum(np.exp(a - m), axis=axis))
+
+
+def convergence(draws: dict) -> tuple[float, float]:
+    """(largest r_hat, smallest bulk ESS) over every parameter entry of (chain, draw, ...)
+    draws."""
+    ds = xr.Dataset({k: xr.DataArray(_numpy(v), dims=["chain", "draw"] + [
+        f"{k}_dim_{i}" for i in range(v.dim() - 2)]) for k, v in draws.items()})
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        r_hat = az.rhat(ds)
+        ess = az.ess(ds, method="bulk")
+    r = max(float(np.nanmax(r_hat[k].values)) for k in r_hat.data_vars)
+    e = min(float(np.nanmin(ess[k].values)) for k in ess.data_vars)
+    return r, e
 
 
 def compare_elpd(elpds: dict) -> az.InferenceData:

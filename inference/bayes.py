@@ -19,6 +19,7 @@ import contextlib
 import functools
 import inspect
 import math
+import warnings
 
 import pyro
 import torch
@@ -35,6 +36,7 @@ from pyro.optim import ClippedAdam as PyroClippedAdam
 from pyro.optim.clipped_adam import ClippedAdam
 from tqdm.auto import tqdm
 
+from inference import distributed
 from inference.laplace import Whitened
 from inference.optimize import _bounded, point_fit
 from inference.progress import show_progress
@@ -48,12 +50,18 @@ GUIDES = {"normal": AutoNormal, "multivariate_normal": AutoMultivariateNormal,
 BOUND = 10.0  # |unconstrained start| of a parameter whose support is bounded
 
 
-def initial_values(program, x) -> tuple[dict[str, torch.Tensor], str]:
-    """The MAP estimate (closed form, or a gradient search), each random parameter moved into
-    the interior of its prior's support: a value on the boundary (a probability of exactly 0)
-    has no unconstrained image, so it starts BOUND inside; real values start where they are.
-    Returns (values, what happened)."""
-    values = dict(point_fit(program, x, "map", progress_bar=False).program.values)
+def initial_values(program, x, init=None) -> tuple[dict[str, torch.Tensor], str]:
+    """The MAP estimate (closed form, or a gradient search) or the values given as `init` (a
+    dict of constrained values, or a `Fit` whose estimate to start from), each random
+    parameter moved into the interior of its prior's support: a value on the boundary (a
+    probability of exactly 0) has no unconstrained image, so it starts BOUND inside; real
+    values start where they are. Returns (values, what happened)."""
+    if init is None:
+        values, note = dict(point_fit(program, x, "map", progress_bar=False).program.values), \
+            "MAP"
+    else:
+        given = _given(init, program)
+        values, note = {**program.values, **given}, f"given values ({', '.join(given)})"
     priors = program.priors(values)
     moved = []
     for name in program.random:
@@ -65,9 +73,30 @@ def initial_values(program, x) -> tuple[dict[str, torch.Tensor], str]:
         if not torch.equal(safe, u):
             moved.append(f"{name} ({int((safe != u).sum())} values)")
         values[name] = t(safe).detach()
-    note = "MAP" + (f"; moved inside the support from the boundary: {', '.join(moved)}"
-                    if moved else "")
+    note += (f"; moved inside the support from the boundary: {', '.join(moved)}"
+             if moved else "")
     return values, note
+
+
+def _given(init, program) -> dict[str, torch.Tensor]:
+    """Start values from `init`: a Fit (its estimate) or a dict name -> value."""
+    values = init.params if hasattr(init, "params") and hasattr(init, "program") else init
+    if not isinstance(values, dict):
+        raise ValueError(f"init must be a dict of parameter values or a Fit, got "
+                         f"{type(init).__name__}")
+    free = set(program.roles.free)
+    unknown = sorted(set(values) - free)
+    if unknown:
+        raise ValueError(f"init names {', '.join(map(repr, unknown))}, not parameters of "
+                         f"{program.label} (its parameters: {', '.join(sorted(free))})")
+    out = {}
+    for k, v in values.items():
+        v = torch.as_tensor(v, dtype=program.values[k].dtype)
+        if v.shape != program.values[k].shape:
+            raise ValueError(f"init[{k!r}] has shape {tuple(v.shape)}, the parameter has "
+                             f"{tuple(program.values[k].shape)}")
+        out[k] = v
+    return out
 
 
 def _resolve_guide(guide):
@@ -118,16 +147,21 @@ def svi(program, x, **options) -> Fit:
         return _svi(program, x, **options)
 
 
-def _svi(program, x, *, guide, steps, lr, num_samples, num_particles, progress_bar) -> Fit:
+def _svi(program, x, *, guide, steps, lr, num_samples, num_particles, init, batch_size,
+         progress_bar) -> Fit:
     auto, own_guide = _resolve_guide(guide)
     steps = positive_int(steps, "steps")
     num_samples = positive_int(num_samples, "num_samples")
     program.discover(x)
     _needs_random(program, "svi")
     if own_guide is not None or program.roles.local:
+        if batch_size is not None:
+            raise ValueError("batch_size (minibatch SVI) applies to the autoguides; a guide of "
+                             "your own runs on the whole data (subsample inside your program "
+                             "with pyro.plate(..., subsample_size=...) instead)")
         return _svi_own_sites(program, x, own_guide or auto, steps, lr, num_samples,
                               num_particles, progress_bar, guide)
-    init, note = initial_values(program, x)
+    init, note = initial_values(program, x, init)
     if auto is AutoDelta:  # a point mass on the program's own sites: the MAP, as in Pyro
         return _svi_own_sites(program, x, auto, steps, lr, num_samples, num_particles,
                               progress_bar, guide, init=init, note=note)
@@ -148,13 +182,19 @@ def _svi(program, x, *, guide, steps, lr, num_samples, num_particles, progress_b
         elbo = Trace_ELBO(num_particles=num_particles)(w, g)
         elbo()  # creates the guide's parameters
         optim = ClippedAdam(elbo.parameters(), lr=lr, lrd=0.1 ** (1 / steps))
-        losses = _steps(lambda: _torch_step(elbo, optim), steps, len(x), program, progress_bar)
+        if batch_size is None and not distributed.active():
+            step = lambda: _torch_step(elbo, optim)  # noqa: E731
+        else:
+            step = _minibatch_steps(w, elbo, optim, program, x, batch_size)
+        losses = _steps(step, steps, len(x), program, progress_bar)
+        w.idx = None
         z, log_q = _guide_samples(g, num_samples)
-    with torch.no_grad(), pyro.validation_enabled(False):
-        log_p = torch.stack([-w._potential_z(zs) for zs in z])  # log p(z, y) + const
+    # the guide's density of theta: q(z) |dz / dtheta| (log p(theta, y) follows lazily, from
+    # the same traces as the pointwise log-likelihood: `Fit.sample_stats`)
+    log_q = log_q - w.log_abs_det(z)
     draws = {k: v[None] for k, v in w.constrained(z).items()}
     return _posterior_fit(program, "svi", x, init, draws, losses=losses,
-                          sample_stats={"log_p": log_p[None], "log_q": log_q[None]},
+                          sample_stats={"log_q": log_q[None]},
                           info={"guide": _guide_name(guide), "steps": steps,
                                 "init": f"{note}; {_whitened_info(w)}"})
 
@@ -170,6 +210,41 @@ def _guide_samples(g, num_samples):
             log_q.append(sum(s["log_prob_sum"] for s in tr.nodes.values()
                              if s["type"] == "sample" and not s["is_observed"]))
     return torch.stack(zs), torch.stack([torch.as_tensor(v) for v in log_q])
+
+
+def _minibatch_steps(w, elbo, optim, program, x, batch_size):
+    """A step function drawing one minibatch per step (this rank's shard under
+    torch.distributed, the ELBO's gradients averaged across ranks by DDP): the
+    log-likelihood of the batch scaled to the whole data set, an unbiased ELBO estimate."""
+    if not program.exchangeable:
+        raise ValueError("batch_size applies to data in a plate (independent rows); a series "
+                         "is fitted whole")
+    n = len(x)
+    batch_size = positive_int(batch_size or min(100, n), "batch_size")
+    if distributed.active():
+        from torch.nn.parallel import DistributedDataParallel
+
+        loss_fn = DistributedDataParallel(elbo)
+        shards = distributed.Shards(n, batch_size, 0)
+    else:
+        loss_fn, shards = elbo, None
+    state = {"epoch": 0, "batches": []}
+
+    def step() -> float:
+        if not state["batches"]:
+            state["batches"] = list(shards.epoch(state["epoch"], x.device) if shards else
+                                    torch.randperm(n, device=x.device).split(batch_size))
+            state["epoch"] += 1
+        w.idx = state["batches"].pop(0)
+        loss = loss_fn()
+        if shards is not None and not distributed.all_finite(loss):
+            raise ValueError("the ELBO became non-finite on some rank; lower lr")
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+        return float(loss.detach())
+
+    return step
 
 
 def _torch_step(elbo, optim) -> float:
@@ -233,22 +308,9 @@ def _svi_own_sites(program, x, guide, steps, lr, num_samples, num_particles, pro
             "init": note or ("the guide's own" if g is guide else "the autoguide's default")}
     stats = {}
     if not program.roles.local and not isinstance(g, AutoDelta):
-        stats = {"log_p": _log_joint_at(program, x, {**program.values, **fixed}, draws)[None],
-                 "log_q": log_q[None]}
+        stats = {"log_q": log_q[None]}  # log p(theta, y) follows lazily (Fit.sample_stats)
     return _posterior_fit(program, "svi", x, {**program.values, **fixed}, draws,
                           losses=losses, sample_stats=stats, info=info)
-
-
-@torch.no_grad()
-def _log_joint_at(program, x, values, draws) -> torch.Tensor:
-    """log p(theta_s, y) at each draw (the guide's own sites: theta's own coordinates)."""
-    flat = {k: v.flatten(0, 1) for k, v in draws.items()}
-    S = next(iter(flat.values())).shape[0]
-    out = []
-    for s in range(S):
-        ll, lp = program.log_joint_terms(x, {**values, **{k: v[s] for k, v in flat.items()}})
-        out.append(ll.sum() + lp)
-    return torch.stack(out)
 
 
 def _guide_draws(guide_fn, names, num_samples):
@@ -292,7 +354,7 @@ def nuts(program, x, **options) -> Fit:
 
 
 def _nuts(program, x, *, num_samples, warmup_steps, num_chains, jit_compile, target_accept_prob,
-          max_tree_depth, progress_bar) -> Fit:
+          max_tree_depth, init, progress_bar) -> Fit:
     num_samples = positive_int(num_samples, "num_samples")
     warmup_steps = positive_int(num_samples if warmup_steps is None else warmup_steps,
                                 "warmup_steps", 0)
@@ -305,11 +367,17 @@ def _nuts(program, x, *, num_samples, warmup_steps, num_chains, jit_compile, tar
             "variables inside the data plate; this library's NUTS samples the global "
             "parameters with the local ones summed out, which needs them discrete. Use "
             "method='svi' for this program")
-    init, note = initial_values(program, x)
+    init, note = initial_values(program, x, init)
     w = Whitened(program, x, init, jit_compile=jit_compile)
     # Chains start at draws from the Laplace approximation (spread, so that r_hat means
-    # something), or at the MAP jittered by 0.1 where the posterior is not whitened.
+    # something), or at the MAP jittered by 0.1 where the posterior is not whitened; where the
+    # posterior has no mode (a funnel: the MAP ran to the edge of the support), at fresh starts
+    # from the priors, as the program's global parameters start.
     z0 = torch.randn(num_chains, w.dim, dtype=w.mu.dtype) * (1.0 if w.dense else 0.1)
+    if not w.found_mode and program._starts:
+        note += "; no posterior mode (the MAP is degenerate): chains start from the priors"
+        z0 = torch.stack([w.whiten({**init, **program.fresh_starts()})
+                          for _ in range(num_chains)])
     # Whitened, the Laplace covariance already is the (dense) mass matrix: warm-up only tunes
     # the step size (measured on AR(2) sunspots: 3.5 instead of 4.8 gradients per draw).
     zs, stats = [], []
@@ -323,10 +391,33 @@ def _nuts(program, x, *, num_samples, warmup_steps, num_chains, jit_compile, tar
         stats.append(kernel.statistics())
     draws = w.constrained(torch.stack(zs))
     sample_stats = {k: torch.stack([s[k] for s in stats]) for k in stats[0]}
+    _warn_nuts(program, draws, sample_stats, target_accept_prob)
     return _posterior_fit(program, "nuts", x, init, draws, sample_stats=sample_stats,
                           info={"num_chains": num_chains, "warmup_steps": warmup_steps,
                                 "divergences": int(sample_stats["diverging"].sum()),
                                 "init": f"{note}; {_whitened_info(w)}"})
+
+
+def _warn_nuts(program, draws, stats, target_accept_prob) -> None:
+    """Say what went wrong, as PyMC and NumPyro do: divergences, and (with several chains) a
+    large r_hat or a small effective sample size."""
+    from inference.arviz_io import convergence
+
+    n_div, total = int(stats["diverging"].sum()), stats["diverging"].numel()
+    if n_div:
+        warnings.warn(
+            f"{program.label}: {n_div} of {total} NUTS draws diverged (the sampler hit a region "
+            "of high curvature, so the draws may be biased); try "
+            f"target_accept_prob={max(0.95, target_accept_prob)} (smaller steps), a "
+            "reparameterised (non-centred) program, or more informative priors",
+            RuntimeWarning, stacklevel=4)
+    if next(iter(draws.values())).shape[0] > 1:
+        r_hat, ess = convergence(draws)
+        if r_hat > 1.01 or ess < 100:
+            warnings.warn(
+                f"{program.label}: chains disagree or mix slowly (max r_hat {r_hat:.3f}, min "
+                f"bulk ESS {ess:.0f}; aim for r_hat <= 1.01 and ESS >= 100); run longer "
+                "(num_samples, warmup_steps) or reparameterise", RuntimeWarning, stacklevel=4)
 
 
 class RecordingNUTS(NUTS):

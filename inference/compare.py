@@ -31,8 +31,15 @@ COLUMNS = [("model", "model"), ("method", "method"), ("factorization", "factoriz
            ("zero-prob", "num_zero_prob"), ("fit s", "fit_seconds")]
 
 
-def compare(fits: dict, data=None, *, min_train: int | None = None):
-    """One table for `fits` (label -> Fit); see the module docstring."""
+CRITERIA = ("loo", "lfo", "held-out")
+
+
+def compare(fits: dict, data=None, *, criterion: str | None = None,
+            min_train: int | None = None):
+    """One table for `fits` (label -> Fit); see the module docstring. `criterion` chooses
+    ("loo", "lfo" for series, "held-out" with `data`) where the default does not suit: e.g.
+    ``criterion="loo"`` for series fits is PSIS-LOO on the steps every fit scores (the largest
+    order's start), as `to_arviz(start=...)` gives `az.compare`."""
     from inference.result import Fit
 
     if not isinstance(fits, dict) or not fits:
@@ -46,13 +53,25 @@ def compare(fits: dict, data=None, *, min_train: int | None = None):
         raise ValueError("compare cannot rank models of one series beside models of independent "
                          f"rows ({', '.join(k for k, s in series.items() if s)} model a series)")
     is_series = next(iter(series.values()))
-    if data is not None:
+    if criterion is not None and criterion not in CRITERIA:
+        raise ValueError(f"unknown criterion {criterion!r}; choose one of "
+                         f"{', '.join(map(repr, CRITERIA))} (or None: held-out with data, "
+                         "leave-future-out for series, else PSIS-LOO)")
+    if criterion is None:
+        criterion = "held-out" if data is not None else "lfo" if is_series else "loo"
+    if criterion == "held-out":
+        if data is None:
+            raise ValueError("criterion='held-out' needs the held-out data: compare(fits, data)")
         elpds, criterion = _held_out(fits, data, is_series), "held-out"
-    elif is_series:
+    elif criterion == "lfo":
+        if not is_series:
+            raise ValueError("leave-future-out is for series; these fits model independent rows")
         elpds, criterion = _lfo(fits, min_train), "leave-future-out"
     else:
         _same_data(fits)
-        elpds, criterion = {k: loo(f) for k, f in fits.items()}, "psis-loo"
+        start = max(len(f.data) - f.pointwise_log_likelihood().shape[-1]
+                    for f in fits.values()) if is_series else None
+        elpds, criterion = {k: loo(f, start) for k, f in fits.items()}, "psis-loo"
     table = compare_elpd(elpds)
     for k, f in fits.items():
         e = elpds[k]

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import pyro
 import torch
 
 from inference import bayes, optimize
-from inference.result import Fit
+from inference.result import Fit, index_of, seeded
 from ppl_models.checks import positive_int
 from ppl_models.program import as_program
 
 METHODS = ("mle", "map", "exact", "svi", "nuts")
 
-COMMON = {"seed": 0}
+COMMON = {"seed": 0, "device": None, "dtype": None}
 GRADIENT = {"solver": None, "valid": None, "batch_size": None, "max_epochs": None,
             "patience": None, "lr": None, "lr_decay": None, "restarts": None,
             "progress_bar": None}
@@ -23,10 +24,70 @@ OPTIONS = {
     "map": GRADIENT,
     "exact": {"num_samples": 1000},
     "svi": {"guide": "normal", "steps": 2000, "lr": 0.01, "num_samples": 1000,
-            "num_particles": 1, "progress_bar": None},
-    "nuts": {"num_samples": 1000, "warmup_steps": None, "num_chains": 1, "jit_compile": False,
-             "target_accept_prob": 0.8, "max_tree_depth": 10, "progress_bar": None},
+            "num_particles": 1, "init": None, "batch_size": None, "progress_bar": None},
+    "nuts": {"num_samples": 1000, "warmup_steps": None, "num_chains": 2, "jit_compile": False,
+             "target_accept_prob": 0.8, "max_tree_depth": 10, "init": None,
+             "progress_bar": None},
 }
+
+
+# how each numeric option is checked: (kind, lower bound); kinds: int (>= bound), real
+# (finite, > bound), unit (in (0, 1)), decay (in (0, 1]), bool
+RULES = {"steps": ("int", 1), "num_samples": ("int", 1), "warmup_steps": ("int", 0),
+         "num_chains": ("int", 1), "num_particles": ("int", 1), "max_epochs": ("int", 1),
+         "patience": ("int", 1), "batch_size": ("int", 1), "max_tree_depth": ("int", 1),
+         "restarts": ("int", 1), "lr": ("real", 0.0), "lr_decay": ("decay", None),
+         "target_accept_prob": ("unit", None), "jit_compile": ("bool", None),
+         "progress_bar": ("bool", None)}
+
+
+def _fits_rule(v, kind: str, bound) -> bool:
+    number = isinstance(v, int | float) and not isinstance(v, bool)
+    if kind == "int":
+        return isinstance(v, int) and not isinstance(v, bool) and v >= bound
+    if kind == "real":
+        return number and math.isfinite(v) and v > bound
+    if kind == "unit":
+        return number and 0 < v < 1
+    if kind == "decay":
+        return number and 0 < v <= 1
+    return isinstance(v, bool)
+
+
+def _requirement(kind: str, bound) -> str:
+    if kind == "int":
+        return f"an integer >= {bound}"
+    if kind == "real":
+        return f"a finite number > {bound:g}"
+    return {"unit": "a number strictly between 0 and 1",
+            "decay": "in (0, 1] (the factor applied to the step size after each epoch)",
+            "bool": "True or False"}[kind]
+
+
+def check_options(method: str, options: dict) -> dict:
+    """The options of `method` with defaults, every one checked: a ValueError names the
+    option, the value and what it must be, before anything is fitted."""
+    if not isinstance(method, str) or method.lower() not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    method = method.lower()
+    allowed = {**COMMON, **OPTIONS[method]}
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"option(s) {', '.join(unknown)} do not apply to method={method!r}; "
+                         f"its options are {', '.join(sorted(allowed))}")
+    for name, value in options.items():
+        if value is None or name not in RULES:
+            continue
+        kind, bound = RULES[name]
+        ok = _fits_rule(value, kind, bound)
+        if not ok:
+            need = _requirement(kind, bound)
+            raise ValueError(f"{name} must be {need}, got {value!r}")
+    seed = options.get("seed", 0)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ValueError(f"seed must be an integer (or None: draw from the global RNG), got "
+                         f"{seed!r}")
+    return {**allowed, **options}
 
 
 def fit(model, data, method: str = "mle", *, data_plate: str | None = "data",
@@ -56,33 +117,51 @@ def fit(model, data, method: str = "mle", *, data_plate: str | None = "data",
       - ``"nuts"``: `pyro.infer.MCMC` with NUTS, ``num_samples``, ``warmup_steps``,
         ``num_chains``, started at the MAP estimate.
 
-    ``seed`` (default 0) makes every method reproducible without touching the global RNG.
-    The user's model is not modified: `Fit.model` is a fitted copy.
+    ``seed`` (default 0) makes every method reproducible without touching the global RNG;
+    ``seed=None`` draws from the global RNG (a new fit each call). ``device`` ("cpu", "cuda",
+    a `torch.device`; default: the data's) and ``dtype`` (torch.float32 / float64; default:
+    the model's) say where and in what precision the fit runs. Every option is checked
+    before anything runs. The user's model is not modified: `Fit.model` is a fitted copy.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    allowed = {**COMMON, **OPTIONS[method]}
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise ValueError(f"option(s) {', '.join(unknown)} do not apply to method={method!r}; "
-                         f"its options are {', '.join(sorted(allowed))}")
-    opts = {**allowed, **options}
+    opts = check_options(method, options)
+    method = method.lower()
     program = as_program(model, data_plate)
     if program is model:  # a Program passed in: work on a copy
         program = program.with_values({})
+    device, dtype = opts.pop("device"), opts.pop("dtype")
+    index = index_of(data)
+    program, data = placement(program, data, device, dtype)
     x = program.validate(data)
+    seed = opts.pop("seed")
     # a fresh param store scope: guides never collide with each other or with the user's params
-    with torch.random.fork_rng(devices=[]), pyro.get_param_store().scope():
-        seed = opts.pop("seed")
-        torch.manual_seed(seed)
+    with seeded(seed), pyro.get_param_store().scope(), program.placed():
         start = time.perf_counter()
         program = program.init_from_data(x)  # data-dependent initial values, under the seed
-        if method not in ("exact",):
-            program.discover(x)  # roles from a trace; the program's errors surface here
-        result = _RUN[method](program, x, **opts)
+        if program.accelerator("_log_prob") is None:
+            program.discover(x)  # roles from a trace; a program's errors surface here
+        # (a model with its own vectorised path and closed forms needs no trace: the paths
+        # that do (gradient fits, svi, nuts) read the roles when they start)
+        result = _RUN[method](program, x, **({"seed": seed} if method in ("mle", "map")
+                                             else {}), **opts)
         result.fit_seconds = time.perf_counter() - start
     result.info.setdefault("seed", seed)
+    result.index = index
     return result
+
+
+def placement(program, data, device, dtype):
+    """(the program moved to `device` / `dtype`, the data there too): default device where
+    the data are, default dtype the model's. A clear ValueError for a device that is not
+    there."""
+    from ppl_models.checks import as_device, as_dtype
+
+    device = as_device(device)
+    dtype = as_dtype(dtype)
+    if device is None:
+        device = data.device if torch.is_tensor(data) else torch.device("cpu")
+    if torch.is_tensor(data) and data.device != device:
+        data = data.to(device)
+    return program.to(device, dtype), data
 
 
 def _mle(program, x, **opts):

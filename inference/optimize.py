@@ -16,6 +16,7 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
+from inference import distributed
 from inference.progress import show_progress
 from inference.result import Fit
 from ppl_models.checks import positive_int
@@ -33,7 +34,8 @@ MIXTURE_ADAM = {"lr": 0.05, "max_epochs": 1500, "patience": 200, "full_batch": 1
 
 
 def point_fit(program, x, method, *, solver=None, valid=None, batch_size=None, max_epochs=None,
-              patience=None, lr=None, lr_decay=None, restarts=None, progress_bar=None) -> Fit:
+              patience=None, lr=None, lr_decay=None, restarts=None, progress_bar=None,
+              seed=0) -> Fit:
     """Fit a point estimate of `program` by MLE (method="mle") or MAP ("map")."""
     if solver is not None and solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
@@ -74,9 +76,10 @@ def point_fit(program, x, method, *, solver=None, valid=None, batch_size=None, m
         objective, first = _best_start(program, names, prior, x, restarts, run, lr=lr,
                                        batch_size=batch_size)
         max_epochs = max(1, (max_epochs or 1000) - MIXTURE_ADAM["restart_steps"])
+    extra = {"seed": seed} if run is _adam else {}
     info = run(objective, x, valid=valid, batch_size=batch_size, max_epochs=max_epochs,
                patience=patience, lr=lr, lr_decay=lr_decay, progress=show_progress(progress_bar),
-               desc=f"{method} {program.label}")
+               desc=f"{method} {program.label}", **extra)
     moved = objective.onto_boundary(x)
     if moved:
         info["boundary"] = f"{moved} values moved onto the boundary of their support"
@@ -223,12 +226,32 @@ class _Objective:
             u.copy_(state[k])
 
 
+def _permutation(n: int, seed, epoch: int, device) -> torch.Tensor:
+    """One epoch's order of the data: `DistributedSampler`'s permutation (seeded by seed +
+    epoch), so that one process with batch size B x R takes exactly the union of the batches
+    that R data-parallel ranks take with batch size B; the global RNG when seed is None."""
+    if seed is None:
+        return torch.randperm(n, device=device)
+    g = torch.Generator().manual_seed(seed + epoch)
+    return torch.randperm(n, generator=g).to(device)
+
+
 def _bounded(t) -> bool:
-    """True unless the transform maps onto an unbounded range (identity, exp, affine)."""
-    parts = getattr(t, "parts", None) or [t]
-    names = {type(getattr(p, "base_transform", p)).__name__ for p in parts}
-    return not names <= {"_IdentityTransform", "IdentityTransform", "ExpTransform",
-                         "AffineTransform", "PowerTransform"}
+    """True unless the transform maps onto an unbounded range: a composition of identities
+    (torch's identity is an empty ComposeTransform), exp, affine and power maps."""
+    from torch.distributions import transforms as T
+
+    def leaves(t):
+        if isinstance(t, T.ComposeTransform):
+            for part in t.parts:
+                yield from leaves(part)
+        elif isinstance(t, T.IndependentTransform):
+            yield from leaves(t.base_transform)
+        else:
+            yield t
+
+    unbounded = (T.ExpTransform, T.AffineTransform, T.PowerTransform)
+    return not all(isinstance(p, unbounded) for p in leaves(t))
 
 
 def _lbfgs(objective, x, *, valid, batch_size, max_epochs, patience, lr, lr_decay, progress,
@@ -276,11 +299,17 @@ def _lbfgs(objective, x, *, valid, batch_size, max_epochs, patience, lr, lr_deca
 
 
 def _adam(objective, x, *, valid, batch_size, max_epochs, patience, lr, lr_decay, progress,
-          desc):
+          desc, seed=0):
     """Minibatch Adam, the step size multiplied by `lr_decay` after each epoch (default 1: a
     constant step); early stopping on the validation nats (training nats without `valid`);
-    the best parameters are kept; a NaN loss stops training with a warning."""
-    opt = torch.optim.Adam(objective.parameters, lr=lr or 1e-3)
+    the best parameters are kept; a NaN loss stops training with a warning. Data-parallel
+    under an initialised torch.distributed process group (`inference.distributed`)."""
+    parallel = distributed.active()
+    if parallel:
+        step_loss, params = distributed.wrap(objective)
+    else:
+        step_loss, params = objective, objective.parameters
+    opt = torch.optim.Adam(params, lr=lr or 1e-3)
     decay = 1.0 if lr_decay is None else float(lr_decay)
     if not 0 < decay <= 1:
         raise ValueError(f"lr_decay must be in (0, 1] (the factor applied to the step size after "
@@ -290,42 +319,63 @@ def _adam(objective, x, *, valid, batch_size, max_epochs, patience, lr, lr_decay
     batch_size = positive_int(batch_size or min(100, n), "batch_size")
     epochs = positive_int(max_epochs or 1000, "max_epochs")
     patience = positive_int(patience or 20, "patience")
+    if parallel:
+        shards = distributed.Shards(n, batch_size, 0 if seed is None else seed)
+        valid_part = valid[distributed.rank()::distributed.world_size()] \
+            if valid is not None else None
     best_nats, best, best_epoch, bad = math.inf, objective.snapshot(), -1, 0
     losses, valid_curve, stop = [], [], "max_epochs reached"
-    bar = tqdm(range(epochs), desc=desc, disable=not progress, leave=False)
+    show = progress and distributed.is_writer()
+    bar = tqdm(range(epochs), desc=desc, disable=not show, leave=False)
     for epoch in bar:
-        total = 0.0
-        for idx in torch.randperm(n).split(batch_size):
-            loss = objective(x[idx])
-            if not torch.isfinite(loss):
+        total, count, finite = 0.0, 0, True
+        batches = shards.epoch(epoch, x.device) if parallel else \
+            _permutation(n, seed, epoch, x.device).split(batch_size)
+        for idx in batches:
+            loss = step_loss(x[idx])
+            finite = distributed.all_finite(loss) if parallel else bool(torch.isfinite(loss))
+            if not finite:  # every rank stops after the same step
                 break
             opt.zero_grad()
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(idx)
+            count += len(idx)
+        if not finite:
+            kept = f"the best parameters (epoch {best_epoch})" if best_epoch >= 0 else \
+                "the initial parameters (no epoch finished); lower lr"
+            what = "non-finite (nan or inf) on some rank" if parallel else \
+                f"{float(loss.detach())}"
+            stop = f"loss became {what} at epoch {epoch}; stopped and kept {kept}"
+            warnings.warn(stop, RuntimeWarning, stacklevel=4)
+            break
+        schedule.step()
+        losses.append(distributed.mean_over_ranks(total, count, x) if parallel else total / n)
+        if valid is None:
+            monitor = losses[-1]
+        elif parallel:
+            with torch.no_grad():
+                nll = -float(objective.program.log_prob(valid_part, objective.values()).sum())
+            monitor = distributed.mean_over_ranks(nll, len(valid_part), x)
         else:
-            schedule.step()
-            losses.append(total / n)
-            monitor = objective.nats(valid) if valid is not None else losses[-1]
-            valid_curve.append(monitor)
-            bar.set_postfix(train=f"{losses[-1]:.3f}",
-                            **({"valid": f"{monitor:.3f}"} if valid is not None else {}))
-            if monitor < best_nats - 1e-6:
-                best_nats, best, best_epoch, bad = monitor, objective.snapshot(), epoch, 0
-            else:
-                bad += 1
-                if bad >= patience:
-                    stop = f"early stopping: no improvement for {patience} epochs"
-                    break
-            continue
-        kept = f"the best parameters (epoch {best_epoch})" if best_epoch >= 0 else \
-            "the initial parameters (no epoch finished); lower lr"
-        stop = f"loss became {float(loss.detach())} at epoch {epoch}; stopped and kept {kept}"
-        warnings.warn(stop, RuntimeWarning, stacklevel=4)
-        break
+            monitor = objective.nats(valid)
+        valid_curve.append(monitor)
+        bar.set_postfix(train=f"{losses[-1]:.3f}",
+                        **({"valid": f"{monitor:.3f}"} if valid is not None else {}))
+        if monitor < best_nats - 1e-6:
+            best_nats, best, best_epoch, bad = monitor, objective.snapshot(), epoch, 0
+        else:
+            bad += 1
+            if bad >= patience:
+                stop = f"early stopping: no improvement for {patience} epochs"
+                break
     objective.restore(best)
     out = {"losses": losses, "epochs": len(losses), "best_epoch": best_epoch, "stop": stop}
+    if parallel:
+        out["ranks"] = distributed.world_size()
     if valid is not None:
         out["valid_nats"] = best_nats
         out["valid_curve"] = valid_curve
     return out
+
+

@@ -55,7 +55,11 @@ def _versions() -> dict:
 
 # -- saving -------------------------------------------------------------------------------------
 def save(fit, path) -> None:
+    from inference import distributed
+
     path = _destination(path)
+    if not distributed.is_writer():  # data-parallel fits: every rank holds it, rank 0 writes
+        return
     program = fit.program
     model = program.model
     builtin = _builtin_name(model)
@@ -70,6 +74,9 @@ def save(fit, path) -> None:
         "info": _plain(fit.info), "fit_seconds": float(fit.fit_seconds),
     }
     blob["priors"], blob["priors_not_saved"] = _priors(model) if builtin else ({}, [])
+    if fit.index is not None:  # the data's labels (dates of a series), as plain strings
+        blob["index"] = [str(v) for v in fit.index]
+        blob["index_dates"] = type(fit.index).__name__ == "DatetimeIndex"
     _write_atomic(blob, path)
 
 
@@ -202,13 +209,23 @@ def load(path, model=None, map_location=None):
     else:
         if spec["kind"] == "program":
             program.discover(data)
-        values = blob.get("values", {})
-        _check_values(program, values, path)
-        program = program.with_values(values)
+        if "values" in blob or spec["kind"] == "program":  # the first format: the state holds them
+            values = blob.get("values", {})
+            _check_values(program, values, path)
+            program = program.with_values(values)
     draws = blob.get("draws") or None
-    return Fit(program, method, data, draws=draws, posterior=posterior,
-               sample_stats=blob.get("sample_stats") or {}, losses=blob.get("losses") or [],
-               info=blob.get("info") or {}, fit_seconds=float(blob.get("fit_seconds", 0.0)))
+    fit = Fit(program, method, data, draws=draws, posterior=posterior,
+              sample_stats=blob.get("sample_stats") or {}, losses=blob.get("losses") or [],
+              info=blob.get("info") or {}, fit_seconds=float(blob.get("fit_seconds", 0.0)))
+    labels = blob.get("index")
+    if isinstance(labels, list) and len(labels) == len(data) and \
+            all(isinstance(v, str) for v in labels):
+        import pandas as pd
+
+        fit.index = pd.DatetimeIndex(labels) if blob.get("index_dates") else pd.Index(labels)
+        if blob.get("index_dates"):
+            fit.index.freq = pd.infer_freq(fit.index) if len(labels) >= 3 else None
+    return fit
 
 
 def _read(path, map_location) -> dict:

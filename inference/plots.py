@@ -41,9 +41,12 @@ def forest(fits: dict, path, var_names=None, coords=None, title: str = "",
     _save(fig, path)
 
 
-def ppc(fit, path, title: str = "", num_pp_samples: int | None = None, idata=None) -> None:
-    """`az.plot_ppc` of the posterior predictive against the observed data."""
-    idata = idata or fit.to_arviz(posterior_predictive=True, log_likelihood=False)
+def ppc(fit, path, title: str = "", draws: int = 100, idata=None) -> None:
+    """`az.plot_ppc` of the posterior predictive (replicated for the first `draws` draws of
+    each chain) against the observed data."""
+    idata = idata or fit.to_arviz(posterior_predictive=True, log_likelihood=False,
+                                  predictive_draws=draws)
+    num_pp_samples = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ax = az.plot_ppc(idata, num_pp_samples=num_pp_samples, random_seed=0)

@@ -32,6 +32,23 @@ class Report:
         return dataclasses.asdict(self)
 
 
+def index_of(data):
+    """The pandas index of a Series or DataFrame (dates of a series), else None."""
+    index = getattr(data, "index", None)
+    return index if type(index).__module__.startswith("pandas") else None
+
+
+def _future(index, steps: int):
+    """The `steps` periods after a dated index (its frequency, or the one pandas infers);
+    None when it has none."""
+    import pandas as pd
+
+    if not isinstance(index, pd.DatetimeIndex) or len(index) < 3:
+        return None
+    freq = index.freq or pd.infer_freq(index)
+    return None if freq is None else pd.date_range(index[-1], periods=steps + 1, freq=freq)[1:]
+
+
 @contextlib.contextmanager
 def seeded(seed):
     """With a seed: reproducible draws that leave the global RNG as it was. Without: draws
@@ -63,11 +80,13 @@ class Fit:
                  info: dict | None = None, fit_seconds: float = 0.0):
         self.program, self.method, self.data = program, method, data
         self.posterior = posterior
-        self.sample_stats = sample_stats or {}
+        self._sample_stats = sample_stats or {}
+        self._train = None  # (pointwise log-likelihood, log prior) of the draws, on the data
         self.losses = losses or []
         self.info = info or {}
         self.fit_seconds = fit_seconds
         self._draws = draws
+        self.index = None  # the data's pandas index (dates of a series), kept for coords
 
     def __repr__(self):
         return (f"Fit({self.program.label}, method={self.method!r}, n={len(self.data)}, "
@@ -88,6 +107,26 @@ class Fit:
             else:
                 self._draws = {k: v[None, None] for k, v in self.program.values.items()}
         return self._draws
+
+    @property
+    def sample_stats(self) -> dict[str, torch.Tensor]:
+        """Per-draw statistics: NUTS's; for SVI log_q (the guide's density of each draw) and
+        log_p (log p(theta, y), computed on first use with the pointwise log-likelihood)."""
+        stats = self._sample_stats
+        if "log_q" in stats and "log_p" not in stats:
+            ll, lp = self._train_terms()
+            stats["log_p"] = ll.sum(-1) + lp
+        return stats
+
+    @sample_stats.setter
+    def sample_stats(self, value):
+        self._sample_stats = value or {}
+
+    @torch.no_grad()
+    def _train_terms(self):
+        if self._train is None:
+            self._train = self.program.log_likelihood(self.data, self.draws, prior=True)
+        return self._train
 
     @property
     def bayesian(self) -> bool:
@@ -121,11 +160,14 @@ class Fit:
     @torch.no_grad()
     def pointwise_log_likelihood(self, x=None) -> torch.Tensor:
         """(chain, draw, N) log p(x_i | theta_s) for each draw; the training data by default."""
-        x = self.data if x is None else self.program.validate(x)
+        train = x is None
+        x = self.data if train else self.program.validate(x)
         if self.posterior is not None:
             return self.posterior.log_likelihood(x, self.draws)
         if not self.bayesian:
             return self.program.log_prob(x)[None, None]
+        if train:
+            return self._train_terms()[0]
         return self.program.log_likelihood(x, self.draws)
 
     def report(self, x) -> Report:
@@ -183,7 +225,10 @@ class Fit:
                              "series; forecasts are for series models such as AutoRegressive")
         x = self.data if history is None else history
         with self.program.model.using(self.program.values):
-            return forecast(x, steps, prob, draws=self.draws if self.bayesian else None)
+            out = forecast(x, steps, prob, draws=self.draws if self.bayesian else None)
+        if history is None and self.index is not None:
+            out.index = _future(self.index, out.mean.shape[0])
+        return out
 
     # -- ArviZ and persistence ------------------------------------------------------------------
     def to_arviz(self, **options):

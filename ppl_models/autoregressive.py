@@ -102,7 +102,8 @@ class AutoRegressive(Model):
     def validate(self, x):
         return checks.series(x, min_length=self.order + 1,
                              what=f"AutoRegressive(order={self.order})",
-                             why=f"order + 1: each value depends on the {self.order} before it")
+                             why=f"order + 1: each value depends on the {self.order} before it",
+                             dtype=self.dtype)
 
     def units(self, x: torch.Tensor | None = None) -> tuple[float, float]:
         """(m, s) of the default priors: set by `init_from_data`, else from `x`, else (0, 1)."""
@@ -170,7 +171,8 @@ class AutoRegressive(Model):
     # -- the program ----------------------------------------------------------------------------
     @property
     def _const(self):
-        return self.const if self.constant else torch.zeros((), dtype=f64)
+        return self.const if self.constant else torch.zeros((), dtype=f64,
+                                                             device=self.phi.device)
 
     def forward(self, x=None, num_samples=None):
         """The recursion, one `pyro.sample` per time step. Observing `x` with the conditional
@@ -244,7 +246,7 @@ class AutoRegressive(Model):
         p, T = self.order, len(x)
         lags = torch.stack([x[p - j - 1:T - j - 1] for j in range(p)], -1)  # (T - p, p)
         if self.constant:
-            lags = torch.cat([torch.ones(T - p, 1, dtype=x.dtype), lags], -1)
+            lags = torch.cat([torch.ones(T - p, 1, dtype=x.dtype, device=x.device), lags], -1)
         return lags.to(f64), x[p:].to(f64)
 
     def _split(self, beta: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -333,6 +335,7 @@ class Forecast:
     lower: torch.Tensor
     upper: torch.Tensor
     prob: float
+    index: object = None  # the forecast periods, where the series came with a dated index
 
 
 def log_prob_steps(x, const, phi, sigma, exact: bool) -> torch.Tensor:

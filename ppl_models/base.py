@@ -44,8 +44,11 @@ def running(module):
     """Module-local parameters while `module` runs, entering its Pyro context first (in the
     caller's mode): Pyro then never swaps the global param store in and out, which would break
     a user's `pyro.infer.SVI` loop around the model (its guide's parameters lose their
-    `unconstrained` link when the store is swapped)."""
-    with module._pyro_context, local_params():
+    `unconstrained` link when the store is swapped). On a GPU, torch's tensor factories
+    default to the model's device within."""
+    device = module.device if isinstance(module, Model) else torch.device("cpu")
+    with module._pyro_context, local_params(), \
+            (device if device.type != "cpu" else contextlib.nullcontext()):
         yield
 
 
@@ -141,17 +144,48 @@ class Model(PyroModule):
 
     @torch.no_grad()
     def get_params(self) -> dict[str, torch.Tensor]:
-        """Current point values (constrained), detached."""
-        return {name: getattr(self, name).detach().clone() for name in self._pyro_params}
+        """Current point values (constrained), detached: exactly as last set by `set_params`
+        while the parameter has not changed since (a PyroParam stores its value through the
+        constraint's transform, so a probability of exactly 0 would come back as 2.2e-308)."""
+        exact = self.__dict__.get("_exact", {})
+        out = {}
+        for name in self._pyro_params:
+            current = getattr(self, name).detach()
+            kept = exact.get(name)
+            out[name] = kept[1].clone() if kept is not None and torch.equal(kept[0], current) \
+                else current.clone()
+        return out
 
     @torch.no_grad()
     def set_params(self, values: dict[str, torch.Tensor]) -> Model:
+        """Set point values, in each parameter's current dtype and device (`model.float()`
+        stays float32 whatever precision a closed form computed in)."""
         for name, value in values.items():
             if name not in self._inits:
                 raise ValueError(f"{type(self).__name__} has no parameter {name!r}; its "
                                  f"parameters are {self.param_names}")
-            setattr(self, name, torch.as_tensor(value, dtype=self._inits[name][0].dtype))
+            current = getattr(self, name) if name in self._pyro_params else \
+                self._inits[name][0]
+            value = torch.as_tensor(value).to(dtype=current.dtype, device=current.device)
+            setattr(self, name, value)
+            if name in self._pyro_params:  # remember the exact value beside its storage
+                self.__dict__.setdefault("_exact", {})[name] = (
+                    getattr(self, name).detach().clone(), value.detach().clone())
         return self
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The floating dtype of the parameters (float64 unless converted: `model.float()`)."""
+        for p in self.parameters():
+            if p.is_floating_point():
+                return p.dtype
+        return self.__dict__.get("_dtype", torch.float64)
+
+    @property
+    def device(self) -> torch.device:
+        for t in list(self.parameters()) + list(self.buffers()):
+            return t.device
+        return torch.device("cpu")
 
     def point(self) -> Model:
         """A copy whose parameters are all point parameters (random ones restart at init)."""
@@ -193,7 +227,8 @@ class Model(PyroModule):
         x = self.validate(x)
         fast = accelerator(self, "_log_prob")
         if fast is not None:
-            with running(self):
+            exact = {k: v for k, v in self.get_params().items() if k not in self._pyro_samples}
+            with running(self), self.using(exact):
                 return fast(x)
         program = Program(self)
         program.discover(x)

@@ -7,6 +7,7 @@ one of the functions here once, so models and inference work on clean tensors on
 from __future__ import annotations
 
 import numbers
+import warnings
 
 import numpy as np
 import torch
@@ -25,7 +26,13 @@ def as_tensor(x, *, name: str = "x", dtype: torch.dtype | None = None) -> torch.
         if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
             raise ValueError(f"{name} must be numeric, got an array of dtype {a.dtype}; "
                              "convert it with np.asarray(x, dtype=float) first")
-        t = torch.from_numpy(np.ascontiguousarray(a))
+        a = np.ascontiguousarray(a)
+        if not a.flags.writeable:  # a pandas Series, a read-only memmap: never written here,
+            with warnings.catch_warnings():  # so torch's warning would only alarm
+                warnings.filterwarnings("ignore", message=".*not writable.*")
+                t = torch.from_numpy(a)
+        else:
+            t = torch.from_numpy(a)
     if t.dtype == torch.bool:
         t = t.to(torch.uint8)
     if t.is_complex():
@@ -126,6 +133,58 @@ def any_data(x, *, name: str = "x") -> torch.Tensor:
         raise ValueError(f"{name} is empty (shape {tuple(t.shape)}); pass at least one datum")
     check_finite(t, name)
     return t if t.is_floating_point() else t.to(torch.float64)
+
+
+def as_device(device) -> torch.device | None:
+    """A `torch.device` from "cpu", "cuda", "cuda:1", a torch.device or None (None: the
+    data's); a ValueError naming what is missing when the device is not on this machine."""
+    if device is None:
+        return None
+    try:
+        d = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or a torch.device, got "
+                         f"{device!r}") from None
+    if d.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={str(device)!r}, but this machine has no CUDA GPU "
+                             "(torch.cuda.is_available() is False, or this torch is a CPU "
+                             "build); use device='cpu'")
+        if d.index is not None and d.index >= torch.cuda.device_count():
+            raise ValueError(f"device={str(device)!r}, but this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s): use cuda:0 .. "
+                             f"cuda:{torch.cuda.device_count() - 1}")
+    elif d.type not in ("cpu", "mps"):
+        raise ValueError(f"device {str(device)!r} is not supported; use 'cpu' or 'cuda'")
+    return d
+
+
+DTYPES = {"float32": torch.float32, "float": torch.float32, "float64": torch.float64,
+          "double": torch.float64}
+
+
+def as_dtype(dtype) -> torch.dtype | None:
+    """torch.float32 / torch.float64 from a dtype or its name; None stays None."""
+    if dtype is None:
+        return None
+    if isinstance(dtype, str):
+        dtype = DTYPES.get(dtype.removeprefix("torch."), dtype)
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
+    return dtype
+
+
+def no_zero_scale(scale: torch.Tensor, what: str, which: str) -> None:
+    """A ValueError naming the dims whose fitted Gaussian scale is 0 (density infinite there)."""
+    zero = (scale <= 0).nonzero().flatten().tolist()
+    if zero:
+        shown = ", ".join(map(str, zero[:12])) + (f", ... ({len(zero)} in all)"
+                                                  if len(zero) > 12 else "")
+        raise ValueError(
+            f"{what}: dims {shown} have {which} 0 in the data, so the maximum-likelihood "
+            "Gaussian there has scale 0 and an infinite density (a prior on the scale does not "
+            "help: the likelihood still wins as the scale goes to 0); drop them (x[:, keep]) "
+            "or add a little noise (x + 1e-3 * torch.randn_like(x))")
 
 
 def positive_int(value, name: str, minimum: int = 1) -> int:

@@ -3,132 +3,41 @@
     ppl-models datasets
     ppl-models compare [digits|pixels|patches|sunspots] [--out reports]
     ppl-models fit digits Markov --arg order=2 --method nuts --option num_samples=300 --save m.pt
-    ppl-models sample m.pt -n 16 --out samples.png
+    ppl-models sample m.pt -n 16 --out samples.png      (.png: a picture; .txt/.csv: numbers)
+
+Every mistake on the command line is one line naming the fix, exit status 2, found before any
+fitting starts. Launched by torchrun (`torchrun --nproc_per_node=2 -m ppl_models fit ...`), a
+minibatch fit runs data-parallel over the processes and rank 0 prints and saves.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
-import json
+import difflib
+import inspect
 import sys
-from dataclasses import dataclass, field
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-import inference
-import ppl_models
-from inference.compare import table
-from ppl_models import datasets, plots, sunspots_report
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
 
 
-@dataclass
-class Candidate:
-    """One row of a comparison: a model, how to fit it, and its label."""
+class CLIError(SystemExit):
+    """A command-line mistake: exit status 2 and one line saying how to fix it."""
 
-    label: str
-    model: object
-    method: str
-    options: dict = field(default_factory=dict)
+    def __init__(self, message: str):
+        super().__init__(2)
+        self.message = message
 
-
-def digits_candidates(train) -> list[Candidate]:
-    D = train.shape[1]
-    FJ, Ind, Mk = ppl_models.FullJoint, ppl_models.Independent, ppl_models.Markov
-    return [
-        Candidate("FullJoint", FJ(D, sparse=True), "mle"),
-        Candidate("FullJoint alpha=1", FJ(D, alpha=1.0, sparse=True), "exact"),
-        Candidate("FullJoint alpha=1e-3", FJ(D, alpha=1e-3, sparse=True), "exact"),
-        Candidate("Independent", Ind(D), "exact"),
-        *[Candidate(f"Markov order {k}", Mk(D, order=k), "exact") for k in (1, 2, 4, 8)],
-        # MAP (Gaussian prior on the weights), minibatch Adam with a decaying step size (the
-        # last steps settle: sample pixel means within 0.02 of the data), early stopping
-        Candidate("NADE H=100", ppl_models.NADE(D, 100), "map",
-                  {"valid": None, "lr": 1e-2, "lr_decay": 0.99, "batch_size": 100,
-                   "patience": 20, "max_epochs": 250}),
-    ]
+    def __str__(self):
+        return self.message
 
 
-def pixels_candidates(train) -> list[Candidate]:
-    FJ, Ind, Mk = ppl_models.FullJoint, ppl_models.Independent, ppl_models.Markov
-    return [
-        Candidate("FullJoint", FJ(3, 256), "mle"),
-        Candidate("FullJoint alpha=1", FJ(3, 256, alpha=1.0), "exact"),
-        Candidate("FullJoint alpha=0.01", FJ(3, 256, alpha=0.01), "exact"),
-        Candidate("Independent", Ind(3, "categorical", 256), "exact"),
-        Candidate("Markov R->G->B", Mk(3, order=1, num_categories=256), "exact"),
-    ]
-
-
-def patches_candidates(train) -> list[Candidate]:
-    D = train.shape[1]
-    return [
-        Candidate("Independent Gaussian", ppl_models.Independent(D, "normal"), "mle"),
-        Candidate("Full-covariance Gaussian", ppl_models.LinearGaussian(D), "mle"),
-        Candidate("RNADE H=100 K=10", ppl_models.NADE(D, 100, "mog", components=10), "map",
-                  {"valid": None, "lr": 1e-2, "lr_decay": 0.95, "batch_size": 100,
-                   "patience": 10, "max_epochs": 60}),
-    ]
-
-
-def patches_picture(real, samples: dict, path) -> None:
-    rows = {"data": plots.patch_images(real)}
-    rows.update({k: plots.patch_images(v) for k, v in samples.items()})
-    v = float(np.quantile(np.abs(rows["data"]), 0.99))  # one grey scale for every patch
-    plots.image_rows(rows, path, "8x8 grey patches (mean removed): real (top) and samples",
-                     cmap="gray", vmin=-v, vmax=v)
-
-
-def digits_picture(real, samples: dict, path) -> None:
-    rows = {"data": plots.digit_images(real)}
-    rows.update({k: plots.digit_images(v) for k, v in samples.items()})
-    plots.image_rows(rows, path, "binarised digits: real (top) and samples from each model",
-                     vmin=0, vmax=1)
-
-
-def pixels_picture(real, samples: dict, path) -> None:
-    rows = {"data": plots.pixel_swatches(real)}
-    rows.update({k: plots.pixel_swatches(v) for k, v in samples.items()})
-    plots.image_rows(rows, path, "RGB pixels: real (top) and 1,024 samples from each model")
-
-
-def run_suite(name: str, candidates_of, picture, n_samples: int, out: Path,
-              seed: int = 0) -> list:
-    """Fit every candidate on train, report on test, print the table, write the report folder."""
-    split = datasets.load(name)
-    reports, samples = [], {}
-    for c in candidates_of(split.train):
-        options = dict(c.options)
-        if c.method in ("mle", "map") and "valid" in options:
-            options["valid"] = split.valid
-        print(f"fitting {c.label} ({c.method}) ...", file=sys.stderr, flush=True)
-        f = inference.fit(c.model, split.train, c.method, seed=seed, **options)
-        r = f.report(split.test)
-        r.model = c.label
-        reports.append(r)
-        samples[c.label] = f.sample(n_samples, seed=seed).numpy()
-    text = table(reports)
-    print(f"\n{name}: test log-likelihood ({reports[0].n:,} held-out data)\n{text}")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "table.md").write_text(f"# {name}\n\n{table(reports, markdown=True)}\n")
-    (out / "results.json").write_text(json.dumps([r.as_dict() for r in reports], indent=2,
-                                                 default=str))
-    picture(split.test.numpy(), samples, out / "samples.png")
-    print(f"report written to {out}/ (table.md, results.json, samples.png)")
-    return reports
-
-
-# dataset -> function(out_folder, seed) that fits, prints a table and writes the report folder
-SUITES = {
-    "digits": lambda out, seed: run_suite("digits", digits_candidates, digits_picture, 12, out,
-                                          seed),
-    "pixels": lambda out, seed: run_suite("pixels", pixels_candidates, pixels_picture, 1024, out,
-                                          seed),
-    "patches": lambda out, seed: run_suite("patches", patches_candidates, patches_picture, 12,
-                                           out, seed),
-    "sunspots": sunspots_report.run,
-}
+def fail(message: str):
+    raise CLIError(message)
 
 
 def _literal(text: str):
@@ -138,98 +47,254 @@ def _literal(text: str):
         return text
 
 
-def _pairs(items) -> dict:
+def _pairs(items, what: str) -> dict:
     out = {}
     for item in items or []:
         key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"expected key=value, got {item!r}")
-        out[key] = _literal(value)
+        if not sep or not key:
+            fail(f"{what} expects key=value, got {item!r} (e.g. {what} order=2)")
+        out[key.strip()] = _literal(value.strip())
     return out
 
 
-def cmd_datasets(args) -> None:
-    for name, text in datasets.DATASETS.items():
-        print(f"{name:9} {text}")
+# -- fit --------------------------------------------------------------------------------------
+def _model_class(name: str):
+    from ppl_models import MODELS
+
+    if name in MODELS:
+        return MODELS[name]
+    close = difflib.get_close_matches(name, MODELS, n=1) or \
+        [k for k in MODELS if k.lower() == name.lower()]
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    fail(f"unknown model {name!r}{hint}; choose one of {', '.join(MODELS)}")
 
 
-def cmd_compare(args) -> None:
-    if args.dataset not in SUITES:
-        raise SystemExit(f"compare knows {', '.join(SUITES)}; got {args.dataset!r}")
-    SUITES[args.dataset](Path(args.out) / f"compare-{args.dataset}", args.seed)
+def _build(cls, kwargs: dict, split, dataset: str):
+    params = {k: p for k, p in inspect.signature(cls.__init__).parameters.items()
+              if k != "self"}
+    for key in kwargs:
+        if key not in params:
+            close = difflib.get_close_matches(key, params, n=1)
+            hint = f" (did you mean --arg {close[0]}=...?)" if close else ""
+            fail(f"{cls.__name__} takes no argument {key!r}{hint}; its arguments: "
+                 f"{', '.join(params)}")
+    x = split.train
+    if "num_dims" in params and "num_dims" not in kwargs:
+        if x.dim() != 2:
+            fail(f"{dataset} is one series of {len(x)} values, but {cls.__name__} models rows "
+                 "of data; fit a series model: fit sunspots AutoRegressive --arg order=2")
+        kwargs["num_dims"] = x.shape[1]
+    missing = [k for k, p in params.items() if p.default is inspect.Parameter.empty
+               and k not in kwargs]
+    if missing:
+        example = {"hidden": "100", "order": "2"}
+        fail(f"{cls.__name__} needs {', '.join(missing)}: pass "
+             + " ".join(f"--arg {k}={example.get(k, '...')}" for k in missing))
+    try:
+        model = cls(**kwargs)
+    except (ValueError, TypeError) as e:
+        fail(f"{cls.__name__}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}): {e}")
+    try:
+        model.validate(x)
+    except ValueError as e:
+        fail(f"{dataset} does not suit {cls.__name__}: {e}{_suggest(cls, x)}")
+    return model
+
+
+def _suggest(cls, x) -> str:
+    """The command-line spelling of the fix for real-valued data in a discrete model."""
+    if x.is_floating_point() and bool((x != x.round()).any()):
+        if cls.__name__ == "Independent":
+            return "; on the command line: --arg family=normal"
+        if cls.__name__ == "NADE":
+            return "; on the command line: --arg output=mog --arg components=10"
+    return ""
 
 
 def cmd_fit(args) -> None:
-    split = datasets.load(args.dataset)
-    cls = getattr(ppl_models, args.model, None)
-    if cls is None or not isinstance(cls, type):
-        raise SystemExit(f"unknown model {args.model!r}; choose one of "
-                         f"{', '.join(n for n in ppl_models.__all__ if n[0].isupper())}")
-    kwargs = _pairs(args.arg)
-    if "num_dims" in cls.__init__.__code__.co_varnames and "num_dims" not in kwargs:
-        kwargs["num_dims"] = split.train.shape[1]
-    model = cls(**kwargs)
-    options = _pairs(args.option)
+    import inference
+    from inference import distributed
+    from inference.persist import _destination
+    from ppl_models import datasets
+
+    try:
+        split = datasets.load(args.dataset, **({"num_train": args.num_train}
+                                              if args.num_train else {}))
+    except ValueError as e:
+        fail(str(e))
+    cls = _model_class(args.model)
+    model = _build(cls, _pairs(args.arg, "--arg"), split, args.dataset)
+    options = _pairs(args.option, "--option")
+    if args.save:
+        try:
+            _destination(args.save)
+        except ValueError as e:
+            fail(f"--save {args.save}: {e}")
+    if args.device:
+        from ppl_models.checks import as_device
+
+        try:
+            as_device(args.device)
+        except ValueError as e:
+            fail(f"--device {args.device}: {e}")
+        options["device"] = args.device
     solver = options.get("solver", getattr(model, "gradient_solver", None))
     if len(split.valid) and args.method in ("mle", "map") and solver == "adam":
         options.setdefault("valid", split.valid)
-    f = inference.fit(model, split.train, args.method, seed=args.seed, **options)
-    evaluate = split.test if len(split.test) else split.train
-    print(table([f.report(evaluate)]))
+    try:
+        inference.fitting.check_options(args.method, options)
+        with distributed.from_environment(args.device):
+            f = inference.fit(model, split.train, args.method, seed=args.seed, **options)
+            if not distributed.is_writer():
+                return
+    except ValueError as e:
+        fail(str(e))
+    from inference.compare import COLUMNS, table
+
+    held_out = len(split.test) > 0
+    evaluate = split.test if held_out else split.train
+    columns = COLUMNS if held_out else [(h.replace("test nats", "train nats"), a)
+                                        for h, a in COLUMNS]
+    print(table([f.report(evaluate)], columns=columns))
+    if not held_out:
+        print(f"({args.dataset} has no held-out split: nats are on the training series; compare "
+              "series by leave-future-out: ppl-models compare sunspots)")
     if args.save:
         f.save(args.save)
         print(f"saved to {args.save}")
 
 
+# -- sample -----------------------------------------------------------------------------------
 def cmd_sample(args) -> None:
-    f = inference.load(args.fit)
-    x = f.sample(args.n, seed=args.seed).numpy()
-    if args.out:
-        D = x.shape[1] if x.ndim == 2 else 1
-        if D == 64:
-            digits_picture(x, {}, args.out)
-        elif D == 3:
-            pixels_picture(x, {}, args.out)
-        elif D == 63:
-            patches_picture(x, {}, args.out)
-        else:
-            np.savetxt(args.out, x)
-        print(f"wrote {args.out}")
-    else:
+    import inference
+
+    if args.n < 1:
+        fail(f"-n must be at least 1, got {args.n}")
+    out = Path(args.out) if args.out else None
+    if out is not None and not out.parent.is_dir():
+        fail(f"--out {out}: the folder {out.parent} does not exist")
+    try:
+        f = inference.load(args.fit)
+    except ValueError as e:
+        fail(str(e))
+    kind = _picture_kind(f.data)
+    if out is not None and out.suffix.lower() in IMAGE_SUFFIXES and kind is None:
+        fail(f"--out {out}: there is no picture for data of shape {tuple(f.data.shape)[1:]} per "
+             f"datum; write numbers instead: --out {out.with_suffix('.txt')}")
+    x = f.sample(args.n, seed=args.seed).cpu().numpy()
+    if out is None:
         np.savetxt(sys.stdout, x, fmt="%g")
+        return
+    if out.suffix.lower() in IMAGE_SUFFIXES:
+        _picture(x, kind, out, f"{args.n} samples from {f.program.label} ({f.method})")
+    else:
+        np.savetxt(out, x, fmt="%g", delimiter="," if out.suffix.lower() == ".csv" else " ")
+    print(f"wrote {args.n} samples to {out}")
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="ppl-models", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="verb", required=True)
+def _picture_kind(data) -> str | None:
+    from inference import plots
+
+    if data.dim() == 1:
+        return "series"
+    return plots.kind_of(data)
+
+
+def _picture(x, kind, path: Path, title: str) -> None:
+    from inference import plots
+
+    if kind == "series":
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(10, 3.5))
+        ax.plot(np.arange(len(x)), x, lw=1.0)
+        ax.set_xlabel("t")
+        ax.set_title(title)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return
+    per_row = 1024 if kind == "pixels" else 12
+    rows = {f"{i + 1}-{min(i + per_row, len(x))}": x[i:i + per_row]
+            for i in range(0, len(x), per_row)}
+    plots.image_rows(rows, path, kind=kind, title=title)
+
+
+# -- compare, datasets --------------------------------------------------------------------------
+def cmd_compare(args) -> None:
+    from ppl_models import suites
+
+    if args.dataset not in suites.SUITES:
+        fail(f"compare knows {', '.join(suites.SUITES)}; got {args.dataset!r}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        fail(f"--out {out} is a file; pass a folder for the report")
+    suites.run(args.dataset, out / f"compare-{args.dataset}", args.seed)
+
+
+def cmd_datasets(args) -> None:
+    from ppl_models import datasets
+
+    for name, text in datasets.DATASETS.items():
+        print(f"{name:9} {text}")
+
+
+# -- the parser ---------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit status 2 (argparse's status, our format)
+        raise CLIError(f"{message} (see: {self.prog} --help)")
+
+
+def parser() -> argparse.ArgumentParser:
+    from ppl_models import __version__
+
+    methods = ("mle", "map", "exact", "svi", "nuts")
+    p = _Parser(prog="ppl-models", description=__doc__,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"ppl-models {__version__}")
+    sub = p.add_subparsers(dest="verb", required=True, parser_class=_Parser)
     sub.add_parser("datasets", help="list the embedded datasets").set_defaults(run=cmd_datasets)
     c = sub.add_parser("compare", help="fit every assumption that suits a dataset")
     c.add_argument("dataset", nargs="?", default="digits")
     c.add_argument("--out", default="reports", help="parent folder of the report")
     c.add_argument("--seed", type=int, default=0)
     c.set_defaults(run=cmd_compare)
-    f = sub.add_parser("fit", help="fit one model to a dataset and report test nats")
+    f = sub.add_parser("fit", help="fit one model to a dataset and report its nats")
     f.add_argument("dataset")
-    f.add_argument("model", help="a class in ppl_models, e.g. Markov")
+    f.add_argument("model", help="a built-in model, e.g. Markov")
     f.add_argument("--arg", action="append", help="constructor argument key=value")
-    f.add_argument("--method", default="mle", choices=inference.METHODS)
+    f.add_argument("--method", default="mle", type=str.lower, choices=methods)
     f.add_argument("--option", action="append", help="fit option key=value")
     f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--device", help="cpu, cuda, cuda:1 (default: where the data are)")
+    f.add_argument("--num-train", type=int, help="patches: draw this many training patches")
     f.add_argument("--save", help="write the fit here (inference.load reads it)")
     f.set_defaults(run=cmd_fit)
     s = sub.add_parser("sample", help="draw new data from a saved fit")
     s.add_argument("fit")
     s.add_argument("-n", type=int, default=16)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", help="PNG for images/pixels, else a text file; stdout if absent")
+    s.add_argument("--seed", type=int, default=None, help="for reproducible draws")
+    s.add_argument("--out", help="a picture (.png, .pdf, .svg) or numbers (.txt, .csv); "
+                                 "stdout if absent")
     s.set_defaults(run=cmd_sample)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> None:
+    warnings.filterwarnings("ignore", category=FutureWarning)  # ArviZ's 1.x announcement
+    warnings.filterwarnings("ignore", message=".*num_chains.*available_cpu")
     try:
+        args = parser().parse_args(argv)
         args.run(args)
-    except ValueError as e:  # bad input: say what and how to fix, no traceback
-        raise SystemExit(f"ppl-models: {e}") from None
+    except CLIError as e:
+        print(f"ppl-models: error: {e}", file=sys.stderr)
+        raise
+    except ValueError as e:  # bad input found later: still one line, no traceback
+        print(f"ppl-models: error: {e}", file=sys.stderr)
+        raise CLIError(str(e)) from None
 
 
 if __name__ == "__main__":
     main()
+
+

@@ -42,6 +42,8 @@ class DirichletPosterior(Posterior):
         self.predictive = model.point().set_params(self.mean())
 
     def _first(self, name, value):
+        """P(first outcome) for a Bernoulli `probs`, in the model's dtype."""
+        value = value.to(self.model.dtype)
         return value[..., 0] if name in self.bernoulli else value
 
     def sample(self, num_samples):

@@ -36,11 +36,28 @@ def names() -> list[str]:
     return list(DATASETS)
 
 
-def load(name: str) -> Split:
-    """The named dataset as `Split(train, valid, test)`; see `DATASETS` for each recipe."""
+def load(name: str, num_train: int | None = None) -> Split:
+    """The named dataset as `Split(train, valid, test)`; see `DATASETS` for each recipe.
+
+    ``num_train`` (patches only, for scale runs): that many training patches. The default
+    30,000 patches are drawn exactly as documented (valid and test never change); beyond the
+    default 20,000 training patches, more are drawn by the same recipe from
+    ``numpy.random.default_rng(1)``; fewer are the first `num_train` of the default ones.
+
+    Data of your own need no loader: `inference.fit` takes any (N, D) tensor, numpy array or
+    numpy memmap (``np.load(path, mmap_mode="r")``: read-only memory is never written, and
+    minibatch fits read only the rows of each batch once it is a tensor view)."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    return _LOADERS[name]()
+    if num_train is None:
+        return _LOADERS[name]()
+    if name != "patches":
+        raise ValueError(f"num_train applies to patches (drawn by a recipe); {name} ships "
+                         "with a fixed size")
+    if isinstance(num_train, bool) or not isinstance(num_train, int) or num_train < 1:
+        raise ValueError(f"num_train must be a positive integer (the training patches to draw), "
+                         f"got {num_train!r}")
+    return _patches_with(num_train)
 
 
 def _split(x: np.ndarray, sizes: tuple[int, int]) -> Split:
@@ -79,8 +96,23 @@ def _pixels() -> Split:
 @functools.cache
 def _patches(n: int = 30_000) -> Split:
     """The RNADE recipe for BSDS300, on the two sample images (see DESIGN.md)."""
+    x = _draw_patches(np.random.default_rng(0), n)
+    return _split(x, (20_000, 5_000))
+
+
+@functools.cache
+def _patches_with(num_train: int) -> Split:
+    base = _patches()
+    if num_train <= len(base.train):
+        return Split(base.train[:num_train], base.valid, base.test)
+    extra = torch.from_numpy(_draw_patches(np.random.default_rng(1), num_train - len(base.train)))
+    return Split(torch.cat([base.train, extra]), base.valid, base.test)
+
+
+def _draw_patches(rng, n: int) -> np.ndarray:
+    """n patches: image index, then rows, then columns, then the dequantising noise, all
+    from `rng`; mean removed, last pixel dropped; (n, 63) float32."""
     grey = [im.mean(-1) / 255.0 for im in _sample_images()]
-    rng = np.random.default_rng(0)
     img = rng.integers(0, 2, n)
     H, W = grey[0].shape
     rows = rng.integers(0, H - 7, n)
@@ -91,7 +123,7 @@ def _patches(n: int = 30_000) -> Split:
     x = stack[img[:, None, None], r, c].reshape(n, 64)
     x = x + rng.uniform(0, 1 / 256, (n, 64))
     x = x - x.mean(1, keepdims=True)
-    return _split(x[:, :63].astype(np.float32), (20_000, 5_000))
+    return np.ascontiguousarray(x[:, :63].astype(np.float32))
 
 
 @functools.cache

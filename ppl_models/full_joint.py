@@ -41,11 +41,12 @@ class Counts:
         return float(self.counts.sum())
 
     def keys(self, x: torch.Tensor) -> list[bytes]:
-        return [row.tobytes() for row in x.to(self.dtype).numpy()]
+        return [row.tobytes() for row in x.to(self.dtype).cpu().numpy()]
 
     def lookup(self, x: torch.Tensor) -> torch.Tensor:
         """Index of each row of x among the seen configurations, -1 where unseen."""
-        return torch.tensor([self.index.get(k, -1) for k in self.keys(x)], dtype=torch.int64)
+        return torch.tensor([self.index.get(k, -1) for k in self.keys(x)], dtype=torch.int64,
+                            device=x.device)
 
     def log_normaliser(self) -> float:
         """log(N + beta K^D)."""
@@ -56,8 +57,8 @@ class Counts:
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         idx = self.lookup(x)
-        c = torch.zeros(len(x), dtype=torch.float64)
-        c[idx >= 0] = self.counts[idx[idx >= 0]]
+        c = torch.zeros(len(x), dtype=torch.float64, device=x.device)
+        c[idx >= 0] = self.counts.to(x.device)[idx[idx >= 0]]
         return torch.log(c + self.beta) - self.log_normaliser()
 
     def sample(self, n: int) -> torch.Tensor:

@@ -79,10 +79,10 @@ class Independent(Model):
     def validate(self, x):
         what = f"Independent(family={self.family!r})"
         if self.family == "bernoulli":
-            return checks.binary(x, num_dims=self.num_dims, what=what)
+            return checks.binary(x, num_dims=self.num_dims, what=what, dtype=self.dtype)
         if self.family == "categorical":
             return checks.categories(x, self.num_categories, num_dims=self.num_dims, what=what)
-        return checks.real(x, num_dims=self.num_dims, what=what)
+        return checks.real(x, num_dims=self.num_dims, what=what, dtype=self.dtype)
 
     def _dist(self):
         if self.family == "bernoulli":
@@ -104,7 +104,7 @@ class Independent(Model):
             p = self.probs
             return torch.where(x.bool(), p.log(), torch.log1p(-p)).sum(-1)
         if self.family == "categorical":
-            return self.probs.log()[torch.arange(self.num_dims), x].sum(-1)
+            return self.probs.log()[torch.arange(self.num_dims, device=x.device), x].sum(-1)
         return self._dist().log_prob(x).sum(-1)
 
     # -- closed forms ---------------------------------------------------------------------------
@@ -114,7 +114,7 @@ class Independent(Model):
             ones = x.sum(0)
             return torch.stack([ones, x.shape[0] - ones], -1)
         D, K = self.num_dims, self.num_categories
-        flat = (x + torch.arange(D) * K).reshape(-1)
+        flat = (x + torch.arange(D, device=x.device) * K).reshape(-1)
         return torch.bincount(flat, minlength=D * K).reshape(D, K).to(torch.float64)
 
     def _concentration(self):
@@ -126,7 +126,9 @@ class Independent(Model):
         if self.family == "normal":
             if prior:
                 return False
-            self.set_params({"loc": x.mean(0), "scale": x.std(0, correction=0)})
+            scale = x.std(0, correction=0)
+            checks.no_zero_scale(scale, "Independent(family='normal')", "standard deviation")
+            self.set_params({"loc": x.mean(0), "scale": scale})
             return True
         counts = self._counts(x)
         if prior:

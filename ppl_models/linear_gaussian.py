@@ -59,7 +59,7 @@ class LinearGaussian(Model):
                 "sigma": dist.LogNormal(torch.zeros(D, dtype=f64), 2.0).to_event(1)}
 
     def validate(self, x):
-        return checks.real(x, num_dims=self.num_dims, what="LinearGaussian")
+        return checks.real(x, num_dims=self.num_dims, what="LinearGaussian", dtype=self.dtype)
 
     def forward(self, x=None, num_samples=None):
         x, n = self._data_or_size(x, num_samples)
@@ -79,7 +79,8 @@ class LinearGaussian(Model):
         W = self.W if W is None else W
         D = self.num_dims
         d, j = torch.nonzero(self.used, as_tuple=True)  # j: column, i.e. lag j + 1
-        return torch.zeros(D, D, dtype=W.dtype).index_put((d, d - j - 1), W[d, j])
+        return torch.zeros(D, D, dtype=W.dtype, device=W.device).index_put((d, d - j - 1),
+                                                                           W[d, j])
 
     def _log_prob(self, x):
         mean = self.b + x.to(self.b.dtype) @ self.lag_matrix().T
@@ -101,5 +102,7 @@ class LinearGaussian(Model):
             resid = x[:, d] - design @ coef
             b[d], W[d, :p] = coef[0], coef[1:]
             sigma[d] = resid.pow(2).mean().sqrt()
+        checks.no_zero_scale(sigma, "LinearGaussian", "residual standard deviation (the dim is "
+                             "constant, or exactly a linear function of the dims before it)")
         self.set_params({"b": b, "W": W, "sigma": sigma})
         return True

@@ -96,8 +96,9 @@ class Markov(Model):
     def _counts(self, x) -> torch.Tensor:
         K = self.num_categories
         flat = (self.rows(x) * K + x).reshape(-1)
-        counts = torch.zeros(self.num_rows * K, dtype=torch.float64)
-        return counts.index_add_(0, flat, torch.ones(flat.shape, dtype=torch.float64)).reshape(
+        counts = torch.zeros(self.num_rows * K, dtype=torch.float64, device=x.device)
+        return counts.index_add_(0, flat, torch.ones(flat.shape, dtype=torch.float64,
+                                                     device=x.device)).reshape(
             self.num_rows, K)
 
     def fit_closed_form(self, x, prior):

@@ -42,6 +42,7 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.ops.contract import contract_to_tensor
+from pyro.poutine.broadcast_messenger import BroadcastMessenger
 from pyro.poutine.subsample_messenger import _Subsample
 from torch.distributions import biject_to, constraints, transform_to
 
@@ -234,6 +235,9 @@ class Program:
         self._roles: Roles | None = None
         self._num_dims: int | None = None
         self._starts: dict = {}  # global site -> (its prior in the discovery trace, a value)
+        self.device = getattr(self.model, "device", torch.device("cpu")) \
+            if isinstance(self.model, torch.nn.Module) else torch.device("cpu")
+        self.dtype: torch.dtype | None = None  # a dtype option: the data's floating dtype
         if isinstance(self.model, torch.nn.Module) and hasattr(self.model, "get_params"):
             self.values = dict(self.model.get_params())
 
@@ -291,6 +295,11 @@ class Program:
     def validate(self, x) -> torch.Tensor:
         check = getattr(self.model, "validate", None)
         x = check(x) if callable(check) else checks.any_data(x)
+        if torch.is_tensor(x):
+            if x.device != self.device:
+                x = x.to(self.device)
+            if self.dtype is not None and x.is_floating_point() and x.dtype != self.dtype:
+                x = x.to(self.dtype)
         if self._num_dims is None:
             self._num_dims = int(x[0].numel()) if x.dim() > 1 else 1
         return x
@@ -463,6 +472,8 @@ class Program:
     def random(self) -> list[str]:
         """The parameters with a prior (what svi and nuts sample): a Model's parameters (each
         has a documented default prior) and every global random site."""
+        if self._roles is None and self._model_priors():  # a Model: its parameters, no trace
+            return [k for k in self.model.prior_specs() if k in self.values]
         names = set(self.roles.named("global"))
         if self._model_priors():
             names |= set(self.model.prior_specs()) & set(self.roles.free)
@@ -473,9 +484,10 @@ class Program:
         on the values of its parents)."""
         values = self.values if values is None else values
         out = self._hooked_priors(values)
-        rest = [k for k in self.roles.named("global") if k not in out]
-        if rest:
-            with poutine.block():
+        rest = [] if self._roles is None else \
+            [k for k in self.roles.named("global") if k not in out]
+        if rest:  # conditional priors: the program run once at `values` (which may be extreme)
+            with poutine.block(), pyro.validation_enabled(False):
                 tr = self.trace(num_samples=1, values=values, enumerate_=False)
             out.update({k: tr.nodes[k]["fn"] for k in rest})
         return {k: out[k] for k in self.random if k in out}
@@ -518,7 +530,7 @@ class Program:
                 "Use method='svi' (an autoguide covers them), or make them discrete "
                 "(enumerated) or global")
         # distribution checks ran in the discovery trace; here they would only cost time
-        with poutine.block(), pyro.validation_enabled(False):
+        with poutine.block(), pyro.validation_enabled(False), _observed_unexpanded():
             tr = self.trace(x=x, values=values)
             tr.compute_log_prob()
         if prior:
@@ -560,20 +572,28 @@ class Program:
         out = contract_to_tensor(factors, sum_dims, target_ordinal=ordinal)
         return out.reshape(-1)
 
-    def log_likelihood(self, x: torch.Tensor, draws: dict) -> torch.Tensor:
+    def log_likelihood(self, x: torch.Tensor, draws: dict, prior: bool = False):
         """(chain, draw, N) pointwise log-likelihood of validated `x` under each draw (draws:
-        name -> (chain, draw, ...)); parameters not drawn keep their values."""
+        name -> (chain, draw, ...)); parameters not drawn keep their values. With `prior`,
+        also the log prior of each draw (chain, draw), from the same traces."""
         fast = self.accelerator("log_likelihood")
-        if fast is not None:
-            with self.model.using(self.values):
-                return fast(x, draws)
         if not draws:
-            return self.log_prob(x)[None, None]
+            ll, lp = self.log_joint_terms(x, self.values, prior=prior)
+            return (ll[None, None], lp.reshape(1, 1)) if prior else ll[None, None]
         lead = next(iter(draws.values())).shape[:2]
         flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in draws.items()}
-        out = [self.log_prob(x, {**self.values, **{k: v[s] for k, v in flat.items()}})
-               for s in range(lead.numel())]
-        return torch.stack(out).reshape(*lead, -1)
+        at = [{**self.values, **{k: v[s] for k, v in flat.items()}} for s in range(lead.numel())]
+        if fast is not None:
+            with self.model.using(self.values):
+                ll = fast(x, draws)
+            if not prior:
+                return ll
+            return ll, torch.stack([self.log_prior(v) for v in at]).reshape(lead)
+        terms = [self.log_joint_terms(x, v, prior=prior) for v in at]
+        ll = torch.stack([t[0] for t in terms]).reshape(*lead, -1)
+        if not prior:
+            return ll
+        return ll, torch.stack([torch.as_tensor(t[1]) for t in terms]).reshape(lead)
 
     # -- generation -----------------------------------------------------------------------------
     def sample(self, n: int, values=None) -> torch.Tensor:
@@ -634,6 +654,34 @@ class Program:
         model = hook(x)
         return self if model is self.model else self.with_model(model)
 
+    # -- device and dtype -------------------------------------------------------------------
+    def to(self, device=None, dtype=None) -> Program:
+        """A copy on `device` and, where given, in floating `dtype`: a Model is moved with its
+        parameters and buffers, the values follow. A program of yours builds its own tensors:
+        inside `placed()` (every fit runs there) torch's factories default to this device."""
+        p = copy.copy(self)
+        if device is not None:
+            p.device = torch.device(device)
+        if isinstance(self.model, torch.nn.Module) and (device is not None or dtype is not None):
+            p.model = copy.deepcopy(self.model)
+            if device is not None:
+                p.model.to(device)
+            if dtype is not None:
+                p.model.to(dtype)
+        p.values = {k: _moved(v, device, dtype) for k, v in self.values.items()}
+        if dtype is not None:
+            p.dtype = dtype
+        return p
+
+    @contextlib.contextmanager
+    def placed(self):
+        """torch's tensor factories default to the program's device within."""
+        if self.device.type == "cpu":
+            yield
+        else:
+            with self.device:
+                yield
+
     def fresh_starts(self) -> dict[str, torch.Tensor]:
         """New start values of the global random parameters (as at discovery, redrawn)."""
         return {k: _initial(fn, v) for k, (fn, v) in self._starts.items()}
@@ -646,9 +694,40 @@ class Program:
         return self.source
 
 
+def _moved(v, device, dtype):
+    if device is not None:
+        v = v.to(device)
+    if dtype is not None and v.is_floating_point():
+        v = v.to(dtype)
+    return v
+
+
 def _run_module(module, **kwargs):
     with _module_local(module):
         return module(**kwargs)
+
+
+@contextlib.contextmanager
+def _observed_unexpanded():
+    """While a density is evaluated, plates leave observed sites' distributions unexpanded:
+    log_prob broadcasts against the observed value all the same, while an expanded
+    Bernoulli(probs) would compute its logits over the whole plate (measured: a hand-written
+    Independent(64) on 100,000 images spends 1.4 of 3.0 s in probs_to_logits of the expanded
+    probs). Sampled sites are expanded as usual."""
+    original = BroadcastMessenger.__dict__["_pyro_sample"]
+    expand = original.__func__
+
+    def broadcast(msg):
+        if msg["type"] == "sample" and msg["is_observed"] and msg["value"] is not None and \
+                not msg["infer"].get("_deterministic", False):
+            return
+        expand(msg)
+
+    BroadcastMessenger._pyro_sample = staticmethod(broadcast)
+    try:
+        yield
+    finally:
+        BroadcastMessenger._pyro_sample = original
 
 
 def _plate_size(roles: Roles):

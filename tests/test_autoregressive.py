@@ -175,8 +175,8 @@ def test_stationary_prior_and_posterior_draws_are_all_stationary(y):
     prior = inference.fit(model, y, "map").model.priors()["phi"]  # priors in the data's units
     draws = prior.sample((1000,))
     assert all(roots_outside_unit_circle(d) for d in draws.numpy())
-    f = inference.fit(model, y, "nuts", num_samples=1000, warmup_steps=200, jit_compile=True,
-                      seed=0)
+    f = inference.fit(model, y, "nuts", num_samples=500, warmup_steps=200, jit_compile=True,
+                      seed=0)  # 2 chains (the default): 1,000 draws
     post = f.draws["phi"].flatten(0, 1)
     assert post.shape == (1000, 3)
     assert all(roots_outside_unit_circle(d) for d in post.numpy())

