@@ -55,7 +55,13 @@ def timed(fn, repeat: int) -> float:
 def nade_rows(device: str, repeat: int, D=784, H=500, batch=1000) -> list[dict]:
     g = torch.Generator().manual_seed(0)
     x = (torch.rand(batch, D, generator=g) < 0.3).float().to(device)
-    program = Program(NADE(D, H)).to(device).init_from_data(x)
+    program = Program(NADE(D, H)).to(device)
+    with program.placed():  # as inside `inference.fit`
+        return _nade_rows(program, x, device, repeat, D, H, batch)
+
+
+def _nade_rows(program, x, device, repeat, D, H, batch) -> list[dict]:
+    program = program.init_from_data(x)
     program.discover(x[:16])
     objective = _Objective(program, program.roles.free, False, len(x))
     opt = torch.optim.Adam(objective.parameters, lr=1e-3)

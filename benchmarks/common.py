@@ -18,6 +18,7 @@ def machine(threads: int) -> dict:
     return {"platform": platform.platform(), "python": platform.python_version(),
             "torch": torch.__version__, "pyro": pyro.__version__, "torch_threads": threads,
             "cpus": os.cpu_count(),
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
             "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
 
 

@@ -91,7 +91,7 @@ def _given(init, program) -> dict[str, torch.Tensor]:
                          f"{program.label} (its parameters: {', '.join(sorted(free))})")
     out = {}
     for k, v in values.items():
-        v = torch.as_tensor(v, dtype=program.values[k].dtype)
+        v = torch.as_tensor(v, dtype=program.values[k].dtype, device=program.values[k].device)
         if v.shape != program.values[k].shape:
             raise ValueError(f"init[{k!r}] has shape {tuple(v.shape)}, the parameter has "
                              f"{tuple(program.values[k].shape)}")
@@ -373,7 +373,8 @@ def _nuts(program, x, *, num_samples, warmup_steps, num_chains, jit_compile, tar
     # something), or at the MAP jittered by 0.1 where the posterior is not whitened; where the
     # posterior has no mode (a funnel: the MAP ran to the edge of the support), at fresh starts
     # from the priors, as the program's global parameters start.
-    z0 = torch.randn(num_chains, w.dim, dtype=w.mu.dtype) * (1.0 if w.dense else 0.1)
+    z0 = torch.randn(num_chains, w.dim, dtype=w.mu.dtype, device=w.mu.device) * (
+        1.0 if w.dense else 0.1)
     if not w.found_mode and program._starts:
         note += "; no posterior mode (the MAP is degenerate): chains start from the priors"
         z0 = torch.stack([w.whiten({**init, **program.fresh_starts()})

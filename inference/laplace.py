@@ -55,13 +55,14 @@ class Whitened:
         self.shapes = {k: v.shape for k, v in u.items()}
         flat = torch.cat([u[k].reshape(-1) for k in self.names])
         self.dim = flat.numel()
-        self.mu, self.L = flat, torch.eye(self.dim, dtype=flat.dtype)
+        self.mu, self.L = flat, torch.eye(self.dim, dtype=flat.dtype, device=flat.device)
         self._jitted = None
         # a mode: found by Newton's method (up to MAX_DENSE parameters), else taken on trust
         self.found_mode = True
         if self.dim <= MAX_DENSE:
             self.mu, self.L, self.found_mode = _laplace(self.potential_u, flat)
-        self.dense = not torch.equal(self.L, torch.eye(self.dim, dtype=flat.dtype))
+        self.dense = not torch.equal(self.L, torch.eye(self.dim, dtype=flat.dtype,
+                                                          device=flat.device))
 
     def whiten(self, values: dict[str, torch.Tensor]) -> torch.Tensor:
         """z of constrained parameter values (the inverse of `constrained`)."""
@@ -102,7 +103,9 @@ class Whitened:
             return -(self.log_joint(theta) + log_det)
 
     def _potential_z(self, z: torch.Tensor) -> torch.Tensor:
-        return self.potential_u(self.mu + self.L @ z)
+        # Pyro's NUTS draws momenta in torch's default dtype: a float32 posterior is evaluated
+        # in its own precision (the gradient flows back through the cast)
+        return self.potential_u(self.mu + self.L @ z.to(self.mu.dtype))
 
     def potential(self, params: dict) -> torch.Tensor:
         z = params["z"]
@@ -149,7 +152,7 @@ def _laplace(f, u: torch.Tensor, newton_steps: int = 20):
     the unconstrained space (a hierarchical funnel, whose density grows without bound as the
     scale goes to 0) would be whitened at an arbitrary point of its neck, where NUTS freezes
     (measured: centred eight schools, r_hat 1e16); unwhitened, NUTS adapts its mass matrix."""
-    eye = torch.eye(len(u), dtype=u.dtype)
+    eye = torch.eye(len(u), dtype=u.dtype, device=u.device)
     start = u
     value = f(u).detach()
     for _ in range(newton_steps + 1):

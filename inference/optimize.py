@@ -232,8 +232,8 @@ def _permutation(n: int, seed, epoch: int, device) -> torch.Tensor:
     that R data-parallel ranks take with batch size B; the global RNG when seed is None."""
     if seed is None:
         return torch.randperm(n, device=device)
-    g = torch.Generator().manual_seed(seed + epoch)
-    return torch.randperm(n, generator=g).to(device)
+    g = torch.Generator("cpu").manual_seed(seed + epoch)
+    return torch.randperm(n, generator=g, device="cpu").to(device)  # the same on every device
 
 
 def _bounded(t) -> bool:

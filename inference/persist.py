@@ -180,7 +180,8 @@ def load(path, model=None, map_location=None):
                          "never contains code, so pass the program: inference.load(path, "
                          f"model={spec['name']})")
     if model is None:
-        built = _construct(spec, path)
+        with torch.device("cpu"):  # built where torch.load put nothing yet; moved below
+            built = _construct(spec, path)
         _load_state(built, blob.get("state", {}), path)
         _restore_priors(built, blob.get("priors", {}), path)
         source = built
@@ -195,6 +196,8 @@ def load(path, model=None, map_location=None):
                       "the default priors", UserWarning, stacklevel=2)
     program = Program(source, blob.get("data_plate", "data"))
     data = _tensor(blob.get("data"), "data", path)
+    if program.device != data.device:  # the fit lives where map_location put its tensors
+        program = program.to(data.device)
     method = blob.get("method")
     if method not in ("mle", "map", "exact", "svi", "nuts"):
         raise ValueError(f"{path} names an unknown method {method!r}; it was not written by "
@@ -202,7 +205,8 @@ def load(path, model=None, map_location=None):
     program.validate(data)
     posterior = None
     if method == "exact":
-        posterior = program.accelerator("posterior")(data)
+        with program.placed():
+            posterior = program.accelerator("posterior")(data)
         predictive = getattr(posterior, "predictive", None)
         program = program.with_model(predictive) if predictive is not None else \
             program.with_values(posterior.mean())
@@ -222,9 +226,8 @@ def load(path, model=None, map_location=None):
             all(isinstance(v, str) for v in labels):
         import pandas as pd
 
-        fit.index = pd.DatetimeIndex(labels) if blob.get("index_dates") else pd.Index(labels)
-        if blob.get("index_dates"):
-            fit.index.freq = pd.infer_freq(fit.index) if len(labels) >= 3 else None
+        fit.index = pd.DatetimeIndex(labels, freq="infer" if len(labels) >= 3 else None) \
+            if blob.get("index_dates") else pd.Index(labels)
     return fit
 
 

@@ -18,6 +18,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from inference.arviz_io import az  # noqa: E402  (ArviZ imported quietly, once)
 
@@ -87,13 +88,16 @@ def tradeoff(rows, path, title: str = "") -> None:
     finite = [r.nats for r in rows if math.isfinite(r.nats)]
     top = max(finite) + 0.15 * (max(finite) - min(finite) + 1) if finite else 1.0
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for r in rows:
+    placed = []  # labels step down where a point sits near one already labelled
+    for r in sorted(rows, key=lambda r: (float(r.num_parameters), -r.nats)):
         y = r.nats if math.isfinite(r.nats) else top
-        ax.scatter(float(r.num_parameters), y, s=36,
-                   marker="o" if math.isfinite(r.nats) else "^")
-        ax.annotate(r.model + ("" if math.isfinite(r.nats) else " (inf)"),
-                    (float(r.num_parameters), y), textcoords="offset points", xytext=(5, 4),
-                    fontsize=8)
+        x = float(r.num_parameters)
+        ax.scatter(x, y, s=36, marker="o" if math.isfinite(r.nats) else "^")
+        near = sum(1 for px, py in placed if abs(math.log10(x) - math.log10(px)) < 1.2
+                   and abs(y - py) < 0.04 * (top - min(finite or [0.0]) + 1))
+        placed.append((x, y))
+        ax.annotate(r.model + ("" if math.isfinite(r.nats) else " (inf)"), (x, y),
+                    textcoords="offset points", xytext=(6, 4 - 11 * near), fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("free parameters (log scale)")
     ax.set_ylabel("test nats per datum (lower is better)")
@@ -103,20 +107,26 @@ def tradeoff(rows, path, title: str = "") -> None:
 
 
 # -- sample grids ---------------------------------------------------------------------------------
+def _array(x) -> np.ndarray:
+    """float numpy of a tensor on any device, or of an array."""
+    x = x.detach().cpu().numpy() if torch.is_tensor(x) else x
+    return np.asarray(x, dtype=float)
+
+
 def digit_images(x, n: int = 12) -> np.ndarray:
-    return np.asarray(x[:n], dtype=float).reshape(-1, 8, 8)
+    return _array(x[:n]).reshape(-1, 8, 8)
 
 
 def pixel_swatches(x, side: int = 16, n: int = 4) -> np.ndarray:
     """RGB triples (0..255) as n square swatches of side x side pixels."""
-    a = np.asarray(x[: n * side * side], dtype=float) / 255.0
+    a = _array(x[: n * side * side]) / 255.0
     return a.reshape(-1, side, side, 3)
 
 
 def patch_images(x, n: int = 12) -> np.ndarray:
     """Mean-removed 8x8 patches stored without their last pixel (63 values) as (n, 8, 8)
     images: the dropped pixel is minus the sum of the other 63."""
-    a = np.asarray(x[:n], dtype=float)
+    a = _array(x[:n])
     return np.concatenate([a, -a.sum(1, keepdims=True)], 1).reshape(-1, 8, 8)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 
@@ -45,7 +46,7 @@ def _future(index, steps: int):
 
     if not isinstance(index, pd.DatetimeIndex) or len(index) < 3:
         return None
-    freq = index.freq or pd.infer_freq(index)
+    freq = index.freq or pd.DatetimeIndex(index, freq="infer").freq
     return None if freq is None else pd.date_range(index[-1], periods=steps + 1, freq=freq)[1:]
 
 
@@ -59,9 +60,21 @@ def seeded(seed):
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed must be an integer (or None for fresh draws from the global "
                          f"RNG), got {seed!r}")
-    with torch.random.fork_rng(devices=[]):
+    # the CUDA generators too where CUDA is in use (manual_seed seeds them all)
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)
         yield
+
+
+def _placed(method):
+    """Run a Fit method with torch's tensor factories on the fit's device (a GPU fit builds its
+    intermediate tensors there)."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self.program.placed():
+            return method(self, *args, **kwargs)
+    return wrapper
 
 
 class Fit:
@@ -145,6 +158,7 @@ class Fit:
         return next(iter(self.draws.values())).shape[:2].numel() if self.draws else 1
 
     # -- densities ------------------------------------------------------------------------------
+    @_placed
     @torch.no_grad()
     def log_density(self, x) -> torch.Tensor:
         """Per-datum log-density in nats: the model's for MLE/MAP, the exact posterior predictive
@@ -157,6 +171,7 @@ class Fit:
             return torch.logsumexp(ll, 0) - math.log(ll.shape[0])
         return self.program.log_prob(x)
 
+    @_placed
     @torch.no_grad()
     def pointwise_log_likelihood(self, x=None) -> torch.Tensor:
         """(chain, draw, N) log p(x_i | theta_s) for each draw; the training data by default."""
@@ -186,6 +201,7 @@ class Fit:
             fit_seconds=self.fit_seconds)
 
     # -- generation -----------------------------------------------------------------------------
+    @_placed
     @torch.no_grad()
     def sample(self, n: int, seed: int | None = None) -> torch.Tensor:
         """n new data: from the fitted model (MLE/MAP), the exact posterior predictive (exact),
@@ -214,6 +230,7 @@ class Fit:
                 out[rows] = xs
             return out
 
+    @_placed
     def forecast(self, steps: int, prob: float = 0.9, history=None):
         """Forecast `steps` values after the training series (or after `history`): mean and
         central `prob` interval per step, Gaussian under the estimate for MLE/MAP, the posterior
@@ -231,6 +248,7 @@ class Fit:
         return out
 
     # -- ArviZ and persistence ------------------------------------------------------------------
+    @_placed
     def to_arviz(self, **options):
         """`arviz.InferenceData` with posterior, pointwise log_likelihood (variable ``x``, one
         entry per training datum), observed_data and, for NUTS, sample_stats."""

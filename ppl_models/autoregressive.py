@@ -212,7 +212,7 @@ class AutoRegressive(Model):
         mu = const / (1 - phi.sum())
         # Var(x_(k+1) | k before) = sigma^2 / prod_(j>k) (1 - r_j^2)
         tail = torch.cat([torch.flip(torch.cumprod(torch.flip(1 - r**2, [0]), 0), [0]),
-                          torch.ones(1, dtype=r.dtype)])
+                          torch.ones(1, dtype=r.dtype, device=r.device)])
         return mu, coefs, sigma / tail.sqrt()
 
     # -- vectorised densities -------------------------------------------------------------------
@@ -257,7 +257,9 @@ class AutoRegressive(Model):
     def _least_squares(self, x) -> dict[str, torch.Tensor]:
         """Conditional MLE: least squares, sigma^2 = RSS / (T - p) (as statsmodels' AutoReg)."""
         X, y = self.design(x)
-        beta = torch.linalg.lstsq(X, y[:, None], driver="gelsd").solution[:, 0]
+        # on the CPU (CUDA has no rank-revealing driver): the same numbers on every device
+        beta = torch.linalg.lstsq(X.cpu(), y[:, None].cpu(), driver="gelsd").solution[:, 0]
+        beta = beta.to(X.device)
         rss = (y - X @ beta).pow(2).sum()
         return {**self._split(beta), "sigma": (rss / len(y)).sqrt()}
 
@@ -315,7 +317,7 @@ class AutoRegressive(Model):
         mean, sd = gaussian_forecast(x, theta["const"], theta["phi"], theta["sigma"], steps)
         q = (1 + prob) / 2
         if mean.shape[0] == 1:
-            z = dist.Normal(0.0, 1.0).icdf(torch.tensor(q, dtype=f64))
+            z = dist.Normal(0.0, 1.0).icdf(torch.tensor(q, dtype=sd.dtype, device=sd.device))
             return Forecast(mean[0], mean[0] - z * sd[0], mean[0] + z * sd[0], prob)
         return Forecast(mean.mean(0), mixture_quantile(mean, sd, 1 - q),
                         mixture_quantile(mean, sd, q), prob)
@@ -403,14 +405,14 @@ class NormalInverseGammaPosterior(Posterior):
         X, y = model.design(x)
         self.precision = L0 + X.T @ X
         self.b = torch.linalg.solve(self.precision, L0 @ b0 + X.T @ y)
-        self.a = torch.tensor(a0 + len(y) / 2, dtype=f64)
+        self.a = torch.tensor(a0 + len(y) / 2, dtype=y.dtype, device=y.device)
         self.c = c0 + (y @ y + b0 @ L0 @ b0 - self.b @ self.precision @ self.b) / 2
         self.cov_chol = torch.linalg.cholesky(torch.cholesky_inverse(
             torch.linalg.cholesky(self.precision)))
 
     def sample(self, num_samples):
         sigma2 = 1 / dist.Gamma(self.a, self.c).sample((num_samples,))
-        eps = torch.randn(num_samples, len(self.b), dtype=f64)
+        eps = torch.randn(num_samples, len(self.b), dtype=self.b.dtype, device=self.b.device)
         beta = self.b + sigma2.sqrt()[:, None] * eps @ self.cov_chol.T
         return {**self.model._split(beta), "sigma": sigma2.sqrt()}
 

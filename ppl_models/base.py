@@ -40,6 +40,17 @@ def local_params():
 
 
 @contextlib.contextmanager
+def placed(device: torch.device):
+    """torch's tensor factories default to `device` within (a GPU model's intermediate
+    tensors are made there); nothing changes on the CPU."""
+    if device.type == "cpu":
+        yield
+    else:
+        with device:
+            yield
+
+
+@contextlib.contextmanager
 def running(module):
     """Module-local parameters while `module` runs, entering its Pyro context first (in the
     caller's mode): Pyro then never swaps the global param store in and out, which would break
@@ -47,8 +58,7 @@ def running(module):
     `unconstrained` link when the store is swapped). On a GPU, torch's tensor factories
     default to the model's device within."""
     device = module.device if isinstance(module, Model) else torch.device("cpu")
-    with module._pyro_context, local_params(), \
-            (device if device.type != "cpu" else contextlib.nullcontext()):
+    with module._pyro_context, local_params(), placed(device):
         yield
 
 
@@ -152,8 +162,20 @@ class Model(PyroModule):
         for name in self._pyro_params:
             current = getattr(self, name).detach()
             kept = exact.get(name)
-            out[name] = kept[1].clone() if kept is not None and torch.equal(kept[0], current) \
-                else current.clone()
+            same = kept is not None and kept[0].device == current.device and \
+                kept[0].dtype == current.dtype and torch.equal(kept[0], current)
+            out[name] = kept[1].clone() if same else current.clone()
+        return out
+
+    def _apply(self, fn, *args, **kwargs):
+        """`.to`, `.cuda`, `.float`, ...: the exact values kept beside the parameters move too."""
+        exact = self.__dict__.get("_exact")
+        kept = {k: v for k, v in self.get_params().items()
+                if exact and k in exact and torch.equal(v, exact[k][1])} if exact else {}
+        out = super()._apply(fn, *args, **kwargs)
+        if exact:  # stored again beside the converted parameters
+            self.__dict__["_exact"] = {k: (getattr(self, k).detach().clone(), fn(v))
+                                       for k, v in kept.items()}
         return out
 
     @torch.no_grad()
@@ -166,7 +188,8 @@ class Model(PyroModule):
                                  f"parameters are {self.param_names}")
             current = getattr(self, name) if name in self._pyro_params else \
                 self._inits[name][0]
-            value = torch.as_tensor(value).to(dtype=current.dtype, device=current.device)
+            value = (value if torch.is_tensor(value) else torch.as_tensor(value)).to(
+                dtype=current.dtype, device=current.device)
             setattr(self, name, value)
             if name in self._pyro_params:  # remember the exact value beside its storage
                 self.__dict__.setdefault("_exact", {})[name] = (
@@ -180,6 +203,9 @@ class Model(PyroModule):
             if p.is_floating_point():
                 return p.dtype
         return self.__dict__.get("_dtype", torch.float64)
+
+    def _has_tensors(self) -> bool:
+        return any(True for _ in self.parameters()) or any(True for _ in self.buffers())
 
     @property
     def device(self) -> torch.device:
@@ -225,14 +251,19 @@ class Model(PyroModule):
         from ppl_models.program import Program, accelerator
 
         x = self.validate(x)
+        device = self.device
+        if self._has_tensors() and x.device != device:
+            x = x.to(device)
         fast = accelerator(self, "_log_prob")
-        if fast is not None:
-            exact = {k: v for k, v in self.get_params().items() if k not in self._pyro_samples}
-            with running(self), self.using(exact):
-                return fast(x)
-        program = Program(self)
-        program.discover(x)
-        return program.log_prob(x)
+        with placed(device):
+            if fast is not None:
+                exact = {k: v for k, v in self.get_params().items()
+                         if k not in self._pyro_samples}
+                with running(self), self.using(exact):
+                    return fast(x)
+            program = Program(self)
+            program.discover(x)
+            return program.log_prob(x)
 
     @torch.no_grad()
     def log_likelihood(self, x: torch.Tensor, draws: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -53,7 +53,10 @@ class Counts:
         terms = [math.log(self.total)] if self.total > 0 else []
         if self.beta > 0:
             terms.append(math.log(self.beta) + self.log_cells)
-        return float(torch.logsumexp(torch.tensor(terms, dtype=torch.float64), 0))
+        if not terms:
+            return -math.inf
+        top = max(terms)
+        return top + math.log(sum(math.exp(t - top) for t in terms))
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         idx = self.lookup(x)
@@ -138,7 +141,7 @@ class FullJoint(Model):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Index of each configuration, the first dimension most significant (dense only)."""
-        return x @ self.radix
+        return (x * self.radix).sum(-1)  # integer products (CUDA has no integer matmul)
 
     def decode(self, index: torch.Tensor) -> torch.Tensor:
         return index[:, None] // self.radix % self.num_categories

@@ -215,6 +215,13 @@ class NADE(Model):
         D, W = self.num_dims, self.W
         a = self.c.expand(n, -1)
         xs = [None] * D
+        if self.output == "bernoulli":  # Bernoulli(logits=l).sample() is bernoulli(sigmoid(l))
+            b, V = self.b, self.V
+            for i, d in enumerate(self.order):
+                xs[d] = torch.bernoulli(torch.sigmoid(b[i] + torch.sigmoid(a) @ V[i]))
+                if i < D - 1:
+                    a = a + W[:, i] * xs[d][:, None]
+            return torch.stack(xs, -1)
         with pyro.validation_enabled(False):  # the conditionals are valid by construction
             for i, d in enumerate(self.order):
                 xs[d], a = self._draw(i, d, a, W)

@@ -47,6 +47,7 @@ from pyro.poutine.subsample_messenger import _Subsample
 from torch.distributions import biject_to, constraints, transform_to
 
 from ppl_models import checks
+from ppl_models.base import placed
 
 ROLES = ("param", "global", "enumerated", "local", "observed")
 DISCOVERY_ROWS = 16  # data rows the discovery trace runs on (the whole series without a plate)
@@ -504,11 +505,16 @@ class Program:
             out = {k: v for k, v in out.items() if k in free}
         return out
 
+    def _zero(self) -> torch.Tensor:
+        """0 where sums of log-densities start: the program's dtype (a float32 model's
+        potential stays float32) and device."""
+        return torch.zeros((), dtype=self.dtype or torch.get_default_dtype(), device=self.device)
+
     def log_prior(self, values=None) -> torch.Tensor:
         """log p(theta) of the random parameters at `values`."""
         values = self.values if values is None else values
         return sum((p.log_prob(values[k]).sum() for k, p in self.priors(values).items()),
-                   torch.zeros((), dtype=torch.float64))
+                   self._zero())
 
     def log_joint_terms(self, x, values=None, prior: bool = True):
         """(pointwise log-likelihood (N,), log prior) at `values`: a Model's vectorised path,
@@ -516,7 +522,7 @@ class Program:
         values = self.values if values is None else values
         hooked = self._hooked_priors(values) if prior else {}
         lp = sum((p.log_prob(values[k]).sum() for k, p in hooked.items()),
-                 torch.zeros((), dtype=torch.float64))
+                 self._zero())
         fast = self.accelerator("_log_prob")
         if fast is not None:
             with self.model.using(values):
@@ -676,11 +682,8 @@ class Program:
     @contextlib.contextmanager
     def placed(self):
         """torch's tensor factories default to the program's device within."""
-        if self.device.type == "cpu":
+        with placed(self.device):
             yield
-        else:
-            with self.device:
-                yield
 
     def fresh_starts(self) -> dict[str, torch.Tensor]:
         """New start values of the global random parameters (as at discovery, redrawn)."""

@@ -170,11 +170,12 @@ def forecast_plot(x, order: int, seed: int, path, steps: int = 20, history: int 
     years = FIRST_YEAR + np.arange(len(x))
     ahead = years[-1] + 1 + np.arange(steps)
     fig, ax = plt.subplots(figsize=(10, 3.8))
-    ax.plot(years[-history:], x[-history:].numpy(), color="black", lw=1.2, label="observed")
+    ax.plot(years[-history:], x[-history:].cpu().numpy(), color="black", lw=1.2, label="observed")
     for method, color, style in (("mle", "tab:blue", "-"), ("exact", "tab:orange", "--")):
         fc = inference.fit(AutoRegressive(order), x, method, seed=seed).forecast(steps, 0.9)
-        ax.plot(ahead, fc.mean.numpy(), color=color, ls=style, label=f"AR({order}) {method} mean")
-        ax.fill_between(ahead, fc.lower.numpy(), fc.upper.numpy(), color=color, alpha=0.2,
+        mean, lower, upper = (v.cpu().numpy() for v in (fc.mean, fc.lower, fc.upper))
+        ax.plot(ahead, mean, color=color, ls=style, label=f"AR({order}) {method} mean")
+        ax.fill_between(ahead, lower, upper, color=color, alpha=0.2,
                         label=f"{method} 90% interval")
     ax.set_xlabel("year")
     ax.set_ylabel("sunspot number")
@@ -209,10 +210,10 @@ def run(name: str, out: Path, seed: int = 0) -> list:
             r = f.report(split.test)
             r.model = label
             rows.append(r)
-            samples[label] = f.sample(suite.n_samples, seed=seed).numpy()
+            samples[label] = f.sample(suite.n_samples, seed=seed).cpu().numpy()
         heading = f"{name}: test log-likelihood ({rows[0].n:,} held-out data)"
         columns, footer = None, ""
-        plots.image_rows({"data": split.test.numpy(), **samples}, out / "samples.png",
+        plots.image_rows({"data": split.test.cpu().numpy(), **samples}, out / "samples.png",
                          kind=suite.kind, title=f"{name}: real data (top) and samples from "
                                                 "each model")
         plots.tradeoff(rows, out / "tradeoff.png",

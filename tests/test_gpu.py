@@ -1,6 +1,7 @@
 """On a CUDA GPU (issue 9): every model's log_prob equals its CPU value, every method runs,
 the digits NADE reaches the CPU's quality. Skipped cleanly where torch has no CUDA (CI)."""
 
+import copy
 import math
 
 import pytest
@@ -55,8 +56,7 @@ def test_log_prob_on_cuda_equals_cpu(name, make, kind, method, digits):
     options = {"max_epochs": 3} if isinstance(make(), NADE) else {}
     cpu = inference.fit(make(), x, method, seed=0, **options)
     model = cpu.model
-    on_gpu = type(model)(**model.config).to(CUDA) if hasattr(model, "config") else None
-    on_gpu.load_state_dict({k: v.to(CUDA) for k, v in model.state_dict().items()})
+    on_gpu = copy.deepcopy(model).to(CUDA)
     a = model.log_prob(x)
     b = on_gpu.log_prob(x.to(CUDA))
     assert b.device.type == "cuda"
@@ -79,8 +79,12 @@ FIT_MODELS = [("Independent", lambda: Independent(64), "bits"),
 @pytest.mark.parametrize("name, make, kind", FIT_MODELS, ids=[m[0] for m in FIT_MODELS])
 def test_every_method_runs_on_cuda(name, make, kind, method, options, digits, tmp_path):
     x = data(kind, digits).to(CUDA)
-    if isinstance(make(), NADE) and method in ("mle", "map"):
-        options = {"max_epochs": 3}
+    if isinstance(make(), NADE):  # runs, not converges: 714 parameters, unwhitened NUTS,
+        # started where the program starts (init={}) rather than at a MAP of 13,000 Adam steps
+        options = {"mle": {"max_epochs": 3}, "map": {"max_epochs": 3},
+                   "svi": {"steps": 50, "num_samples": 20, "init": {}},
+                   "nuts": {"num_samples": 5, "warmup_steps": 5, "num_chains": 1,
+                            "max_tree_depth": 4, "init": {}}}[method]
     f = inference.fit(make(), x, method, seed=0, **options)
     r = f.report(x)
     assert math.isfinite(r.nats) and r.n == len(f.pointwise_log_likelihood()[0, 0])

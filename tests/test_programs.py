@@ -124,8 +124,9 @@ def test_user_programs_rank_beside_builtins_in_arviz(digits):
     """az.compare ranks user programs' InferenceData beside the built-ins'. With the SVI draws
     importance-corrected (inference.compare), the hand-written independence model's PSIS-LOO
     elpd lands within 5 nats of the built-in's exact-posterior LOO (uncorrected: 32 nats
-    off; 1.9 with 3,000 draws); 11 pixels never on in these 400 images make the logit posterior skewed, so the
-    Normal guide leaves Pareto k above 0.7 for some images, and the table says so."""
+    off; 1.9 with 3,000 draws); 11 pixels never on in these 400 images make the logit
+    posterior skewed, so the Normal guide leaves Pareto k above 0.7 for some images, and the
+    table says so."""
     x = digits.train[:400]
     fits = {
         "Independent (ours, exact)": inference.fit(Independent(64), x, "exact", num_samples=400),

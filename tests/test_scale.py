@@ -51,6 +51,27 @@ def test_a_dtype_option(digits):
     assert g.params["probs"].dtype == torch.float32
 
 
+@pytest.mark.filterwarnings("ignore:.*NUTS draws diverged")
+def test_a_float32_posterior_is_sampled_in_float32(digits):
+    # Pyro draws NUTS momenta in torch's default dtype (float64 here): the potential casts
+    f = inference.fit(NADE(64, 4), digits.train[:200], "nuts", num_samples=3, warmup_steps=3,
+                      num_chains=1, max_tree_depth=3, init={})
+    assert all(v.dtype == torch.float32 for v in f.draws.values())
+    assert torch.isfinite(f.log_density(digits.test[:20])).all()
+
+
+def test_converting_a_fitted_model_keeps_its_exact_values(digits):
+    # a never-seen pixel has probability exactly 0 (not 2.2e-308) after .float() too
+    m = inference.fit(Independent(64), digits.train, "mle").model
+    zero = m.get_params()["probs"] == 0
+    assert zero.any()
+    m32 = m.float()
+    assert (m32.get_params()["probs"][zero] == 0).all()
+    on = digits.test[:1].clone()
+    on[0, zero.nonzero()[0, 0]] = 1
+    assert torch.isneginf(m32.log_prob(on)).all()
+
+
 # -- devices --------------------------------------------------------------------------------------
 def test_the_cpu_device_and_the_datas_device(digits):
     f = inference.fit(Independent(64), digits.train, device="cpu")
