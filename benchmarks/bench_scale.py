@@ -39,17 +39,22 @@ from ppl_models.program import Program
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def timed(fn, repeat: int) -> float:
-    fn()  # warm-up
+def paired(ours, plain, repeat: int) -> tuple[float, float]:
+    """Median seconds of each, run in turn `repeat` times after a warm-up each (the order
+    alternates, so neither always runs first; CUDA synchronised around every run)."""
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-    times = []
-    for _ in range(repeat):
-        sync()
-        t = time.perf_counter()
+    fns = [ours, plain]
+    times = [[], []]
+    for fn in fns:
         fn()
-        sync()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    for r in range(repeat):
+        for i in ((0, 1) if r % 2 == 0 else (1, 0)):
+            sync()
+            t = time.perf_counter()
+            fns[i]()
+            sync()
+            times[i].append(time.perf_counter() - t)
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def nade_rows(device: str, repeat: int, D=784, H=500, batch=1000) -> list[dict]:
@@ -81,17 +86,16 @@ def _nade_rows(program, x, device, repeat, D, H, batch) -> list[dict]:
         plain_opt.step()
 
     rows = []
-    ours, ref = timed(ours_step, repeat), timed(plain_step, repeat)
+    ours, ref = paired(ours_step, plain_step, repeat)
     rows.append(row(device, f"NADE {D}x{H} train step, batch {batch} (ms)", 1e3 * ours,
                     1e3 * ref, False))
     with torch.no_grad():
         values = objective.values()
-        ours = timed(lambda: program.log_prob(x, values), repeat)
-        ref = timed(lambda: plain.log_prob(x), repeat)
+        ours, ref = paired(lambda: program.log_prob(x, values), lambda: plain.log_prob(x),
+                           repeat)
     rows.append(row(device, "NADE log-density (images/s)", batch / ours, batch / ref, True))
     n = 200
-    ours = timed(lambda: program.sample(n, values), max(1, repeat // 2))
-    ref = timed(lambda: plain.sample(n), max(1, repeat // 2))
+    ours, ref = paired(lambda: program.sample(n, values), lambda: plain.sample(n), repeat)
     rows.append(row(device, f"NADE sampling, {n} images (images/s)", n / ours, n / ref, True))
     return rows
 

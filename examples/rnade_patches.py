@@ -12,7 +12,7 @@ pixel dropped: 63 dims; 20,000 train / 5,000 valid / 5,000 test).
                            = NADE(x_<d)                                 D (H + 1)(3 K + 1)
 Test log-likelihood per patch (nats, higher is better). The defaults run in about a minute
 (12 epochs: RNADE near 188); `ppl-models compare patches` trains 60 epochs with early stopping
-(191.5; a 20-component mixture reaches 192.3). Writes rnade_patches.png (samples of each
+(191.3; a 20-component mixture reaches 192.3). Writes rnade_patches.png (samples of each
 model under real patches) and rnade_tradeoff.png (parameters vs test nats).
 """
 

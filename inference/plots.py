@@ -87,17 +87,17 @@ def tradeoff(rows, path, title: str = "") -> None:
     rows = list(rows)
     finite = [r.nats for r in rows if math.isfinite(r.nats)]
     top = max(finite) + 0.15 * (max(finite) - min(finite) + 1) if finite else 1.0
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    placed = []  # labels step down where a point sits near one already labelled
-    for r in sorted(rows, key=lambda r: (float(r.num_parameters), -r.nats)):
-        y = r.nats if math.isfinite(r.nats) else top
-        x = float(r.num_parameters)
-        ax.scatter(x, y, s=36, marker="o" if math.isfinite(r.nats) else "^")
-        near = sum(1 for px, py in placed if abs(math.log10(x) - math.log10(px)) < 1.2
-                   and abs(y - py) < 0.04 * (top - min(finite or [0.0]) + 1))
-        placed.append((x, y))
-        ax.annotate(r.model + ("" if math.isfinite(r.nats) else " (inf)"), (x, y),
-                    textcoords="offset points", xytext=(6, 4 - 11 * near), fontsize=8)
+    fig, ax = plt.subplots(figsize=(9.5, 4.5))
+    # a legend, not labels beside the points: assumptions of similar size would overlap
+    markers = "osDvP<>pXh*d"
+    for i, r in enumerate(sorted(rows, key=lambda r: (float(r.num_parameters), -r.nats))):
+        finite_r = math.isfinite(r.nats)
+        ax.scatter(float(r.num_parameters), r.nats if finite_r else top, s=40,
+                   marker=markers[i % len(markers)] if finite_r else "^",
+                   label=f"{r.model}: {r.nats:.2f}" if finite_r else f"{r.model}: inf (drawn "
+                   "at the top)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False,
+              title="test nats", title_fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("free parameters (log scale)")
     ax.set_ylabel("test nats per datum (lower is better)")

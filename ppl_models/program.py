@@ -41,6 +41,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
+from pyro.distributions.util import scale_and_mask
 from pyro.ops.contract import contract_to_tensor
 from pyro.poutine.broadcast_messenger import BroadcastMessenger
 from pyro.poutine.subsample_messenger import _Subsample
@@ -538,6 +539,7 @@ class Program:
         # distribution checks ran in the discovery trace; here they would only cost time
         with poutine.block(), pyro.validation_enabled(False), _observed_unexpanded():
             tr = self.trace(x=x, values=values)
+            _bernoulli_log_probs(tr)
             tr.compute_log_prob()
         if prior:
             for k in roles.named("global"):
@@ -708,6 +710,34 @@ def _moved(v, device, dtype):
 def _run_module(module, **kwargs):
     with _module_local(module):
         return module(**kwargs)
+
+
+def _bernoulli_log_probs(tr) -> None:
+    """Observed Bernoulli(probs) sites (``.to_event`` allowed) scored by picking log p or
+    log(1 - p), as the built-ins do, before `compute_log_prob` scores the rest: torch's
+    Bernoulli.log_prob converts probs to logits and runs binary_cross_entropy_with_logits, 3.4x
+    the built-in Independent's time on 100,000 digits. On the boundary a probability of exactly
+    0 gives -inf (torch clamps it to a finite number): the same honest rule as the built-ins.
+    Only where no gradient is taken (reports, pointwise log-likelihoods): through a
+    probability of exactly 0 the selected-away log would turn a gradient into NaN."""
+    if torch.is_grad_enabled():
+        return
+    for site in tr.nodes.values():
+        if site["type"] != "sample" or not site["is_observed"] or site["args"] or site["kwargs"]:
+            continue
+        fn, event = site["fn"], 0
+        while isinstance(fn, torch.distributions.Independent):
+            event, fn = event + fn.reinterpreted_batch_ndims, fn.base_dist
+        if type(fn) not in (dist.Bernoulli, torch.distributions.Bernoulli) or \
+                "probs" not in fn.__dict__:
+            continue
+        p, value = fn.probs, site["value"]
+        log_p = torch.where(value.bool(), p.log(), torch.log1p(-p))
+        if event:
+            log_p = log_p.sum(tuple(range(-event, 0)))
+        site["unscaled_log_prob"] = log_p
+        site["log_prob"] = scale_and_mask(log_p, site["scale"], site["mask"])
+        site["log_prob_sum"] = site["log_prob"].sum()
 
 
 @contextlib.contextmanager

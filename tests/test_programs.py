@@ -378,3 +378,21 @@ def test_svi_covers_a_continuous_local_latent():
     assert abs(float(f.params["loc"].mean()) - 0.5) < 0.4
     with pytest.raises(ValueError, match="continuous latent"):
         f.log_density(x)
+
+
+def test_a_bernoulli_program_is_scored_exactly_at_the_boundary(digits):
+    """The generic path scores an observed Bernoulli(probs) by picking log p or log(1 - p), as
+    the built-ins do: numpy's numbers in the interior, -inf for an image that uses a pixel of
+    probability exactly 0 (torch's own Bernoulli would clamp it to a finite number)."""
+    probs = digits.train.double().mean(0)  # pixels never on in training: probability 0
+    x = digits.test.double().clone()
+    x[0, (probs == 0).nonzero()[0, 0]] = 1.0  # an image that uses a never-seen pixel
+    program = Program(independent)
+    program.discover(program.validate(x))
+    with torch.no_grad():
+        lp = program.log_prob(x, {"probs": probs}).numpy()
+    pn, xn = probs.numpy(), x.numpy()
+    with np.errstate(divide="ignore"):
+        ref = np.where(xn == 1, np.log(pn), np.log1p(-pn)).sum(1)
+    assert np.isneginf(ref).any() and np.isfinite(ref).any()
+    np.testing.assert_allclose(lp, ref, rtol=1e-12)
