@@ -56,14 +56,18 @@ class PlainNADE(nn.Module):
 
 def interleaved(fns: dict, repeat: int) -> dict:
     """Median seconds of each function, run in turn `repeat` times after one warm-up each (the
-    order of the turn alternates, so neither always runs first)."""
+    order of the turn alternates, so neither always runs first; CUDA is synchronised around
+    every run where it is in use)."""
+    sync = torch.cuda.synchronize if torch.cuda.is_initialized() else (lambda: None)
     times = {k: [] for k in fns}
     for fn in fns.values():
         fn()
     for r in range(repeat):
         for k, fn in (list(fns.items()) if r % 2 == 0 else list(fns.items())[::-1]):
+            sync()
             t = time.perf_counter()
             fn()
+            sync()
             times[k].append(time.perf_counter() - t)
     return {k: statistics.median(v) for k, v in times.items()}
 

@@ -20,15 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
-from bench_nade import PlainNADE
+from bench_nade import PlainNADE, interleaved
 from common import machine, write_results
 
 import inference
@@ -40,21 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def paired(ours, plain, repeat: int) -> tuple[float, float]:
-    """Median seconds of each, run in turn `repeat` times after a warm-up each (the order
-    alternates, so neither always runs first; CUDA synchronised around every run)."""
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-    fns = [ours, plain]
-    times = [[], []]
-    for fn in fns:
-        fn()
-    for r in range(repeat):
-        for i in ((0, 1) if r % 2 == 0 else (1, 0)):
-            sync()
-            t = time.perf_counter()
-            fns[i]()
-            sync()
-            times[i].append(time.perf_counter() - t)
-    return statistics.median(times[0]), statistics.median(times[1])
+    t = interleaved({"ours": ours, "plain": plain}, repeat)
+    return t["ours"], t["plain"]
 
 
 def nade_rows(device: str, repeat: int, D=784, H=500, batch=1000) -> list[dict]:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import itertools
 
 import pyro
 import pyro.distributions as dist
@@ -204,14 +205,11 @@ class Model(PyroModule):
                 return p.dtype
         return self.__dict__.get("_dtype", torch.float64)
 
-    def _has_tensors(self) -> bool:
-        return any(True for _ in self.parameters()) or any(True for _ in self.buffers())
-
     @property
     def device(self) -> torch.device:
-        for t in list(self.parameters()) + list(self.buffers()):
-            return t.device
-        return torch.device("cpu")
+        """Where the parameters and buffers are (the CPU for a model that holds none)."""
+        first = next(itertools.chain(self.parameters(), self.buffers()), None)
+        return torch.device("cpu") if first is None else first.device
 
     def point(self) -> Model:
         """A copy whose parameters are all point parameters (random ones restart at init)."""
@@ -251,16 +249,15 @@ class Model(PyroModule):
         from ppl_models.program import Program, accelerator
 
         x = self.validate(x)
-        device = self.device
-        if self._has_tensors() and x.device != device:
-            x = x.to(device)
+        holder = next(itertools.chain(self.parameters(), self.buffers()), None)
+        if holder is not None and x.device != holder.device:  # the data go to the model
+            x = x.to(holder.device)
         fast = accelerator(self, "_log_prob")
-        with placed(device):
-            if fast is not None:
-                exact = {k: v for k, v in self.get_params().items()
-                         if k not in self._pyro_samples}
-                with running(self), self.using(exact):
-                    return fast(x)
+        if fast is not None:
+            exact = {k: v for k, v in self.get_params().items() if k not in self._pyro_samples}
+            with running(self), self.using(exact):  # running() places tensors on the device
+                return fast(x)
+        with placed(self.device):
             program = Program(self)
             program.discover(x)
             return program.log_prob(x)

@@ -64,7 +64,11 @@ def test_log_prob_on_cuda_equals_cpu(name, make, kind, method, digits):
     torch.testing.assert_close(b.cpu(), a, rtol=tol, atol=tol * max(1.0, float(a.abs().max())))
     gpu_fit = inference.fit(make(), x, method, seed=0, device="cuda", **options)
     assert gpu_fit.log_density(x[:50]).device.type == "cuda"
-    assert math.isfinite(gpu_fit.report(x).nats) or kind == "bits"
+    ours, ref = gpu_fit.report(x).nats, cpu.report(x).nats
+    if method == "map":  # Adam from starts drawn by the GPU's generator: its own trajectory
+        assert math.isfinite(ours)
+    else:  # closed forms: the CPU fit is the reference
+        assert ours == ref or abs(ours - ref) <= 1e-4 * max(1.0, abs(ref)), (ours, ref)
 
 
 METHODS = [("mle", {}), ("map", {}), ("svi", {"steps": 100, "num_samples": 50}),
