@@ -5,7 +5,18 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint clean
+# make test-arviz1: the ArviZ-facing tests again under ArviZ 1.x in .venv-arviz1 (Python >= 3.12).
+VENV1 ?= .venv-arviz1
+PY1 := $(VENV1)/bin/python
+STAMP1 := $(VENV1)/.installed
+# A Python >= 3.12: python3.13 / python3.12 on PATH, else one that pyenv has (PYENV_VERSION).
+PYTHON312 ?= $(shell for v in 3.12 3.13; do \
+	  python$$v -c 'import sys; assert sys.version_info >= (3, 12)' 2>/dev/null && { echo python$$v; exit; }; \
+	  p=$$(pyenv versions --bare 2>/dev/null | grep "^$$v" | tail -1); \
+	  [ -n "$$p" ] && PYENV_VERSION=$$p python$$v -c 'import sys' 2>/dev/null && { echo "PYENV_VERSION=$$p python$$v"; exit; }; \
+	done)
+
+.PHONY: demo test test-arviz1 print-python312 bench lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -17,11 +28,26 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q -e '.[dev]'
 	touch $(STAMP)
 
+# torch for Python 3.12 comes from the package index (a CUDA build, 4.7 GB in the venv, about
+# 2 minutes with pip's cache warm); arviz>=1 brings arviz-base, arviz-stats and arviz-plots.
+$(STAMP1): pyproject.toml
+	@test -n "$(PYTHON312)" || { echo "make test-arviz1 needs a Python >= 3.12 (python3.12 on PATH or in pyenv); none found"; exit 1; }
+	test -x $(PY1) || $(PYTHON312) -m venv $(VENV1)
+	$(PY1) -m pip install -q --no-index torch==2.13.0 2>/dev/null || $(PY1) -m pip install -q torch==2.13.0
+	$(PY1) -m pip install -q -e '.[dev]' 'arviz>=1'
+	touch $(STAMP1)
+
 demo: $(STAMP)
 	$(VENV)/bin/ppl-models compare digits
 
 test: $(STAMP)
 	CI=$${CI:-1} $(PY) -m pytest -q -n 2 --dist loadfile
+
+test-arviz1: $(STAMP1) $(STAMP)
+	CI=$${CI:-1} $(PY1) -m pytest -q -n 2 --dist loadfile -m arviz
+
+print-python312:
+	@echo $(PYTHON312)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_discrete.py
@@ -34,4 +60,4 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check ppl_models inference tests benchmarks examples
 
 clean:
-	rm -rf $(VENV) reports benchmarks/results
+	rm -rf $(VENV) $(VENV1) reports benchmarks/results

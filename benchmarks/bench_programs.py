@@ -1,7 +1,17 @@
-"""User programs through our inference layer beside plain Pyro on the same program (issue 7).
+"""User programs through our inference layer beside plain Pyro on the same program (issues 7
+and 15).
 
     .venv/bin/python benchmarks/bench_programs.py [--threads 1] [--images 1297] [--samples 500]
                                                   [--warmup 500] [--chains 2] [--svi-steps 2000]
+                                                  [--only chain|everyday]
+
+Pyro's everyday programs (issue 15; `tests/programs.py`, bodies as in Pyro's examples): eight
+schools (non-centred), baseball partial pooling, the Bayesian regression tutorial's PyroModule,
+the GMM tutorial (assignments enumerated), HMM model_1 (states enumerated) and a logistic
+regression, each by ours `fit(..., "nuts")` and plain `pyro.infer.MCMC(NUTS(program))`, the
+same chains and draws, one after the other in the same run: wall seconds (ours includes its
+MAP search and Laplace approximation), min bulk ESS over every parameter and latent, ESS/s,
+largest r_hat. Target: ours ESS/s at least plain Pyro's on every program.
 
 In one run, on the shared-transition Markov chain over the 64 digit pixels (a plain function,
 `tests/programs.py`):
@@ -38,7 +48,20 @@ from ppl_models import Independent, datasets
 from ppl_models.program import Program
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from programs import independent, shared_markov  # noqa: E402
+from programs import (  # noqa: E402
+    BASEBALL_AT_BATS,
+    BASEBALL_HITS,
+    EIGHT_SIGMA,
+    EIGHT_Y,
+    BayesianRegression,
+    eight_schools,
+    gmm,
+    hmm_model_1,
+    independent,
+    logistic_regression,
+    partially_pooled,
+    shared_markov,
+)
 
 
 def exact_beta(x: np.ndarray):
@@ -138,6 +161,111 @@ def throughput(n_images: int, repeat: int) -> list[dict]:
     return rows
 
 
+def everyday_programs():
+    """(label, program, data, fit keyword arguments, plain MCMC call arguments, NUTS options)."""
+    g = torch.Generator().manual_seed(0)
+    f64 = torch.float64
+    # float32, as the tutorial's module (float32 priors) runs in plain Pyro
+    X = torch.randn(100, 3, generator=g)
+    y = X @ torch.tensor([1.0, -2.0, 0.5]) + 0.3 + 0.5 * torch.randn(100, generator=g)
+    Xl = torch.randn(200, 4, generator=g, dtype=f64)
+    yl = (torch.rand(200, generator=g, dtype=f64) < torch.sigmoid(
+        Xl @ torch.tensor([1.0, -1.0, 0.5, 0.0], dtype=f64) - 0.5)).to(f64)
+    data = torch.tensor([0.0, 1.0, 10.0, 11.0, 12.0], dtype=f64)
+    songs, lengths = hmm_songs()
+    hmm_args = argparse.Namespace(hidden_dim=2, jit=False)
+    return [
+        ("eight schools", eight_schools, EIGHT_Y,
+         {"given": {"J": 8, "sigma": EIGHT_SIGMA}, "data_arg": "y", "data_plate": "J"},
+         (8, EIGHT_SIGMA, EIGHT_Y), {}),
+        ("baseball partial pooling", partially_pooled, BASEBALL_HITS,
+         {"given": {"at_bats": BASEBALL_AT_BATS}, "data_arg": "hits",
+          "data_plate": "num_players"}, (BASEBALL_AT_BATS, BASEBALL_HITS), {}),
+        ("regression (PyroModule)", BayesianRegression(3, 1), y,
+         {"given": {"x": X}, "data_arg": "y"}, (X, y), {}),
+        ("GMM (enumerated)", gmm, data, {"data_arg": "data"}, (data,),
+         {"max_plate_nesting": 1}),
+        ("HMM model_1 (enumerated)", hmm_model_1, songs,
+         {"given": {"lengths": lengths, "args": hmm_args}, "data_arg": "sequences",
+          "data_plate": "sequences"}, (songs, lengths, hmm_args), {"max_plate_nesting": 2}),
+        ("logistic regression", logistic_regression, yl,
+         {"given": {"X": Xl}, "data_arg": "y"}, (Xl, yl), {}),
+    ]
+
+
+def hmm_songs(n: int = 8, length: int = 12):
+    """n binary sequences over 3 tones from a 2-state HMM, lengths from length/2 to length."""
+    rng = np.random.default_rng(0)
+    px, py = np.array([[0.8, 0.2], [0.3, 0.7]]), np.array([[0.9, 0.1, 0.2], [0.1, 0.8, 0.6]])
+    lengths = rng.integers(length // 2, length + 1, n)
+    seqs = np.zeros((n, length, 3))
+    for i, m in enumerate(lengths):
+        x = 0
+        for t in range(m):
+            x = rng.choice(2, p=px[x])
+            seqs[i, t] = rng.random(3) < py[x]
+    return torch.tensor(seqs, dtype=torch.float32), torch.tensor(lengths)  # as Pyro's example
+
+
+def convergence_row(label, draws: dict, seconds: float) -> dict:
+    idata = az.from_dict(posterior={k: np.asarray(v) for k, v in draws.items()})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ess = az.ess(idata, method="bulk")
+        rhat = az.rhat(idata)
+    min_ess = float(min(np.nanmin(ess[k].values) for k in ess.data_vars))
+    return {"label": label, "seconds": seconds, "min_ess_bulk": min_ess,
+            "ess_per_second": min_ess / seconds,
+            "max_r_hat": float(max(np.nanmax(rhat[k].values) for k in rhat.data_vars))}
+
+
+def plain_nuts(label, program, call, nuts_options, args, jit: bool) -> dict:
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    kernel = NUTS(program, jit_compile=jit, ignore_jit_warnings=True, **nuts_options)
+    mcmc = MCMC(kernel, num_samples=args.samples, warmup_steps=args.warmup,
+                num_chains=args.chains, disable_progbar=True)
+    t = time.perf_counter()
+    mcmc.run(*call)
+    seconds = time.perf_counter() - t
+    return convergence_row(label, {k: v.numpy() for k, v in
+                                   mcmc.get_samples(group_by_chain=True).items()}, seconds)
+
+
+def cell(r: dict) -> str:
+    if "seconds" not in r:
+        return r["error"][:40]
+    return (f"{r['seconds']:6.1f} s {r['min_ess_bulk']:5.0f} ESS {r['ess_per_second']:6.2f}/s "
+            f"r_hat {r['max_r_hat']:.3f}")
+
+
+def everyday(args) -> list[dict]:
+    """Per program, in this order in one run: ours (default options: the potential jit-traced
+    where that gives the same numbers), plain Pyro NUTS (its defaults), plain Pyro NUTS with
+    jit_compile=True."""
+    rows = []
+    for label, program, data, kwargs, call, nuts_options in everyday_programs():
+        if args.programs and not any(w.lower() in label.lower() for w in args.programs):
+            continue
+        t = time.perf_counter()
+        f = inference.fit(program, data, "nuts", num_samples=args.samples,
+                          warmup_steps=args.warmup, num_chains=args.chains, seed=0,
+                          progress_bar=False, **kwargs)
+        seconds = time.perf_counter() - t
+        mine = convergence_row(label, {k: v.numpy() for k, v in f.draws.items()}, seconds)
+        mine["how"] = f"{f.info['init']}; {f.info['potential']}"
+        theirs = plain_nuts(label, program, call, nuts_options, args, jit=False)
+        try:
+            jitted = plain_nuts(label, program, call, nuts_options, args, jit=True)
+        except Exception as e:  # a program plain Pyro cannot jit
+            jitted = {"error": f"{type(e).__name__}: {str(e)[:80]}"}
+        rows.append({"program": label, "ours": mine, "plain": theirs, "plain_jit": jitted,
+                     "ratio": mine["ess_per_second"] / theirs["ess_per_second"]})
+        print(f"{label:26} ours {cell(mine)} | plain {cell(theirs)} | plain jit "
+              f"{cell(jitted)} | ours/plain {rows[-1]['ratio']:.2f}x", flush=True)
+    return rows
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -148,9 +276,22 @@ def main(argv=None):
     p.add_argument("--chains", type=int, default=2)
     p.add_argument("--svi-steps", type=int, default=2000)
     p.add_argument("--skip-plain", action="store_true")
+    p.add_argument("--only", choices=["chain", "everyday"], default=None)
+    p.add_argument("--programs", nargs="*", default=None,
+                   help="run only the everyday programs whose label contains one of these")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
+    result = {"machine": machine(args.threads), "args": vars(args)}
+    if args.only != "chain":
+        print(f"Pyro's everyday programs, NUTS {args.chains} x ({args.warmup} + {args.samples}), "
+              f"{args.threads} thread(s): ours vs plain pyro.infer.MCMC(NUTS(program))")
+        result["everyday"] = everyday(args)
+        worst = min(r["ratio"] for r in result["everyday"])
+        print(f"smallest ESS/s ratio ours / plain: {worst:.2f}x (target >= 1)")
+    if args.only == "everyday":
+        write_results("programs", result)
+        return
     x = datasets.load("digits").train[:args.images]
     rows = ours(x, args) + ([] if args.skip_plain else plain(x, args))
     print(f"shared-transition chain, {len(x)} digits, {args.chains} x ({args.warmup} + "
@@ -171,8 +312,7 @@ def main(argv=None):
         mine = max(v["ess_per_second"] for k, v in nuts.items() if k.startswith("ours"))
         plain_rate = nuts["plain pyro MCMC(NUTS)"]["ess_per_second"]
         print(f"NUTS ESS/s ours / plain Pyro: {mine / plain_rate:.2f}x (target >= 1)")
-    write_results("programs", {"machine": machine(args.threads), "args": vars(args),
-                               "fits": rows, "log_density": speed,
+    write_results("programs", {**result, "fits": rows, "log_density": speed,
                                "builtin_over_generic": ratio})
 
 

@@ -63,7 +63,7 @@ def main(argv=None):
         print(f"independence by {f.method}: max |mean - exact| = {gap:.3f} posterior sd "
               f"({f.fit_seconds:.1f} s)")
     plots.forest({"exact": exact, "nuts": nuts, "svi": svi}, out / "digits_forest.png",
-                 var_names=["probs"], coords={"probs_dim_0": [2, 10, 27, 36, 52]},
+                 var_names=["probs"], coords={"dim": [2, 10, 27, 36, 52]},
                  title="P(pixel on): exact Beta posterior vs NUTS vs SVI")
     table = inference.compare({k: fits[k] for k in ("independence", "Markov order 1",
                                                     "Markov order 2")})

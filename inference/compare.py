@@ -24,7 +24,8 @@ import math
 import numpy as np
 import torch
 
-from inference.arviz_io import compare_elpd, elpd, loo
+from inference.arviz_generations import field, noted
+from inference.arviz_io import PROPOSAL_ESS, PROPOSAL_K, compare_elpd, elpd, loo, reliable
 
 COLUMNS = [("model", "model"), ("method", "method"), ("factorization", "factorization"),
            ("free params", "num_parameters"), ("test nats", "nats"), ("bits/dim", "bits_per_dim"),
@@ -34,12 +35,17 @@ COLUMNS = [("model", "model"), ("method", "method"), ("factorization", "factoriz
 CRITERIA = ("loo", "lfo", "held-out")
 
 
-def compare(fits: dict, data=None, *, criterion: str | None = None,
+def compare(fits: dict, data=None, *, given: dict | None = None, criterion: str | None = None,
             min_train: int | None = None):
     """One table for `fits` (label -> Fit); see the module docstring. `criterion` chooses
     ("loo", "lfo" for series, "held-out" with `data`) where the default does not suit: e.g.
     ``criterion="loo"`` for series fits is PSIS-LOO on the steps every fit scores (the largest
-    order's start), as `to_arviz(start=...)` gives `az.compare`."""
+    order's start), as `to_arviz(start=...)` gives `az.compare`. `given`: the programs' other
+    arguments for the held-out `data` (new covariates); a dict for every fit, or label -> dict.
+
+    A fit whose numbers cannot be trusted (a NaN log-density, a discrete likelihood above 0,
+    chains that did not mix: `Fit.flags`) is ranked below every fit that can, with the reason
+    in the ``flag`` column; the ranking and weights are ArviZ's among the trusted fits."""
     from inference.result import Fit
 
     if not isinstance(fits, dict) or not fits:
@@ -62,7 +68,7 @@ def compare(fits: dict, data=None, *, criterion: str | None = None,
     if criterion == "held-out":
         if data is None:
             raise ValueError("criterion='held-out' needs the held-out data: compare(fits, data)")
-        elpds, criterion = _held_out(fits, data, is_series), "held-out"
+        elpds, criterion = _held_out(fits, data, is_series, given), "held-out"
     elif criterion == "lfo":
         if not is_series:
             raise ValueError("leave-future-out is for series; these fits model independent rows")
@@ -72,24 +78,63 @@ def compare(fits: dict, data=None, *, criterion: str | None = None,
         start = max(len(f.data) - f.pointwise_log_likelihood().shape[-1]
                     for f in fits.values()) if is_series else None
         elpds, criterion = {k: loo(f, start) for k, f in fits.items()}, "psis-loo"
-    table = compare_elpd(elpds)
+    flags = {k: "; ".join(f.flags(torch.as_tensor(np.asarray(field(elpds[k], "loo_i"))))
+                          + _proposal_flag(elpds[k])) for k, f in fits.items()}
+    table = _ranked(elpds, flags)
     for k, f in fits.items():
         e = elpds[k]
-        n = int(e["n_data_points"])
+        n = int(field(e, "n_data_points"))
         p = f.program
-        table.loc[k, "criterion"] = criterion + (" (svi-corrected)" if criterion == "psis-loo"
-                                                 and f.method == "svi" else "")
+        proposal = noted(e, "proposal")
+        table.loc[k, "criterion"] = criterion + (f" ({proposal}-corrected)" if proposal else "")
         table.loc[k, "method"] = f.method
         table.loc[k, "num_parameters"] = p.num_parameters
         table.loc[k, "n"] = n
-        nats = -float(e["elpd_loo"]) / n
+        nats = -float(field(e, "elpd_loo")) / n
         table.loc[k, "nats"] = nats
         table.loc[k, "bits_per_dim"] = nats / (p.num_dims * math.log(2))
-        k_max = float(np.max(e["pareto_k"])) if "pareto_k" in e else math.nan
-        table.loc[k, "pareto_k_max"] = k_max
+        khat = field(e, "pareto_k")
+        table.loc[k, "pareto_k_max"] = float(np.max(khat)) if khat is not None else math.nan
         table.loc[k, "fit_seconds"] = f.fit_seconds
+        table.loc[k, "flag"] = flags[k]
     table["num_parameters"] = table["num_parameters"].astype(object).map(int)
     table["n"] = table["n"].astype(int)
+    return table
+
+
+def _proposal_flag(e) -> list[str]:
+    """An importance-corrected LOO whose proposal is too far from the posterior."""
+    if reliable(e):
+        return []
+    return [f"{noted(e, 'proposal')}-corrected LOO unreliable (the proposal's importance "
+            f"weights: Pareto k {noted(e, 'proposal_k'):.2f}, {noted(e, 'proposal_ess'):.0f} "
+            "effective draws; "
+            f"trusted at k <= {PROPOSAL_K} and >= {PROPOSAL_ESS}): refit by nuts or exact"]
+
+
+def _ranked(elpds: dict, flags: dict):
+    """ArviZ's comparison of the trusted fits, the flagged ones below them (rank after, weight
+    0, elpd_diff from the best trusted fit); all of them by ArviZ where none is trusted."""
+    trusted = {k: e for k, e in elpds.items() if not flags[k]}
+    if not trusted or len(trusted) == len(elpds):
+        return compare_elpd(elpds)
+    table = compare_elpd(trusted)
+    best = float(table["elpd_loo"].iloc[0])
+    for k in elpds:
+        if k in trusted:
+            continue
+        e = elpds[k]
+        table.loc[k] = {c: np.nan for c in table.columns}
+        table.loc[k, "rank"] = len(table) - 1
+        value = float(field(e, "elpd_loo"))
+        table.loc[k, "elpd_loo"] = value
+        table.loc[k, "p_loo"] = float(field(e, "p_loo"))
+        table.loc[k, "elpd_diff"] = best - value if math.isfinite(value) else np.nan
+        table.loc[k, "weight"] = 0.0
+        table.loc[k, "se"] = float(field(e, "se"))
+        table.loc[k, "warning"] = True
+        table.loc[k, "scale"] = "log"
+    table["rank"] = table["rank"].astype(int)
     return table
 
 
@@ -105,10 +150,12 @@ def _same_data(fits):
                              "on held-out data (data=...)")
 
 
-def _held_out(fits, data, is_series) -> dict:
+def _held_out(fits, data, is_series, given=None) -> dict:
     out = {}
     for k, f in fits.items():
-        lp = f.log_density(data)
+        g = given.get(k) if isinstance(given, dict) and k in given and \
+            isinstance(given.get(k), dict) and set(given) <= set(fits) else given
+        lp = f.log_density(data, given=g)
         if is_series:
             x = f.program.validate(data)
             t = len(f.data)

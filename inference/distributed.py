@@ -110,8 +110,8 @@ class Parameters(torch.nn.Module):
              objective.leaves.items()})
         objective.leaves = {k: self.leaves[_key(k)] for k in objective.leaves}
 
-    def forward(self, batch):
-        return self.objective(batch)
+    def forward(self, batch, idx=None):
+        return self.objective(batch, idx)
 
 
 def _key(name: str) -> str:

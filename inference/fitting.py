@@ -25,7 +25,7 @@ OPTIONS = {
     "exact": {"num_samples": 1000},
     "svi": {"guide": "normal", "steps": 2000, "lr": 0.01, "num_samples": 1000,
             "num_particles": 1, "init": None, "batch_size": None, "progress_bar": None},
-    "nuts": {"num_samples": 1000, "warmup_steps": None, "num_chains": 2, "jit_compile": False,
+    "nuts": {"num_samples": 1000, "warmup_steps": None, "num_chains": 2, "jit_compile": None,
              "target_accept_prob": 0.8, "max_tree_depth": 10, "init": None,
              "progress_bar": None},
 }
@@ -91,15 +91,23 @@ def check_options(method: str, options: dict) -> dict:
 
 
 def fit(model, data, method: str = "mle", *, data_plate: str | None = "data",
-        **options) -> Fit:
+        given: dict | None = None, data_arg: str = "x", **options) -> Fit:
     """Fit `model` to `data` and return a `Fit`.
 
     `model` is any Pyro program: a function ``model(x=None, num_samples=None)`` with
     ``pyro.param`` / ``pyro.sample`` sites, a `PyroModule` with `PyroParam` / `PyroSample`
-    attributes, or a ppl_models model. Roles come from a trace (`ppl_models.program`): point
+    attributes, or a ppl_models model. Roles come from a trace (`ppl_models.roles`): point
     parameters, global random parameters (their site distribution is the prior), discrete
-    latents (summed out by enumeration), observed sites. `data_plate` names the
-    `pyro.plate` over the data (None, or no such plate: the program models one series).
+    latents (summed out by enumeration), continuous local latents (sampled by NUTS, covered by
+    SVI's guide), observed sites. `data_plate` names the `pyro.plate` over the data,
+    vectorised or sequential (None, or no such plate: the program models one series).
+
+    Program arguments (`ppl_models.arguments`): `data_arg` names the argument that receives
+    the data ("y" for Pyro's ``model(X, y=None)``); `given` is a dict of keyword arguments
+    passed on every call (covariates, design constants, lengths): e.g.
+    ``fit(model, y, "nuts", given={"J": 8, "sigma": sigma}, data_arg="y", data_plate="J")``.
+    Per-datum covariates (first dim = number of data) are sliced with the data for
+    minibatches. A program mixing float32 and float64 runs in the widest (or `dtype`).
 
     Methods:
       - ``"mle"`` / ``"map"``: maximise the exact log-likelihood (plus the log prior for MAP, in
@@ -115,7 +123,9 @@ def fit(model, data, method: str = "mle", *, data_plate: str | None = "data",
         an autoguide class) started at the MAP estimate, or a guide function you wrote over
         the program's own sites; ``steps`` of Adam at ``lr``.
       - ``"nuts"``: `pyro.infer.MCMC` with NUTS, ``num_samples``, ``warmup_steps``,
-        ``num_chains``, started at the MAP estimate.
+        ``num_chains``, started at the MAP estimate; ``jit_compile`` (default None: the
+        potential is traced with `torch.jit.trace` where the traced one gives the eager
+        numbers, else run eagerly; False: always eager).
 
     ``seed`` (default 0) makes every method reproducible without touching the global RNG;
     ``seed=None`` draws from the global RNG (a new fit each call). ``device`` ("cpu", "cuda",
@@ -125,7 +135,7 @@ def fit(model, data, method: str = "mle", *, data_plate: str | None = "data",
     """
     opts = check_options(method, options)
     method = method.lower()
-    program = as_program(model, data_plate)
+    program = as_program(model, data_plate, given, data_arg)
     if program is model:  # a Program passed in: work on a copy
         program = program.with_values({})
     device, dtype = opts.pop("device"), opts.pop("dtype")
@@ -139,6 +149,7 @@ def fit(model, data, method: str = "mle", *, data_plate: str | None = "data",
         program = program.init_from_data(x)  # data-dependent initial values, under the seed
         if program.accelerator("_log_prob") is None:
             program.discover(x)  # roles from a trace; a program's errors surface here
+            x = program.validate(x)  # in the program's dtype, where it mixed two
         # (a model with its own vectorised path and closed forms needs no trace: the paths
         # that do (gradient fits, svi, nuts) read the roles when they start)
         result = _RUN[method](program, x, **({"seed": seed} if method in ("mle", "map")

@@ -35,8 +35,10 @@ MIXTURE_ADAM = {"lr": 0.05, "max_epochs": 1500, "patience": 200, "full_batch": 1
 
 def point_fit(program, x, method, *, solver=None, valid=None, batch_size=None, max_epochs=None,
               patience=None, lr=None, lr_decay=None, restarts=None, progress_bar=None,
-              seed=0) -> Fit:
-    """Fit a point estimate of `program` by MLE (method="mle") or MAP ("map")."""
+              seed=0, joint: bool = False) -> Fit:
+    """Fit a point estimate of `program` by MLE (method="mle") or MAP ("map"). With `joint`
+    (where NUTS and SVI start), continuous local latents are maximised with the parameters (a
+    joint MAP); without, a program that has them is refused."""
     if solver is not None and solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
     prior = method == "map"
@@ -54,14 +56,21 @@ def point_fit(program, x, method, *, solver=None, valid=None, batch_size=None, m
         raise ValueError(f"{program.label} has no closed-form {method.upper()} with these "
                          "priors; use solver='lbfgs' or 'adam'")
     program.discover(x)
+    local = program.roles.local
+    if local and not joint:
+        raise ValueError(
+            f"{method} cannot fit {program.label}: site(s) {', '.join(map(repr, local))} are "
+            f"continuous latent variables inside the data plate {program.roles.data_plate!r}, "
+            "with no exact marginal likelihood to maximise. Use method='nuts' (samples them with "
+            "the parameters) or method='svi' (a guide covers them)")
     mixture = bool(program.roles.enumerated)
     if solver is None:
         solver = "adam" if valid is not None or batch_size is not None else \
             getattr(program.model, "gradient_solver", "adam" if mixture else "lbfgs")
-    names = program.roles.free
+    names = program.roles.free + (local if joint else [])
     if not names:
-        raise ValueError(f"{program.label} has no free parameters to optimise here; use the "
-                         "closed form (solver=None)")
+        raise ValueError(f"{program.label} has no free parameters to optimise: no pyro.param "
+                         "site and no unobserved sample site outside the data plate")
     run = _lbfgs if solver == "lbfgs" else _adam
     if solver == "adam" and mixture:
         lr = lr or MIXTURE_ADAM["lr"]
@@ -131,8 +140,13 @@ class _Objective:
         return {**self.program.values,
                 **{k: self.transforms[k](u) for k, u in self.leaves.items()}}
 
-    def __call__(self, batch):
-        ll, lp = self.program.log_joint_terms(batch, self.values(), prior=self.prior)
+    def __call__(self, batch, idx=None):
+        """The loss on `batch`; `idx`: its rows of the data, which per-datum covariates
+        (`given`) follow."""
+        args = self.program.args.rows(idx, self.n) if idx is not None and \
+            self.program.given else None
+        ll, lp = self.program.log_joint_terms(batch, self.values(), prior=self.prior,
+                                              args=args)
         # per datum; a series scores its modelled steps (len(ll)), rows are one datum each
         total = ll.numel() * self.n / len(batch)
         return -(ll.sum() + lp * (ll.numel() / total)) / ll.numel()
@@ -254,6 +268,17 @@ def _bounded(t) -> bool:
     return not all(isinstance(p, unbounded) for p in leaves(t))
 
 
+def closure_of(opt, loss_fn):
+    """The closure L-BFGS calls: zero the gradients, evaluate `loss_fn()`, backpropagate."""
+    def closure():
+        opt.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        return loss
+
+    return closure
+
+
 def _lbfgs(objective, x, *, valid, batch_size, max_epochs, patience, lr, lr_decay, progress,
            desc):
     """Full-batch L-BFGS with strong-Wolfe line search, 20 iterations per epoch, until the
@@ -268,12 +293,7 @@ def _lbfgs(objective, x, *, valid, batch_size, max_epochs, patience, lr, lr_deca
                             tolerance_grad=1e-12, tolerance_change=1e-14,
                             line_search_fn="strong_wolfe")
 
-    def closure():
-        opt.zero_grad()
-        loss = objective(x)
-        loss.backward()
-        return loss
-
+    closure = closure_of(opt, lambda: objective(x))
     losses, stop = [], "max_epochs reached"
     epochs = positive_int(max_epochs or 100, "max_epochs")
     best = objective.snapshot()
@@ -332,7 +352,7 @@ def _adam(objective, x, *, valid, batch_size, max_epochs, patience, lr, lr_decay
         batches = shards.epoch(epoch, x.device) if parallel else \
             _permutation(n, seed, epoch, x.device).split(batch_size)
         for idx in batches:
-            loss = step_loss(x[idx])
+            loss = step_loss(x[idx], idx)
             finite = distributed.all_finite(loss) if parallel else bool(torch.isfinite(loss))
             if not finite:  # every rank stops after the same step
                 break

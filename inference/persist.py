@@ -67,13 +67,14 @@ def save(fit, path) -> None:
         "format": FORMAT, "version": VERSION, "written_by": _versions(),
         "model": ({"kind": "builtin", "class": builtin, "config": _plain_config(model.config)}
                   if builtin else {"kind": "program", "name": program.label}),
-        "data_plate": program.data_plate,
+        "data_plate": program.data_plate, "data_arg": program.args.data_arg,
         "state": model.state_dict() if builtin else {},
         "values": dict(program.values), "method": fit.method, "data": fit.data,
         "draws": fit.draws, "sample_stats": fit.sample_stats, "losses": list(fit.losses),
         "info": _plain(fit.info), "fit_seconds": float(fit.fit_seconds),
     }
     blob["priors"], blob["priors_not_saved"] = _priors(model) if builtin else ({}, [])
+    blob["given"], blob["given_not_saved"] = _given(program.given)
     if fit.index is not None:  # the data's labels (dates of a series), as plain strings
         blob["index"] = [str(v) for v in fit.index]
         blob["index_dates"] = type(fit.index).__name__ == "DatetimeIndex"
@@ -137,6 +138,20 @@ def _plain(info: dict) -> dict:
                                                                      for i in v))}
 
 
+def _given(given: dict) -> tuple[dict, list[str]]:
+    """The program's given arguments that are data (tensors, numbers, strings, lists of
+    them), and the names of the others (an argparse namespace, a function): `load` needs
+    those back from the caller."""
+    saved, lost = {}, []
+    for k, v in given.items():
+        if torch.is_tensor(v) or isinstance(v, PLAIN) or (
+                isinstance(v, list) and all(isinstance(i, PLAIN) for i in v)):
+            saved[k] = v
+        else:
+            lost.append(k)
+    return saved, lost
+
+
 def _priors(model) -> tuple[dict, list[str]]:
     """Custom priors of a built-in model as data, and the names of those that cannot be."""
     custom = {**getattr(model, "_prior_overrides", {}), **getattr(model, "_pyro_samples", {})}
@@ -166,9 +181,11 @@ def _prior_spec(prior) -> dict | None:
 
 
 # -- loading ------------------------------------------------------------------------------------
-def load(path, model=None, map_location=None):
+def load(path, model=None, map_location=None, given: dict | None = None):
     """Read a fit written by `Fit.save`. A fit of your own program needs it back:
-    ``load(path, model=my_program)``; `map_location` as in `torch.load` (e.g. "cpu")."""
+    ``load(path, model=my_program)``; `map_location` as in `torch.load` (e.g. "cpu").
+    The program's given arguments that are data come back from the file; `given` supplies
+    (or replaces) the others, which a file never holds (an argparse namespace, say)."""
     from inference.result import Fit
     from ppl_models.program import Program
 
@@ -194,7 +211,17 @@ def load(path, model=None, map_location=None):
                       "were not saved (not a standard distribution with tensor arguments); the "
                       "loaded fit evaluates and samples from its draws only, and a refit uses "
                       "the default priors", UserWarning, stacklevel=2)
-    program = Program(source, blob.get("data_plate", "data"))
+    saved = blob.get("given") or {}
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path}: the saved given arguments are not a dict")
+    missing = [k for k in blob.get("given_not_saved") or [] if k not in (given or {})]
+    if missing:
+        raise ValueError(f"{path}: the program was fitted with given argument(s) "
+                         f"{', '.join(map(repr, missing))} that a saved file cannot hold (not "
+                         "tensors or plain values); pass them back: inference.load(path, "
+                         f"model=..., given={{{', '.join(repr(k) + ': ...' for k in missing)}}})")
+    program = Program(source, blob.get("data_plate", "data"), {**saved, **(given or {})},
+                      blob.get("data_arg", "x"))
     data = _tensor(blob.get("data"), "data", path)
     if program.device != data.device:  # the fit lives where map_location put its tensors
         program = program.to(data.device)

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 
 import matplotlib
 
@@ -20,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from inference.arviz_io import az  # noqa: E402  (ArviZ imported quietly, once)
+from inference import arviz_generations as generations  # noqa: E402
 
 
 def _save(fig, path) -> None:
@@ -30,54 +29,32 @@ def _save(fig, path) -> None:
 
 def forest(fits: dict, path, var_names=None, coords=None, title: str = "",
            hdi_prob: float = 0.9) -> None:
-    """One `az.plot_forest` of several fits' posteriors (e.g. exact vs NUTS vs SVI)."""
-    data = [f.to_arviz(log_likelihood=False) for f in fits.values()]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        axes = az.plot_forest(data, model_names=list(fits), var_names=var_names, coords=coords,
-                              combined=True, hdi_prob=hdi_prob)
-    fig = np.ravel(axes)[0].figure
-    if title:
-        fig.suptitle(title)
-    _save(fig, path)
+    """One forest plot of several fits' posteriors (e.g. exact vs NUTS vs SVI): ArviZ 0.23's
+    `az.plot_forest` or arviz-plots' `plot_forest` (`inference.arviz_generations`)."""
+    data = {k: f.to_arviz(log_likelihood=False) for k, f in fits.items()}
+    generations.plot_forest(data, path, var_names=var_names, coords=coords, title=title,
+                            hdi_prob=hdi_prob)
 
 
 def ppc(fit, path, title: str = "", draws: int = 100, idata=None) -> None:
-    """`az.plot_ppc` of the posterior predictive (replicated for the first `draws` draws of
-    each chain) against the observed data."""
+    """The posterior predictive (replicated for the first `draws` draws of each chain) against
+    the observed data: `az.plot_ppc` (0.23) or `plot_ppc_dist` (1.x)."""
     idata = idata or fit.to_arviz(posterior_predictive=True, log_likelihood=False,
                                   predictive_draws=draws)
-    num_pp_samples = None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ax = az.plot_ppc(idata, num_pp_samples=num_pp_samples, random_seed=0)
-    fig = np.ravel(ax)[0].figure
-    if title:
-        fig.suptitle(title)
-    _save(fig, path)
+    generations.plot_ppc(idata, path, title=title)
 
 
 def energy(fit, path, title: str = "") -> None:
-    """`az.plot_energy` of a NUTS fit (marginal energy vs energy transitions; BFMI)."""
+    """`plot_energy` of a NUTS fit (marginal energy vs energy transitions; BFMI)."""
     if "energy" not in fit.sample_stats:
         raise ValueError(f"a {fit.method} fit has no energy statistics; the energy plot is for "
                          "NUTS fits")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ax = az.plot_energy(fit.to_arviz(log_likelihood=False))
-    if title:
-        ax.set_title(title)
-    _save(ax.figure, path)
+    generations.plot_energy(fit.to_arviz(log_likelihood=False), path, title=title)
 
 
 def compare(table, path, title: str = "") -> None:
-    """`az.plot_compare` of an `inference.compare` table."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ax = az.plot_compare(table.copy(), insample_dev=False)
-    if title:
-        ax.set_title(title)
-    _save(ax.figure, path)
+    """`plot_compare` of an `inference.compare` table."""
+    generations.plot_compare(table, path, title=title)
 
 
 def tradeoff(rows, path, title: str = "") -> None:

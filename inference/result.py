@@ -13,6 +13,11 @@ import torch
 
 from ppl_models.checks import positive_int
 
+EXACT_CHAINS = 2  # exact posterior draws are grouped as this many chains
+LAPLACE_DRAWS = 1000  # draws of a point fit's Laplace approximation (to_arviz, LOO)
+RHAT_LIMIT = 1.1  # chains with a larger r_hat did not mix: their numbers are flagged
+DISCRETE_SLACK = 1e-5  # a discrete log-likelihood above this is flagged (rounding allowed)
+
 
 @dataclass
 class Report:
@@ -28,6 +33,11 @@ class Report:
     num_zero_prob: int  # data the fit gives probability (density) zero
     nats_nonzero: float  # mean NLL over the other data
     fit_seconds: float
+    # Monte Carlo over continuous local latents (0 where the density is exact): particles per
+    # datum, and the standard error of `nats` they leave
+    particles: int = 0
+    mc_se: float = 0.0
+    flags: str = ""  # why these numbers cannot be trusted ("" when nothing is wrong)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -100,6 +110,8 @@ class Fit:
         self.fit_seconds = fit_seconds
         self._draws = draws
         self.index = None  # the data's pandas index (dates of a series), kept for coords
+        # "laplace": a point fit's Laplace approximation standing in for a posterior
+        self.approximation: str | None = None
 
     def __repr__(self):
         return (f"Fit({self.program.label}, method={self.method!r}, n={len(self.data)}, "
@@ -114,9 +126,14 @@ class Fit:
     def draws(self) -> dict[str, torch.Tensor]:
         if self._draws is None:
             if self.posterior is not None:  # exact: num_samples draws, reproducible by seed
+                # as 2 chains of independent draws (ArviZ's r_hat then has two to compare)
+                total = self.info.get("num_samples", 1000)
+                chains = EXACT_CHAINS if total >= 2 * EXACT_CHAINS else 1
+                per = -(-total // chains)
                 with seeded(self.info.get("seed", 0)):
-                    sample = self.posterior.sample(self.info.get("num_samples", 1000))
-                self._draws = {k: v[None] for k, v in sample.items()}
+                    sample = self.posterior.sample(chains * per)
+                self._draws = {k: v.reshape(chains, per, *v.shape[1:]) for k, v in
+                               sample.items()}
             else:
                 self._draws = {k: v[None, None] for k, v in self.program.values.items()}
         return self._draws
@@ -143,7 +160,46 @@ class Fit:
 
     @property
     def bayesian(self) -> bool:
-        return self.method in ("exact", "svi", "nuts")
+        """Draws from a posterior (or, for `laplace()`, its Gaussian approximation)."""
+        return self.method in ("exact", "svi", "nuts") or self.approximation is not None
+
+    def require_draws(self) -> None:
+        """A ValueError where the fit holds no parameters (a sparse full joint keeps counts)."""
+        if not self.draws:
+            raise ValueError(f"{self.program.label} fitted by {self.method} holds no parameters "
+                             "to draw (a sparse full joint keeps counts); fit it by "
+                             "method='exact' for a posterior in ArviZ, or compare it on "
+                             "held-out data")
+
+    def laplace(self, num_samples: int = LAPLACE_DRAWS, seed: int | None = 0) -> Fit:
+        """A point fit (mle, map) as its Laplace approximation at the estimate: a fit with
+        `num_samples` draws (2 chains) from the Gaussian in the unconstrained space whose
+        covariance is the inverse Hessian (of the log joint for map, of the log-likelihood for
+        mle: a flat prior), and each draw's log p and log q, so that ArviZ's LOO and WAIC and
+        the importance-corrected LOO apply. A ValueError says why there is none (an estimate
+        on the boundary, too many parameters). A Bayesian fit is returned as it is."""
+        if self.bayesian:
+            return self
+        cached = self.__dict__.get("_laplace")
+        if cached is not None and cached[0] == (num_samples, seed):
+            return cached[1]
+        from inference.laplace import laplace_draws
+
+        positive_int(num_samples, "num_samples")
+        self.require_draws()
+        p = self.program
+        with p.placed(), seeded(seed):
+            p.discover(self.data)
+            draws, log_p, log_q, train = laplace_draws(p, self.data, dict(p.values),
+                                                prior=self.method == "map",
+                                                num_samples=num_samples)
+        out = Fit(p, self.method, self.data, draws=draws,
+                  sample_stats={"log_p": log_p, "log_q": log_q}, losses=self.losses,
+                  info={**self.info, "posterior": f"Laplace approximation at the "
+                        f"{self.method.upper()}"}, fit_seconds=self.fit_seconds)
+        out.approximation, out.index, out._train = "laplace", self.index, train
+        self._laplace = ((num_samples, seed), out)
+        return out
 
     @property
     def params(self) -> dict[str, torch.Tensor]:
@@ -158,39 +214,97 @@ class Fit:
         return next(iter(self.draws.values())).shape[:2].numel() if self.draws else 1
 
     # -- densities ------------------------------------------------------------------------------
-    @_placed
-    @torch.no_grad()
-    def log_density(self, x) -> torch.Tensor:
-        """Per-datum log-density in nats: the model's for MLE/MAP, the exact posterior predictive
-        for ``exact``, and ``log mean_s p(x | theta_s)`` over the draws for SVI/NUTS."""
-        x = self.program.validate(x)
-        if self.posterior is not None:
-            return self.posterior.log_predictive(x)
-        if self.method in ("svi", "nuts"):
-            ll = self.pointwise_log_likelihood(x).flatten(0, 1)
-            return torch.logsumexp(ll, 0) - math.log(ll.shape[0])
-        return self.program.log_prob(x)
+    def _at(self, given):
+        """The fitted program, its calls passing `given` (updating the fit's own)."""
+        return self.program.with_given(given)
 
     @_placed
     @torch.no_grad()
-    def pointwise_log_likelihood(self, x=None) -> torch.Tensor:
-        """(chain, draw, N) log p(x_i | theta_s) for each draw; the training data by default."""
-        train = x is None
-        x = self.data if train else self.program.validate(x)
+    def log_density(self, x, given: dict | None = None,
+                    particles: int | None = None) -> torch.Tensor:
+        """Per-datum log-density in nats: the model's for MLE/MAP, the exact posterior predictive
+        for ``exact``, and ``log mean_s p(x | theta_s)`` over the draws for SVI/NUTS, continuous
+        local latents integrated by Monte Carlo from their prior (``particles`` per draw; the
+        standard error is in `report`). `given`: the program's other arguments for these data
+        (new covariates)."""
+        return self._log_density(x, given, particles)[0]
+
+    def _log_density(self, x, given, particles):
+        """(log-density (N,), Monte Carlo standard error (N,) or None, particles per datum)."""
+        p = self._at(given)
+        x = p.validate(x)
+        if self.posterior is not None:
+            return self.posterior.log_predictive(x), None, 0
+        if p.local:
+            draws = self.draws if self.bayesian else None
+            return p.marginal_log_prob(x, draws, particles, args=p.args if given else None)
+        if self.method in ("svi", "nuts"):
+            ll = self._pointwise(p, x, given).flatten(0, 1)
+            return torch.logsumexp(ll, 0) - math.log(ll.shape[0]), None, 0
+        return self._pointwise(p, x, given)[0, 0], None, 0
+
+    def _pointwise(self, p, x, given):
+        args = p.args if given else None
+        if not self.bayesian:
+            return p.log_joint_terms(x, p.values, prior=False, args=args)[0][None, None]
+        return p.log_likelihood(x, self.draws, args=args)
+
+    @_placed
+    @torch.no_grad()
+    def pointwise_log_likelihood(self, x=None, given: dict | None = None) -> torch.Tensor:
+        """(chain, draw, N) log p(x_i | theta_s) for each draw (given each draw's continuous
+        local latents, the ArviZ convention); the training data by default."""
+        train = x is None and not given
+        p = self._at(given)
+        x = self.data if x is None else p.validate(x)
         if self.posterior is not None:
             return self.posterior.log_likelihood(x, self.draws)
-        if not self.bayesian:
-            return self.program.log_prob(x)[None, None]
-        if train:
+        if train and self.bayesian:
             return self._train_terms()[0]
-        return self.program.log_likelihood(x, self.draws)
+        return self._pointwise(p, x, given)
 
-    def report(self, x) -> Report:
-        lp = self.log_density(x)
+    @property
+    def r_hat(self) -> float:
+        """The largest split r_hat over the draws (NaN with one chain or no draws)."""
+        if "_r_hat" not in self.__dict__:
+            self._r_hat = math.nan
+            if self.method in ("nuts", "svi", "exact") and self.draws:
+                lead = next(iter(self.draws.values())).shape[:2]
+                if lead[0] > 1 and lead[1] > 3:
+                    from inference.arviz_io import convergence
+
+                    self._r_hat = convergence(self.draws)[0]
+        return self._r_hat
+
+    def flags(self, lp: torch.Tensor | None = None) -> list[str]:
+        """Why this fit's numbers (and the per-datum log-densities `lp`, if given) cannot be
+        trusted: NaN log-densities, a discrete likelihood above 0, chains that did not mix."""
+        out = []
+        if lp is not None:
+            nan = int(torch.isnan(lp).sum())
+            if nan:
+                out.append(f"{nan} NaN log-densit{'y' if nan == 1 else 'ies'}")
+            roles = self.program._roles
+            if roles is not None and roles.discrete_data:
+                above = lp > DISCRETE_SLACK
+                if above.any():
+                    out.append(f"discrete likelihood above 0 for {int(above.sum())} data "
+                               f"(max log p {float(lp[above].max()):.4g}): impossible for "
+                               "counts, a numerical failure (float32? a degenerate fit?)")
+        r = self.r_hat if self.method == "nuts" else math.nan
+        if r > RHAT_LIMIT:
+            out.append(f"chains did not mix (max r_hat {r:.3g} > {RHAT_LIMIT})")
+        return out
+
+    @_placed
+    @torch.no_grad()
+    def report(self, x, given: dict | None = None, particles: int | None = None) -> Report:
+        lp, se, k = self._log_density(x, given, particles)
         n = lp.numel()
         zero = torch.isneginf(lp)
         finite = lp[~zero]
         nats = math.inf if zero.any() else float(-lp.mean())
+        mc_se = float(torch.sqrt((se[~zero] ** 2).sum()) / n) if se is not None else 0.0
         p = self.program
         return Report(
             model=p.label, method=self.method, factorization=p.factorization,
@@ -198,33 +312,44 @@ class Fit:
             bits_per_dim=nats / (p.num_dims * math.log(2)),
             num_zero_prob=int(zero.sum()),
             nats_nonzero=float(-finite.mean()) if finite.numel() else math.nan,
-            fit_seconds=self.fit_seconds)
+            fit_seconds=self.fit_seconds, particles=int(k), mc_se=mc_se,
+            flags="; ".join(self.flags(lp)))
 
     # -- generation -----------------------------------------------------------------------------
     @_placed
     @torch.no_grad()
-    def sample(self, n: int, seed: int | None = None) -> torch.Tensor:
+    def sample(self, n: int, seed: int | None = None, given: dict | None = None) -> torch.Tensor:
         """n new data: from the fitted model (MLE/MAP), the exact posterior predictive (exact),
         or the posterior predictive with one posterior draw per datum (SVI/NUTS); for a model
-        of one series, a series of length n from one draw. With `seed`, reproducible (and the
-        global RNG untouched); without, fresh draws from the global RNG on every call."""
+        of one series, a series of length n from one draw. A program that takes no
+        num_samples gives n data sets (n, ...) at its given covariates (`given`: new ones),
+        one posterior draw each. New data are new units: continuous local latents are drawn
+        from their prior (`to_arviz(posterior_predictive=True)` replicates the observed units).
+        With `seed`, reproducible (and the global RNG untouched); without, fresh draws from
+        the global RNG on every call."""
         n = positive_int(n, "n")
+        p = self._at(given)
+        args = p.args if given else None
         with seeded(seed):
             if self.posterior is not None:
                 return self.posterior.sample_predictive(n)
+            local = set(p.local)
+            values = {k: v for k, v in p.values.items() if k not in local}
             if self.method not in ("svi", "nuts"):
-                return self.program.sample(n)
-            flat = {k: v.flatten(0, 1) for k, v in self.draws.items()}
-            values = self.program.values
-            if not self.program.exchangeable:
+                return p.sample(n, values, args)
+            flat = {k: v.flatten(0, 1) for k, v in self.draws.items() if k not in local}
+            at = lambda s: {**values, **{k: v[s] for k, v in flat.items()}}  # noqa: E731
+            if not p.args.takes_num_samples:  # whole data sets, one draw each
+                which = torch.randint(self.num_draws, (n,))
+                return torch.stack([p.generate(None, at(s), args) for s in which.tolist()])
+            if not p.exchangeable:
                 s = int(torch.randint(self.num_draws, ()))
-                return self.program.sample(n, {**values, **{k: v[s] for k, v in flat.items()}})
+                return p.sample(n, at(s), args)
             which = torch.randint(self.num_draws, (n,))
             out = None
             for s in which.unique():
                 rows = (which == s).nonzero().squeeze(-1)
-                xs = self.program.sample(len(rows),
-                                         {**values, **{k: v[s] for k, v in flat.items()}})
+                xs = p.sample(len(rows), at(s), args)
                 if out is None:
                     out = xs.new_empty((n, *xs.shape[1:]))
                 out[rows] = xs
@@ -251,10 +376,12 @@ class Fit:
     @_placed
     def to_arviz(self, **options):
         """`arviz.InferenceData` with posterior, pointwise log_likelihood (variable ``x``, one
-        entry per training datum), observed_data and, for NUTS, sample_stats."""
+        entry per training datum), observed_data and sample_stats (`inference.arviz_io`). A
+        point fit (mle, map) enters as its Laplace approximation (`laplace()`), flagged in the
+        attributes; where it has none, a ValueError says why."""
         from inference.arviz_io import to_inference_data
 
-        return to_inference_data(self, **options)
+        return to_inference_data(self if self.bayesian else self.laplace(), **options)
 
     def save(self, path) -> None:
         """Save to `path` (data only: tensors, numbers and strings; `inference.load` reads it)."""

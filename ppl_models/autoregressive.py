@@ -61,6 +61,8 @@ class AutoRegressive(Model):
     """
 
     exchangeable = False  # one series, not independent rows
+    param_dims = {"const": (), "phi": ("lag",), "sigma": ()}
+    data_dims = ()
 
     def __init__(self, order: int, constant: bool = True, likelihood: str = "conditional",
                  stationary: bool = False):
@@ -182,7 +184,7 @@ class AutoRegressive(Model):
         const, phi, sigma, p = self._const, self.phi, self.sigma, self.order
         given_start = x is not None and self.likelihood == "conditional"
         if not given_start:
-            mu, coefs, scales = self._stationary_start(const, phi, sigma)
+            mu, coefs, scales = self._start(const, phi, sigma)
         xs = []
         for t in pyro.markov(range(T), history=p):
             if t < p and given_start:
@@ -198,6 +200,19 @@ class AutoRegressive(Model):
             xs.append(pyro.sample(f"x_{t}", dist.Normal(mean, scale),
                                   obs=None if x is None else x[t]))
         return torch.stack(xs)
+
+    def _start(self, const, phi, sigma):
+        """The distribution of x_1..x_p when generating: the stationary one; with the
+        conditional likelihood, which leaves them unmodelled, a non-stationary phi (a draw of
+        the default prior, say) starts from independent N(m, s^2) in the units of the prior
+        (the training series' mean and sd) instead, so that `Predictive` and prior predictive
+        checks run for every draw."""
+        if self.likelihood == "conditional" and not bool(levinson(phi)[2]):
+            m, s = self.units()
+            none = [torch.zeros(0, dtype=phi.dtype, device=phi.device)] * self.order
+            return (torch.tensor(m, dtype=phi.dtype, device=phi.device), none,
+                    torch.full((self.order,), s, dtype=phi.dtype, device=phi.device))
+        return self._stationary_start(const, phi, sigma)
 
     def _stationary_start(self, const, phi, sigma):
         """mu, coefs[k] = phi^(k) and the prediction sds of x_(k+1) given the k values before it
@@ -229,6 +244,39 @@ class AutoRegressive(Model):
         ll = log_prob_steps(x, theta["const"], theta["phi"], theta["sigma"],
                             self.likelihood == "exact")
         return ll.reshape(*lead, -1)
+
+    @torch.no_grad()
+    def replicate(self, x, draws):
+        """(chain, draw, steps): one-step replicates of every modelled step, each drawn given
+        the observed values before it (what the log-likelihood scores), under each draw."""
+        lead = next(iter(draws.values())).shape[:2]
+        theta = self._theta(draws)
+        mean, sd, _ = step_moments(x, theta["const"], theta["phi"], theta["sigma"],
+                                   self.likelihood == "exact")
+        return torch.normal(mean, sd).reshape(*lead, -1)
+
+    @torch.no_grad()
+    def simulate(self, x, draws):
+        """(chain, draw, steps): the modelled steps simulated freely under each draw, from the
+        observed first p values (the conditional likelihood's given start; the exact one
+        simulates its start too)."""
+        lead = next(iter(draws.values())).shape[:2]
+        theta = self._theta(draws)
+        const, phi, sigma = theta["const"], theta["phi"], theta["sigma"]
+        p, T, S = self.order, len(x), phi.shape[0]
+        if self.likelihood == "exact":
+            rows = []
+            for s in range(S):
+                with self.using({"const": const[s], "phi": phi[s], "sigma": sigma[s]}):
+                    rows.append(self(num_samples=T))
+            return torch.stack(rows).reshape(*lead, T)
+        history = x[:p].flip(0).to(phi.dtype).expand(S, p)  # newest first
+        out = []
+        for _ in range(T - p):
+            new = torch.normal(const + (phi * history).sum(-1), sigma)
+            out.append(new)
+            history = torch.cat([new[:, None], history[:, :-1]], -1)
+        return torch.stack(out, -1).reshape(*lead, T - p)
 
     def _theta(self, draws: dict) -> dict[str, torch.Tensor]:
         """const, phi, sigma as flat (S, ...) tensors from (chain, draw, ...) draws; parameters
@@ -340,26 +388,37 @@ class Forecast:
     index: object = None  # the forecast periods, where the series came with a dated index
 
 
-def log_prob_steps(x, const, phi, sigma, exact: bool) -> torch.Tensor:
-    """log N(x_t | E[x_t | past], Var) per modelled step, vectorised over leading parameter
-    dims: const (...), phi (..., p), sigma (...) -> (..., T - p), or (..., T) when `exact`."""
+def step_moments(x, const, phi, sigma, exact: bool):
+    """(mean, sd, ok) of x_t given the values before it, per modelled step, vectorised over
+    leading parameter dims: const (...), phi (..., p), sigma (...) -> (..., T - p), or (..., T)
+    when `exact` (the first p steps from the stationary distribution; ok: phi stationary)."""
     p, T = phi.shape[-1], x.shape[0]
     lags = torch.stack([x[p - j - 1:T - j - 1] for j in range(p)], -1)  # (T - p, p)
     mean = const[..., None] + (lags * phi[..., None, :]).sum(-1)
-    ll = dist.Normal(mean, sigma[..., None]).log_prob(x[p:])
+    sd = sigma[..., None].expand(mean.shape)
     if not exact:
-        return ll
+        return mean, sd, torch.ones(phi.shape[:-1], dtype=torch.bool, device=phi.device)
     r, coefs, ok = levinson(phi)
     safe_phi = torch.where(ok[..., None], phi, torch.zeros_like(phi))
     mu = const / (1 - safe_phi.sum(-1))
     # prediction variance of x_(k+1) from the k before: sigma^2 / prod_(j>k) (1 - r_j^2)
     shrink = torch.flip(torch.cumprod(torch.flip(1 - r**2, [-1]), -1), [-1])  # (..., p)
-    first = []
+    means, sds = [], []
     for k in range(p):
         prev = x[:k].flip(0)  # x_k, ..., x_1
-        m_k = mu + (coefs[k] * (prev - mu[..., None])).sum(-1)
-        first.append(dist.Normal(m_k, sigma / shrink[..., k].sqrt()).log_prob(x[k]))
-    ll = torch.cat([torch.stack(first, -1), ll], -1)
+        means.append(mu + (coefs[k] * (prev - mu[..., None])).sum(-1))
+        sds.append(sigma / shrink[..., k].sqrt())
+    return (torch.cat([torch.stack(means, -1), mean], -1),
+            torch.cat([torch.stack(sds, -1), sd], -1), ok)
+
+
+def log_prob_steps(x, const, phi, sigma, exact: bool) -> torch.Tensor:
+    """log N(x_t | E[x_t | past], Var) per modelled step, vectorised over leading parameter
+    dims: const (...), phi (..., p), sigma (...) -> (..., T - p), or (..., T) when `exact`."""
+    mean, sd, ok = step_moments(x, const, phi, sigma, exact)
+    ll = dist.Normal(mean, sd).log_prob(x[x.shape[0] - mean.shape[-1]:])
+    if not exact:
+        return ll
     return torch.where(ok[..., None], ll, torch.full_like(ll, -math.inf))
 
 

@@ -306,6 +306,10 @@ class Model(PyroModule):
         """Constructor arguments: `type(model)(**model.config)` builds an unfitted twin."""
         return {}
 
+    # names of each parameter's dims (ArviZ's dims) and of a datum's dims after the first
+    param_dims: dict = {}
+    data_dims: tuple = ("dim",)
+
     def extra_repr(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config.items())
         try:

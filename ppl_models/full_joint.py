@@ -111,6 +111,9 @@ class FullJoint(Model):
         n = self.num_configs
         self._param("probs", torch.full((n,), 1.0 / n, dtype=torch.float64), constraints.simplex)
 
+    param_dims = {"probs": ("configuration",), "probs_seen": ("seen_configuration",),
+                  "probs_other": ()}  # exact draws: the seen cells, the rest as one
+
     @property
     def config(self):
         return {"num_dims": self.num_dims, "num_categories": self.num_categories,

@@ -49,6 +49,12 @@ class Independent(Model):
             self._param("scale", torch.ones(D, dtype=f64), constraints.positive)
 
     @property
+    def param_dims(self) -> dict:
+        if self.family == "categorical":
+            return {"probs": ("dim", "category")}
+        return {"probs": ("dim",), "loc": ("dim",), "scale": ("dim",)}
+
+    @property
     def config(self):
         return {"num_dims": self.num_dims, "family": self.family,
                 "num_categories": self.num_categories if self.family == "categorical" else None}

@@ -38,6 +38,8 @@ class LinearGaussian(Model):
         self._param("W", torch.zeros(D, k, dtype=f64), constraints.real)
         self._param("sigma", torch.ones(D, dtype=f64), constraints.positive)
 
+    param_dims = {"b": ("dim",), "W": ("dim", "lag"), "sigma": ("dim",)}
+
     @property
     def config(self):
         return {"num_dims": self.num_dims,

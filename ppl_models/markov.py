@@ -42,6 +42,8 @@ class Markov(Model):
         self._param("probs", torch.full((self.num_rows, K), 1.0 / K, dtype=torch.float64),
                     constraints.simplex)
 
+    param_dims = {"probs": ("context", "category")}  # a context: a position and the k before
+
     @property
     def config(self):
         return {"num_dims": self.num_dims, "order": self.order,

@@ -120,6 +120,12 @@ class NADE(Model):
         m.initialised.fill_(True)
         return m
 
+    param_dims = {"W": ("hidden", "input"), "c": ("hidden",), "V": ("dim", "hidden"),
+                  "b": ("dim",), "rho": ("dim",), "V_alpha": ("dim", "hidden", "component"),
+                  "V_mu": ("dim", "hidden", "component"),
+                  "V_sigma": ("dim", "hidden", "component"), "b_alpha": ("dim", "component"),
+                  "b_mu": ("dim", "component"), "b_sigma": ("dim", "component")}
+
     @property
     def config(self):
         out = {"num_dims": self.num_dims, "hidden": self.hidden, "output": self.output,

@@ -1,26 +1,16 @@
-"""Any Pyro program as the library sees it: roles read off a trace, densities by enumeration.
+"""Any Pyro program as the library sees it: a callable, its arguments, its roles, its values.
 
-A program is a plain function ``model(x=None, num_samples=None)``, a `PyroModule` with the same
-`forward`, or one of our `Model` subclasses. Given `x` it observes the data; given
-`num_samples` it generates. `Program(model, data_plate="data")` runs it once on a few data and
-reads every site's role from the trace:
-
-- **point parameters**: ``pyro.param`` sites and `PyroParam` attributes (no prior);
-- **global random parameters**: unobserved continuous ``pyro.sample`` sites outside the data
-  plate; the site's distribution is the prior (it may depend on other globals);
-- **enumerated latents**: unobserved discrete sites (a mixture's per-datum assignment),
-  summed out exactly by parallel enumeration wherever a density is needed;
-- **continuous local latents**: unobserved continuous sites inside the data plate; they have
-  no exact marginal likelihood, so densities (and MLE/MAP) refuse them and point to SVI;
-- **observed sites**: the likelihood.
-
-The data plate is the `pyro.plate` named ``data_plate``; its size must be the number of data.
-A program with no data plate models one series: its pointwise log-likelihood has one entry per
-observed value, in program order.
+A program is a plain function, a `PyroModule`, or one of our `Model` subclasses. Given the
+data (in the argument `data_arg`, ``x`` by default) it observes them; given ``num_samples``,
+or with the data argument None, it generates. Other arguments come from ``given``
+(`ppl_models.arguments`): covariates, design constants, lengths. `Program(model, ...)` runs it
+once on a few data and reads every site's role from the trace (`ppl_models.roles`); densities
+come from traces (`ppl_models.densities`).
 
 Every parameter value lives in one dict (constrained values keyed by site name): ``param``
-sites are substituted and global sites conditioned, so nothing touches Pyro's global param
-store and gradients flow to whatever tensors the caller passes.
+sites are substituted, global random sites (and, at a posterior draw, continuous local
+latents) conditioned, so nothing touches Pyro's global param store and gradients flow to
+whatever tensors the caller passes.
 
 A `Model` may add accelerators (a vectorised ``_log_prob``, ``log_likelihood`` over draws,
 ``fit_closed_form``, ``posterior``, ``num_parameters``, ``factorization``, ``forecast``,
@@ -34,67 +24,28 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
-from collections import OrderedDict
-from dataclasses import dataclass
 
 import pyro
-import pyro.distributions as dist
 import torch
 from pyro import poutine
-from pyro.distributions.util import scale_and_mask
-from pyro.ops.contract import contract_to_tensor
-from pyro.poutine.broadcast_messenger import BroadcastMessenger
-from pyro.poutine.subsample_messenger import _Subsample
-from torch.distributions import biject_to, constraints, transform_to
 
 from ppl_models import checks
+from ppl_models.arguments import Arguments, arguments, floating_dtypes, placed_given
 from ppl_models.base import placed
+from ppl_models.densities import PARTICLES, bernoulli_log_probs, observed_unexpanded, pointwise
+from ppl_models.roles import (
+    ProgramError,
+    Roles,
+    Site,
+    check_roles,
+    read_roles,
+    skip,
+    transform_of,
+    unconstrained_size,
+)
+from ppl_models.running import Cast, Substitute, call, run_function, run_module
 
-ROLES = ("param", "global", "enumerated", "local", "observed")
 DISCOVERY_ROWS = 16  # data rows the discovery trace runs on (the whole series without a plate)
-
-
-@dataclass
-class Site:
-    """One site of the program and its role (see the module docstring)."""
-
-    name: str
-    role: str
-    shape: torch.Size  # the value's shape in the discovery trace
-    constraint: constraints.Constraint  # a param's constraint, a sample site's support
-    event_dim: int
-    dtype: torch.dtype
-    plates: tuple = ()  # ((plate name, dim, size), ...) of the vectorised plates it sits in
-    factor: bool = False  # a pyro.factor (an observed term with no data value)
-    enumerable: bool = True  # a discrete latent with a finite support to sum over
-
-    @property
-    def free(self) -> bool:
-        """A parameter: a point parameter or a global random one."""
-        return self.role in ("param", "global")
-
-
-@dataclass
-class Roles:
-    sites: OrderedDict  # name -> Site, in program order
-    data_plate: str | None  # the data plate's name, None for one series
-    max_plate_nesting: int
-    observed_numel: int = 0
-
-    def named(self, *roles) -> list[str]:
-        return [k for k, s in self.sites.items() if s.role in roles]
-
-    @property
-    def free(self) -> list[str]:
-        return self.named("param", "global")
-
-    @property
-    def enumerated(self) -> list[str]:
-        return self.named("enumerated")
-
-    @property
-    def local(self) -> list[str]:
-        return self.named("local")
 
 
 def owner(obj, name: str):
@@ -115,114 +66,25 @@ def accelerator(obj, name: str):
     return getattr(obj, name)
 
 
-# -- running a program with given values --------------------------------------------------------
-class _Substitute(pyro.poutine.messenger.Messenger):
-    """Replaces the value of every ``param`` site named in `values` (Pyro's `substitute`, but
-    for PyroModule parameters in module-local mode too, and cheap)."""
-
-    def __init__(self, values):
-        super().__init__()
-        self.values = values
-
-    def _pyro_param(self, msg):
-        value = self.values.get(msg["name"])
-        if value is not None:
-            msg["value"] = value
-            msg["done"] = True
-
-
-@contextlib.contextmanager
-def _module_local(source):
-    """Run a PyroModule with module-local parameters, without Pyro swapping the global param
-    store (its context is entered first, in the caller's mode): a `pyro.infer.SVI` loop around
-    the program keeps working."""
-    context = getattr(source, "_pyro_context", None)
-    with context if context is not None else contextlib.nullcontext():
-        with pyro.settings.context(module_local_params=True):
-            yield
-
-
-class ProgramError(ValueError):
-    """The user's program raised, or broke a rule of the protocol."""
-
-
-def _call(fn, label: str, ours: bool, **kwargs):
-    """Run the user's program; anything it raises becomes a ProgramError saying what it was
-    doing (a Model's own ValueErrors, already clear, pass as they are)."""
-    try:
-        return fn(**kwargs)
-    except ProgramError:
-        raise
-    except Exception as e:
-        if ours and isinstance(e, ValueError):
-            raise
-        raise ProgramError(_raised(label, e, kwargs)) from e
-
-
-def _raised(label, e, kwargs) -> str:
-    what = ", ".join(f"{k}=tensor of shape {tuple(v.shape)}" if torch.is_tensor(v) else
-                     f"{k}={v!r}" for k, v in kwargs.items() if v is not None)
-    return (f"the program {label} raised {type(e).__name__}: {e} (while running it with "
-            f"{what}); run it directly, {label.split('(')[0]}({what.split('=')[0]}=...), to "
-            "debug it. A program takes x=None (data to observe) and num_samples=None (how many "
-            "data to generate)")
-
-
-def _is_factor(site) -> bool:
-    return site["infer"].get("is_auxiliary", False) and isinstance(site["fn"], dist.Unit)
-
-
-def _skip(site) -> bool:
-    return (site["type"] != "sample" or isinstance(site["fn"], _Subsample)
-            or site["infer"].get("_deterministic", False))
-
-
-def _constraint_of(site) -> constraints.Constraint:
-    if site["type"] == "param":
-        c = site["kwargs"].get("constraint")
-        if c is None:
-            c = pyro.get_param_store()._constraints.get(site["name"], constraints.real)
-        return c
-    return site["fn"].support
-
-
-def _event_dim(site) -> int:
-    if site["type"] == "param":
-        e = site["kwargs"].get("event_dim")
-        return int(e) if e is not None else site["value"].dim()
-    return len(site["fn"].event_shape)
-
-
-def transform_of(constraint):
-    """Unconstrained space -> the support (a bijection where torch has one)."""
-    try:
-        return biject_to(constraint)
-    except NotImplementedError:
-        return transform_to(constraint)
-
-
-def unconstrained_size(site: Site) -> int:
-    """Free parameters of a site: the dimension of its unconstrained space (a K-simplex: K-1)."""
-    t = transform_of(site.constraint)
-    return int(t.inverse_shape(site.shape).numel())
-
-
 class Program:
-    """A Pyro program with its parameter values; what `inference` fits (see the module
-    docstring). `Program(model)` leaves `model` untouched: a `Model` is copied (its point
-    version), a plain function is used as it is.
+    """A Pyro program with its arguments and parameter values; what `inference` fits (see the
+    module docstring). `Program(model)` leaves `model` untouched: a `Model` is copied (its
+    point version), a plain function is used as it is.
 
     ``values``: constrained values of every free parameter, keyed by site name (the point
-    estimate once fitted). Densities, sampling and the trace all run with these values unless
-    others are passed.
+    estimate once fitted; after a Bayesian fit also the posterior means of continuous local
+    latents). Densities, sampling and the trace all run with these values unless others are
+    passed.
     """
 
-    def __init__(self, source, data_plate: str | None = "data"):
+    def __init__(self, source, data_plate: str | None = "data", given: dict | None = None,
+                 data_arg: str = "x"):
         if isinstance(source, Program):
             source = source.source
         if not callable(source):
             raise ValueError(f"fit needs a Pyro program: a function model(x=None, "
-                             f"num_samples=None), a PyroModule, or a ppl_models model; got "
+                             f"num_samples=None) (or with data_arg= and given= for other "
+                             f"arguments), a PyroModule, or a ppl_models model; got "
                              f"{type(source).__name__}")
         if data_plate is not None and not isinstance(data_plate, str):
             raise ValueError(f"data_plate must be the name of a pyro.plate (a string), got "
@@ -237,11 +99,14 @@ class Program:
         self._roles: Roles | None = None
         self._num_dims: int | None = None
         self._starts: dict = {}  # global site -> (its prior in the discovery trace, a value)
+        self._particle_way: str | None = None  # how Monte Carlo particles run (found once)
+        self._probe = (None, None)
         self.device = getattr(self.model, "device", torch.device("cpu")) \
             if isinstance(self.model, torch.nn.Module) else torch.device("cpu")
-        self.dtype: torch.dtype | None = None  # a dtype option: the data's floating dtype
+        self.dtype: torch.dtype | None = None  # a dtype option, or the widest of a mixed program
         if isinstance(self.model, torch.nn.Module) and hasattr(self.model, "get_params"):
             self.values = dict(self.model.get_params())
+        self.args: Arguments = arguments(self.model, self.label, data_arg, given)
 
     # -- identity -------------------------------------------------------------------------------
     @property
@@ -256,6 +121,11 @@ class Program:
 
     def __repr__(self):
         return f"Program({self.label})"
+
+    @property
+    def ours(self) -> bool:
+        """A ppl_models model (its own ValueErrors are already clear)."""
+        return hasattr(self.model, "using")
 
     def accelerator(self, name: str):
         return accelerator(self.model, name) if isinstance(self.model, torch.nn.Module) else None
@@ -293,10 +163,28 @@ class Program:
             return getattr(self.model, "exchangeable", True)
         return self.roles.data_plate is not None
 
-    # -- data -----------------------------------------------------------------------------------
+    # -- arguments and data -----------------------------------------------------------------------
+    @property
+    def given(self) -> dict:
+        return self.args.given
+
+    def with_given(self, given: dict | None) -> Program:
+        """A copy whose calls pass `given` (updating the fit's own): new covariates."""
+        if not given:
+            return self
+        if not isinstance(given, dict):
+            raise ValueError(f"given must be a dict of keyword arguments for the program, got "
+                             f"{type(given).__name__}")
+        p = copy.copy(self)
+        p.args = arguments(self.model, self.label, self.args.data_arg,
+                           {**self.args.given, **given})
+        p.args = Arguments(p.args.data_arg, placed_given(p.args.given, self.device, self.dtype),
+                           p.args.takes_num_samples)
+        return p
+
     def validate(self, x) -> torch.Tensor:
         check = getattr(self.model, "validate", None)
-        x = check(x) if callable(check) else checks.any_data(x)
+        x = check(x) if callable(check) else checks.any_data(x, name=self.args.data_arg)
         if torch.is_tensor(x):
             if x.device != self.device:
                 x = x.to(self.device)
@@ -315,148 +203,136 @@ class Program:
         return self._roles
 
     def discover(self, x: torch.Tensor) -> Roles:
-        """Run the program on a few data and read every site's role (cached)."""
+        """Run the program on a few data and read every site's role (cached). Continuous
+        local latents, a data plate of fixed size and one series need all the data."""
         if self._roles is not None:
             return self._roles
-        part = x[:DISCOVERY_ROWS]
-        roles = self._discover(part)
-        if roles.data_plate is None or _plate_size(roles) != len(part):
-            part = x  # one series, or a plate whose size is fixed: run on all data
-            roles = self._discover(part)
-        self._check(roles, part)
+        n = len(x)
+        part, args = x[:DISCOVERY_ROWS], self.args.rows(slice(0, DISCOVERY_ROWS), n)
+        option = self.dtype
+        if option is None and not self.ours:  # the program's own draws follow the data's dtype
+            self.dtype = _widest([x.dtype] if x.is_floating_point() else [],
+                                 floating_dtypes(self.args.given))
+        try:
+            roles = self._discover(part, args, n)
+            if roles.data_plate is None or roles.plate_size != len(part) or roles.local:
+                part, args = x, self.args
+                roles = self._discover(part, args, n)
+        finally:
+            self.dtype = option
+        check_roles(roles, len(part), part.numel(), self.label, self.data_plate,
+                    self.args.mismatched(n), self.args.data_arg)
         self._roles = roles
+        self._probe = (part, n)  # data the program runs on to read conditional priors
+        self._settle_dtype(x)
         return roles
 
-    def _discover(self, x) -> Roles:
+    def _discover(self, x, args, n: int) -> Roles:
         with pyro.get_param_store().scope(), poutine.block():
-            tr = self.trace(x=x, values={}, enumerate_=False)
-            sites = OrderedDict()
-            for name, site in tr.nodes.items():
-                if site["type"] == "param":
-                    v = site["value"]
-                    sites[name] = Site(name, "param", v.shape, _constraint_of(site),
-                                       _event_dim(site), v.dtype)
-                    self.values.setdefault(name, v.detach().clone())
-                elif not _skip(site):
-                    sites[name] = self._sample_site(site)
-                    if sites[name].role == "global":
-                        self._starts[name] = (site["fn"], site["value"].detach())
-                        if name not in self.values:
-                            self.values[name] = _initial(site["fn"], site["value"])
-        nesting = max([-f.dim for s in tr.nodes.values() if s["type"] == "sample"
-                       for f in s["cond_indep_stack"] if f.vectorized] + [0])
-        plate = self.data_plate if any(
-            f.name == self.data_plate for s in tr.nodes.values() if s["type"] == "sample"
-            for f in s["cond_indep_stack"]) else None
-        observed = sum(int(tr.nodes[k]["value"].numel()) for k, s in sites.items()
-                       if s.role == "observed" and not s.factor)
-        return Roles(sites, plate, nesting, observed)
+            try:
+                tr = self.trace(x=x, values={}, enumerate_=False, args=args)
+            except ProgramError as e:
+                mismatched = self.args.mismatched(n)
+                if mismatched:
+                    raise ProgramError(
+                        f"{'; '.join(mismatched)} but the data ({self.args.data_arg}) have {n} "
+                        f"rows: per-datum covariates need one row per datum. The program "
+                        f"failed on them: {e}") from e
+                raise
+            roles = read_roles(tr, self.data_plate)
+            for name, site in roles.sites.items():
+                node = tr.nodes[name]
+                if site.role == "param":
+                    self.values.setdefault(name, node["value"].detach().clone())
+                elif site.role == "global":
+                    self._starts[name] = (node["fn"], node["value"].detach())
+                    if name not in self.values:
+                        self.values[name] = _initial(node["fn"], node["value"])
+                elif site.role == "local":  # its shape follows the data: always redrawn
+                    self.values[name] = _initial(node["fn"], node["value"])
+        return roles
 
-    def _sample_site(self, site) -> Site:
-        v, fn = site["value"], site["fn"]
-        plates = tuple((f.name, f.dim, f.size) for f in site["cond_indep_stack"] if f.vectorized)
-        in_data = any(f.name == self.data_plate for f in site["cond_indep_stack"])
-        if site["is_observed"]:
-            role = "observed"
-        elif fn.support.is_discrete:
-            role = "enumerated"
-        else:
-            role = "local" if in_data else "global"
-        return Site(site["name"], role, v.shape, fn.support, len(fn.event_shape), v.dtype,
-                    plates, factor=_is_factor(site),
-                    enumerable=bool(getattr(fn, "has_enumerate_support", False)))
-
-    def _check(self, roles: Roles, x) -> None:
-        observed = roles.named("observed")
-        if not observed:
-            latent = [k for k, s in roles.sites.items() if s.role in ("local", "enumerated")]
-            hint = (f" (it samples {', '.join(map(repr, latent))} without obs=)" if latent
-                    else "")
-            raise ProgramError(
-                f"the program {self.label} observes nothing: run with x, it has no observed "
-                f"pyro.sample site{hint}. Pass the data to the sample statement that generates "
-                "them: pyro.sample('x', ..., obs=x)")
-        for name in roles.enumerated:
-            site = roles.sites[name]
-            if not site.enumerable:
-                raise ProgramError(
-                    f"site {name!r} is a discrete latent variable without a finite support to "
-                    "enumerate (a to_event or an unbounded count), so it cannot be summed out; "
-                    "give it a finite support (a Categorical or a Bernoulli, without to_event) "
-                    "or make it continuous")
-        if self.data_plate != "data" and roles.data_plate is None:
-            raise ProgramError(
-                f"data_plate={self.data_plate!r}, but the program has no pyro.plate named "
-                f"{self.data_plate!r}; name the plate over your data that way, or pass the name "
-                "it has (data_plate=None for a program of one series)")
-        if roles.data_plate is not None:
-            size = _plate_size(roles)
-            if size != len(x):
-                raise ProgramError(
-                    f"the data plate {roles.data_plate!r} has size {size} but x has {len(x)} "
-                    f"rows; build it as pyro.plate({roles.data_plate!r}, len(x)) (and "
-                    "num_samples when generating)")
-            outside = [k for k in observed if roles.data_plate not in
-                       [p[0] for p in roles.sites[k].plates]]
-            if outside:
-                raise ProgramError(
-                    f"observed site(s) {', '.join(map(repr, outside))} lie outside the data "
-                    f"plate {roles.data_plate!r}; observe every datum inside it")
-        if roles.observed_numel > x.numel():
-            raise ProgramError(
-                f"the program observes {roles.observed_numel} values but x holds {x.numel()}; "
-                "observe each value of x once")
+    def _settle_dtype(self, x) -> None:
+        """A program mixing float32 and float64 (a float32 prior beside float64 data) runs in
+        the widest of them: every value and given covariate is cast, the data follow in
+        `validate`."""
+        if self.dtype is not None:
+            return
+        found = {v.dtype for v in self.values.values() if v.is_floating_point()}
+        found |= set(floating_dtypes(self.args.given))
+        if torch.is_tensor(x) and x.is_floating_point():
+            found.add(x.dtype)
+        if len(found) <= 1:
+            return
+        widest = _widest(found)
+        self.dtype = widest
+        self.values = {k: (v.to(widest) if v.is_floating_point() else v)
+                       for k, v in self.values.items()}
+        self._starts = {k: (fn, v.to(widest) if v.is_floating_point() else v)
+                        for k, (fn, v) in self._starts.items()}
+        self.args = Arguments(self.args.data_arg,
+                              placed_given(self.args.given, None, widest),
+                              self.args.takes_num_samples)
 
     # -- running --------------------------------------------------------------------------------
-    def run(self, *, x=None, num_samples=None, values=None):
+    def run(self, *, x=None, num_samples=None, values=None, args=None):
         """Run the program (observing x, or generating num_samples) with `values` (default
-        `self.values`): params substituted, globals conditioned."""
+        `self.values`): params substituted, globals (and locals given) conditioned."""
         values = self.values if values is None else values
+        args = self.args if args is None else args
         fn = self.model
-        if isinstance(fn, torch.nn.Module):
-            fn = functools.partial(_run_module, fn)
+        fn = functools.partial(run_module if isinstance(fn, torch.nn.Module) else
+                               run_function, fn)
         params = {k: v for k, v in values.items() if self._role(k) == "param"}
-        globals_ = {k: v for k, v in values.items() if self._role(k) != "param"}
-        with _Substitute(params):
-            return _call(poutine.condition(fn, data=globals_), self.label,
-                         ours=hasattr(self.model, "using"), x=x, num_samples=num_samples)
+        conditioned = {k: v for k, v in values.items() if self._role(k) != "param"}
+        cast = Cast(self.dtype) if self.dtype is not None else contextlib.nullcontext()
+        with Substitute(params), cast:
+            return call(poutine.condition(fn, data=conditioned), self.label, self.ours,
+                         args.call(x, num_samples))
 
     def _role(self, name) -> str:
         if self._roles is not None and name in self._roles.sites:
             return self._roles.sites[name].role
         return "param" if name in self.values and self._roles is None else "global"
 
-    def trace(self, *, x=None, num_samples=None, values=None, enumerate_=True):
-        """The trace of one run; with `enumerate_`, discrete latents enumerated in parallel."""
-        run = functools.partial(self.run, x=x, num_samples=num_samples, values=values)
+    def trace(self, *, x=None, num_samples=None, values=None, enumerate_=True, args=None,
+              particles: int | None = None):
+        """The trace of one run; with `enumerate_`, discrete latents enumerated in parallel;
+        with `particles`, inside a plate of that many Monte Carlo particles (outermost)."""
+        run = functools.partial(self.run, x=x, num_samples=num_samples, values=values,
+                                args=args)
+        nesting = self._roles.max_plate_nesting if self._roles is not None else 0
+        if particles is not None:
+            inner = run
+
+            def run():
+                with pyro.plate(PARTICLES, particles, dim=-1 - nesting):
+                    return inner()
+            nesting += 1
         if enumerate_ and self._roles is not None and self._roles.enumerated:
-            names = set(self._roles.enumerated)
-            run = poutine.infer_config(run, lambda msg: {"enumerate": "parallel"}
-                                       if msg["name"] in names else {})
-            run = poutine.enum(run, first_available_dim=-1 - self._roles.max_plate_nesting)
+            run = poutine.infer_config(run, _enumerate_discrete)
+            run = poutine.enum(run, first_available_dim=-1 - nesting)
         return poutine.trace(run).get_trace()
 
     def bayesian(self, fixed: dict | None = None):
         """The program with its random parameters as sample sites (their priors) and the point
         parameters at `fixed` (default: their values): what a guide is written against. A
         Model's own `bayesian()` copy where it has one; discrete latents marked for
-        enumeration. Called with the program's arguments (x=None, num_samples=None)."""
+        enumeration. Called as ``program(x=None, num_samples=None)``."""
         fixed = {k: v for k, v in (self.values if fixed is None else fixed).items()
-                 if k not in set(self.random)}
+                 if k not in set(self.sampled)}
         hook = getattr(self.model, "bayesian", None)
         fn = hook() if callable(hook) and isinstance(self.model, torch.nn.Module) else \
             self.model
-        if isinstance(fn, torch.nn.Module):
-            fn = functools.partial(_run_module, fn)
-        names = set(self.roles.enumerated)
-        if names:
-            fn = poutine.infer_config(fn, lambda msg: {"enumerate": "parallel"}
-                                      if msg["name"] in names else {})
-        label, ours = self.label, hasattr(self.model, "using")
+        fn = functools.partial(run_module if isinstance(fn, torch.nn.Module) else
+                               run_function, fn)
+        if self.roles.enumerated:
+            fn = poutine.infer_config(fn, _enumerate_discrete)
+        label, ours, args = self.label, self.ours, self.args
 
         def program(x=None, num_samples=None):
-            with _Substitute(fixed):
-                return _call(fn, label, ours=ours, x=x, num_samples=num_samples)
+            with Substitute(fixed):
+                return call(fn, label, ours, args.call(x, num_samples))
 
         return program
 
@@ -464,22 +340,35 @@ class Program:
         """The program with its current values: observe x or generate num_samples data."""
         return self.run(x=x, num_samples=num_samples)
 
-    # -- densities ------------------------------------------------------------------------------
-    def log_prob(self, x: torch.Tensor, values=None) -> torch.Tensor:
-        """Per-datum log-likelihood of validated `x` (N,), discrete latents summed out; one
-        entry per observed value for a series."""
-        return self.log_joint_terms(x, values, prior=False)[0]
-
+    # -- parameters with a prior ------------------------------------------------------------------
     @property
     def random(self) -> list[str]:
-        """The parameters with a prior (what svi and nuts sample): a Model's parameters (each
-        has a documented default prior) and every global random site."""
+        """The parameters with a prior: a Model's parameters (each has a documented default
+        prior) and every global random site."""
         if self._roles is None and self._model_priors():  # a Model: its parameters, no trace
             return [k for k in self.model.prior_specs() if k in self.values]
         names = set(self.roles.named("global"))
         if self._model_priors():
             names |= set(self.model.prior_specs()) & set(self.roles.free)
         return [k for k in self.roles.free if k in names]
+
+    @property
+    def local(self) -> list[str]:
+        """Continuous latent variables inside the data plate."""
+        return self.roles.local if self._roles is not None else []
+
+    @property
+    def sampled(self) -> list[str]:
+        """What NUTS samples and SVI's guide covers: the random parameters and the continuous
+        local latents."""
+        return self.random + self.local
+
+    def supports(self, values=None) -> dict:
+        """name -> support of every sampled site at `values` (a conditional prior's support
+        may depend on its parents)."""
+        out = {k: p.support for k, p in self.priors(values).items()}
+        out.update({k: self.roles.sites[k].constraint for k in self.local})
+        return out
 
     def priors(self, values=None) -> dict:
         """name -> prior of every random parameter, at `values` (a conditional prior depends
@@ -489,10 +378,18 @@ class Program:
         rest = [] if self._roles is None else \
             [k for k in self.roles.named("global") if k not in out]
         if rest:  # conditional priors: the program run once at `values` (which may be extreme)
+            globals_ = {k: v for k, v in values.items() if k not in set(self.local)}
+            part, n = self._probe
+            x = self.validate(part)
+            args = self.args.rows(slice(0, len(part)), n) if len(part) < n else self.args
             with poutine.block(), pyro.validation_enabled(False):
-                tr = self.trace(num_samples=1, values=values, enumerate_=False)
+                tr = self.trace(x=x, values=globals_, enumerate_=False, args=args)
             out.update({k: tr.nodes[k]["fn"] for k in rest})
         return {k: out[k] for k in self.random if k in out}
+
+    def _model_priors(self) -> bool:
+        return isinstance(self.model, torch.nn.Module) and callable(
+            getattr(self.model, "priors", None))
 
     def _hooked_priors(self, values) -> dict:
         """A Model's effective priors (no trace needed), of the parameters in the trace once
@@ -517,125 +414,179 @@ class Program:
         return sum((p.log_prob(values[k]).sum() for k, p in self.priors(values).items()),
                    self._zero())
 
-    def log_joint_terms(self, x, values=None, prior: bool = True):
+    # -- densities ------------------------------------------------------------------------------
+    def log_prob(self, x: torch.Tensor, values=None) -> torch.Tensor:
+        """Per-datum log-likelihood of validated `x` (N,), discrete latents summed out; one
+        entry per observed value for a series. Continuous local latents must be among
+        `values` (conditional on them); `marginal_log_prob` integrates them out."""
+        return self.log_joint_terms(x, values, prior=False)[0]
+
+    def log_joint_terms(self, x, values=None, prior: bool = True, args=None):
         """(pointwise log-likelihood (N,), log prior) at `values`: a Model's vectorised path,
-        else one trace of the program on `x` (discrete latents enumerated)."""
+        else one trace of the program on `x` (discrete latents enumerated). The log prior
+        includes the continuous local latents' densities when `values` holds them."""
         values = self.values if values is None else values
         hooked = self._hooked_priors(values) if prior else {}
         lp = sum((p.log_prob(values[k]).sum() for k, p in hooked.items()),
                  self._zero())
         fast = self.accelerator("_log_prob")
-        if fast is not None:
+        if fast is not None and args is None:
             with self.model.using(values):
                 return fast(x), lp
         roles = self.roles
-        if roles.local:
+        missing = [k for k in roles.local if k not in values]
+        if missing:
             raise ValueError(
-                f"site(s) {', '.join(map(repr, roles.local))} are continuous latent variables "
+                f"site(s) {', '.join(map(repr, missing))} are continuous latent variables "
                 f"inside the data plate {roles.data_plate!r}: they have no exact marginal "
-                "likelihood, so mle, map and log-densities are not available for this program. "
-                "Use method='svi' (an autoguide covers them), or make them discrete "
-                "(enumerated) or global")
+                "likelihood, so mle and map are not available for this program. Use "
+                "method='nuts' (samples them with the parameters) or 'svi' (a guide covers "
+                "them); their held-out densities integrate them by Monte Carlo")
         # distribution checks ran in the discovery trace; here they would only cost time
-        with poutine.block(), pyro.validation_enabled(False), _observed_unexpanded():
-            tr = self.trace(x=x, values=values)
-            _bernoulli_log_probs(tr)
+        with poutine.block(), pyro.validation_enabled(False), observed_unexpanded():
+            tr = self.trace(x=x, values=values, args=args)
+            bernoulli_log_probs(tr)
             tr.compute_log_prob()
         if prior:
-            for k in roles.named("global"):
-                if k not in hooked:
+            for k in roles.named("global", "local"):
+                if k not in hooked and k in tr.nodes:
                     lp = lp + tr.nodes[k]["log_prob_sum"]
-        return self._pointwise(tr, roles), lp
+        return self._pointwise(tr, values), lp
 
-    def _model_priors(self) -> bool:
-        return isinstance(self.model, torch.nn.Module) and callable(
-            getattr(self.model, "priors", None))
+    def log_joint(self, x, values=None, args=None) -> torch.Tensor:
+        """log p(x, theta) at `values` (a scalar): the summed `log_joint_terms`, or (no
+        enumerated latents, no vectorised accelerator) one trace's log-probability sum, as
+        Pyro's own potential takes it, without the per-datum reduction."""
+        values = self.values if values is None else values
+        if self.accelerator("_log_prob") is not None or self.roles.enumerated or \
+                any(k not in values for k in self.roles.local):
+            ll, lp = self.log_joint_terms(x, values, prior=True, args=args)
+            return ll.sum() + lp
+        hooked = self._hooked_priors(values)
+        lp = sum((p.log_prob(values[k]).sum() for k, p in hooked.items()), self._zero())
+        with poutine.block(), pyro.validation_enabled(False), observed_unexpanded():
+            tr = self.trace(x=x, values=values, args=args)
+        return lp + tr.log_prob_sum(lambda name, site: name not in hooked and not skip(site))
 
-    def _pointwise(self, tr, roles: Roles) -> torch.Tensor:
-        terms = [k for k in roles.named("observed", "enumerated")]
-        if roles.data_plate is None:
-            if roles.enumerated:
-                total = self._contract(tr, roles, terms, target=None)
-                return total.reshape(1)
-            parts = [_per_value(tr.nodes[k]) for k in terms]
-            return torch.cat([p.reshape(-1) for p in parts])
-        if not roles.enumerated:
-            out = None
-            for k in terms:
-                lp = _reduce_to_plate(tr.nodes[k], roles.data_plate)
-                out = lp if out is None else out + lp
-            return out
-        return self._contract(tr, roles, terms, target=roles.data_plate)
+    def _pointwise(self, tr, values, particles: bool = False) -> torch.Tensor:
+        roles = self.roles
+        conditioned = {k for k in values if self._role(k) != "param"}
+        out = pointwise(tr, conditioned, roles.data_plate, roles.sequential, particles)
+        if roles.local and not particles:
+            _check_no_enumerated_parents(tr, roles)
+        return out
 
-    def _contract(self, tr, roles, terms, target):
-        tr.pack_tensors()
-        factors = OrderedDict()
-        for k in terms:
-            site = tr.nodes[k]
-            ordinal = frozenset(tr.plate_to_symbol[f.name] for f in site["cond_indep_stack"]
-                                if f.vectorized)
-            factors.setdefault(ordinal, []).append(site["packed"]["log_prob"])
-        sum_dims = set(tr.symbol_to_dim) - set(tr.plate_to_symbol.values())
-        ordinal = frozenset() if target is None else frozenset({tr.plate_to_symbol[target]})
-        out = contract_to_tensor(factors, sum_dims, target_ordinal=ordinal)
-        return out.reshape(-1)
-
-    def log_likelihood(self, x: torch.Tensor, draws: dict, prior: bool = False):
+    def log_likelihood(self, x: torch.Tensor, draws: dict, prior: bool = False, args=None):
         """(chain, draw, N) pointwise log-likelihood of validated `x` under each draw (draws:
-        name -> (chain, draw, ...)); parameters not drawn keep their values. With `prior`,
-        also the log prior of each draw (chain, draw), from the same traces."""
+        name -> (chain, draw, ...); continuous local latents among them are conditioned on);
+        parameters not drawn keep their values. With `prior`, also the log prior of each draw
+        (chain, draw), from the same traces."""
         fast = self.accelerator("log_likelihood")
         if not draws:
-            ll, lp = self.log_joint_terms(x, self.values, prior=prior)
+            ll, lp = self.log_joint_terms(x, self.values, prior=prior, args=args)
             return (ll[None, None], lp.reshape(1, 1)) if prior else ll[None, None]
         lead = next(iter(draws.values())).shape[:2]
         flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in draws.items()}
         at = [{**self.values, **{k: v[s] for k, v in flat.items()}} for s in range(lead.numel())]
-        if fast is not None:
+        if fast is not None and args is None:
             with self.model.using(self.values):
                 ll = fast(x, draws)
             if not prior:
                 return ll
             return ll, torch.stack([self.log_prior(v) for v in at]).reshape(lead)
-        terms = [self.log_joint_terms(x, v, prior=prior) for v in at]
+        terms = [self.log_joint_terms(x, v, prior=prior, args=args) for v in at]
         ll = torch.stack([t[0] for t in terms]).reshape(*lead, -1)
         if not prior:
             return ll
         return ll, torch.stack([torch.as_tensor(t[1]) for t in terms]).reshape(lead)
 
+    @torch.no_grad()
+    def marginal_log_prob(self, x: torch.Tensor, draws: dict | None = None,
+                          particles: int | None = None, args=None):
+        """(log p(x_i) (N,), its Monte Carlo standard error (N,), particles per datum): the
+        continuous local latents integrated from their prior (`ppl_models.montecarlo`)."""
+        from ppl_models.montecarlo import marginal_log_prob
+
+        return marginal_log_prob(self, x, draws, particles, args)
+
+    def pointwise_of(self, x, values, args=None, particles: int | None = None):
+        """Per-datum log-likelihood of one trace at `values` (no gradient checks); with
+        `particles`, (particles, N) under an outer particle plate."""
+        with poutine.block(), pyro.validation_enabled(False):
+            tr = self.trace(x=x, values=values, args=args, particles=particles)
+            tr.compute_log_prob()
+        return self._pointwise(tr, values, particles=particles is not None)
+
     # -- generation -----------------------------------------------------------------------------
-    def sample(self, n: int, values=None) -> torch.Tensor:
+    def sample(self, n: int, values=None, args=None) -> torch.Tensor:
         """n new data from the program with `values` (a series of length n without a plate):
-        the program run with num_samples=n, or a Model's fast sampler where it has one."""
+        the program run with num_samples=n, or a Model's fast sampler where it has one. A
+        program that takes no num_samples gives n data sets (n, ...) of the sizes in its
+        given arguments."""
         values = self.values if values is None else values
         fast = self.accelerator("_sample")
-        if fast is not None:
+        if fast is not None and args is None:
             with self.model.using(values):
                 return fast(n)
+        if self.args.takes_num_samples:
+            return self.generate(n, values, args)
+        return torch.stack([self.generate(None, values, args) for _ in range(n)])
+
+    def generate(self, n: int | None, values=None, args=None) -> torch.Tensor:
+        """One run generating: n data (num_samples=n) where the program takes num_samples,
+        else one data set of the sizes in `given` (n, if given, checked)."""
+        from ppl_models.generation import generated
+
+        values = self.values if values is None else values
+        fast = self.accelerator("_sample")
+        if fast is not None and args is None and n is not None:
+            with self.model.using(values):
+                return fast(n)
+        num = n if self.args.takes_num_samples else None
         with poutine.block():
-            tr = poutine.trace(functools.partial(self.run, num_samples=n, values=values)) \
-                .get_trace()
-        return self._generated(tr, n)
+            tr = poutine.trace(functools.partial(self.run, num_samples=num, values=values,
+                                                 args=args)).get_trace()
+        return generated(tr, self._roles, n, self.label)
+
+    @torch.no_grad()
+    def replicates(self, x: torch.Tensor, draws: dict) -> torch.Tensor:
+        """(chain, draw, entries): for a series, one replicate of each log-likelihood entry
+        under each draw, drawn given the observed values before it: each observed site's
+        distribution in a trace of the program on `x`, sampled (a model's vectorised
+        ``replicate`` where it has one)."""
+        fast = self.accelerator("replicate")
+        if fast is not None:
+            with self.model.using(self.values):
+                return fast(x, draws)
+        from ppl_models.generation import one_step
+
+        return self._per_draw(draws, lambda values: one_step(
+            self.trace(x=x, values=values, enumerate_=False), values, self.label))
+
+    @torch.no_grad()
+    def simulations(self, x: torch.Tensor, draws: dict) -> torch.Tensor:
+        """(chain, draw, steps): a series simulated freely under each draw (a model's
+        vectorised ``simulate`` from the observed start where it has one; else the program
+        generating a series as long as `x`)."""
+        fast = self.accelerator("simulate")
+        if fast is not None:
+            with self.model.using(self.values):
+                return fast(x, draws)
+        n = len(x) if self.args.takes_num_samples else None
+        return self._per_draw(draws, lambda values: self.generate(n, values).reshape(-1))
+
+    def _per_draw(self, draws: dict, fn) -> torch.Tensor:
+        lead = next(iter(draws.values())).shape[:2]
+        flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in draws.items()}
+        with poutine.block():
+            rows = [fn({**self.values, **{k: v[s] for k, v in flat.items()}})
+                    for s in range(lead.numel())]
+        return torch.stack(rows).reshape(*lead, -1)
 
     def _generated(self, tr, n: int) -> torch.Tensor:
-        ret = tr.nodes["_RETURN"]["value"]
-        if torch.is_tensor(ret) and ret.dim() >= 1 and ret.shape[0] == n:
-            return ret.detach()
-        names = [k for k, s in self.roles.sites.items() if s.role == "observed" and not s.factor]
-        parts = [tr.nodes[k]["value"].detach() for k in names if k in tr.nodes]
-        if len(parts) == 1 and parts[0].dim() >= 1 and parts[0].shape[0] == n:
-            return parts[0]
-        if parts and all(p.dim() >= 1 and p.shape[0] == n for p in parts):
-            if self.roles.data_plate is None:
-                return torch.cat([p.reshape(n, -1) for p in parts], -1).reshape(-1) \
-                    if len(parts) > 1 else parts[0]
-            return torch.cat([p.reshape(n, -1) for p in parts], -1)
-        if parts and self.roles.data_plate is None and sum(p.numel() for p in parts) == n:
-            return torch.cat([p.reshape(-1) for p in parts])  # one site per time step
-        raise ValueError(
-            f"could not assemble {n} generated data from the program {self.label}: return the "
-            "generated data from it (e.g. `return pyro.sample('x', ..., obs=x)`), with "
-            "num_samples rows")
+        from ppl_models.generation import generated
+
+        return generated(tr, self._roles, n, self.label)
 
     # -- values ---------------------------------------------------------------------------------
     def with_values(self, values: dict) -> Program:
@@ -665,8 +616,9 @@ class Program:
     # -- device and dtype -------------------------------------------------------------------
     def to(self, device=None, dtype=None) -> Program:
         """A copy on `device` and, where given, in floating `dtype`: a Model is moved with its
-        parameters and buffers, the values follow. A program of yours builds its own tensors:
-        inside `placed()` (every fit runs there) torch's factories default to this device."""
+        parameters and buffers, the values and given tensors follow. A program of yours builds
+        its own tensors: inside `placed()` (every fit runs there) torch's factories default to
+        this device."""
         p = copy.copy(self)
         if device is not None:
             p.device = torch.device(device)
@@ -679,6 +631,8 @@ class Program:
         p.values = {k: _moved(v, device, dtype) for k, v in self.values.items()}
         if dtype is not None:
             p.dtype = dtype
+        p.args = Arguments(self.args.data_arg, placed_given(self.args.given, device, dtype),
+                           self.args.takes_num_samples)
         return p
 
     @contextlib.contextmanager
@@ -687,9 +641,18 @@ class Program:
         with placed(self.device):
             yield
 
-    def fresh_starts(self) -> dict[str, torch.Tensor]:
-        """New start values of the global random parameters (as at discovery, redrawn)."""
-        return {k: _initial(fn, v) for k, (fn, v) in self._starts.items()}
+    def fresh_starts(self, x=None) -> dict[str, torch.Tensor]:
+        """New start values of the global random parameters (as at discovery, redrawn) and,
+        given the data `x`, of the local latents (from their prior given those globals)."""
+        out = {k: _moved(_initial(fn, v), None, self.dtype) for k, (fn, v) in
+               self._starts.items()}
+        if x is not None and self.local:
+            params = {k: v for k, v in self.values.items() if self._role(k) == "param"}
+            with poutine.block(), pyro.validation_enabled(False):
+                tr = self.trace(x=x, values={**params, **out}, enumerate_=False)
+            out.update({k: _moved(_initial(tr.nodes[k]["fn"], tr.nodes[k]["value"]), None,
+                                  self.dtype) for k in self.local})
+        return out
 
     def fresh(self):
         """An unfitted twin of the source (for refits: leave-future-out, order selection)."""
@@ -699,98 +662,42 @@ class Program:
         return self.source
 
 
+def _widest(*groups) -> torch.dtype | None:
+    found = [d for g in groups for d in g]
+    return functools.reduce(torch.promote_types, found) if found else None
+
+
+def _enumerate_discrete(msg) -> dict:
+    """Parallel enumeration for every unobserved discrete site with a finite support."""
+    if msg["type"] != "sample" or msg["is_observed"] or skip(msg):
+        return {}
+    fn = msg["fn"]
+    if fn.support.is_discrete and getattr(fn, "has_enumerate_support", False):
+        return {"enumerate": "parallel"}
+    return {}
+
+
+def _check_no_enumerated_parents(tr, roles) -> None:
+    """A continuous local latent whose density depends on an enumerated discrete latent has
+    no per-datum likelihood conditional on it that enumeration gives; say so."""
+    for k in roles.local:
+        site = tr.nodes.get(k)
+        if site is None or "log_prob" not in site:
+            continue
+        if site["log_prob"].dim() > roles.max_plate_nesting and \
+                site["log_prob"].shape[:-roles.max_plate_nesting or None].numel() > 1:
+            raise ProgramError(
+                f"the continuous latent {k!r} depends on an enumerated discrete latent; this "
+                "is not supported: make the discrete latent a global parameter's function, or "
+                "the continuous one independent of it")
+
+
 def _moved(v, device, dtype):
     if device is not None:
         v = v.to(device)
     if dtype is not None and v.is_floating_point():
         v = v.to(dtype)
     return v
-
-
-def _run_module(module, **kwargs):
-    with _module_local(module):
-        return module(**kwargs)
-
-
-def _bernoulli_log_probs(tr) -> None:
-    """Observed Bernoulli(probs) sites (``.to_event`` allowed) scored by picking log p or
-    log(1 - p), as the built-ins do, before `compute_log_prob` scores the rest: torch's
-    Bernoulli.log_prob converts probs to logits and runs binary_cross_entropy_with_logits, 3.4x
-    the built-in Independent's time on 100,000 digits. On the boundary a probability of exactly
-    0 gives -inf (torch clamps it to a finite number): the same honest rule as the built-ins.
-    Only where no gradient is taken (reports, pointwise log-likelihoods): through a
-    probability of exactly 0 the selected-away log would turn a gradient into NaN."""
-    if torch.is_grad_enabled():
-        return
-    for site in tr.nodes.values():
-        if site["type"] != "sample" or not site["is_observed"] or site["args"] or site["kwargs"]:
-            continue
-        fn, event = site["fn"], 0
-        while isinstance(fn, torch.distributions.Independent):
-            event, fn = event + fn.reinterpreted_batch_ndims, fn.base_dist
-        if type(fn) not in (dist.Bernoulli, torch.distributions.Bernoulli) or \
-                "probs" not in fn.__dict__:
-            continue
-        p, value = fn.probs, site["value"]
-        log_p = torch.where(value.bool(), p.log(), torch.log1p(-p))
-        if event:
-            log_p = log_p.sum(tuple(range(-event, 0)))
-        site["unscaled_log_prob"] = log_p
-        site["log_prob"] = scale_and_mask(log_p, site["scale"], site["mask"])
-        site["log_prob_sum"] = site["log_prob"].sum()
-
-
-@contextlib.contextmanager
-def _observed_unexpanded():
-    """While a density is evaluated, plates leave observed sites' distributions unexpanded:
-    log_prob broadcasts against the observed value all the same, while an expanded
-    Bernoulli(probs) would compute its logits over the whole plate (measured: a hand-written
-    Independent(64) on 100,000 images spends 1.4 of 3.0 s in probs_to_logits of the expanded
-    probs). Sampled sites are expanded as usual."""
-    original = BroadcastMessenger.__dict__["_pyro_sample"]
-    expand = original.__func__
-
-    def broadcast(msg):
-        if msg["type"] == "sample" and msg["is_observed"] and msg["value"] is not None and \
-                not msg["infer"].get("_deterministic", False):
-            return
-        expand(msg)
-
-    BroadcastMessenger._pyro_sample = staticmethod(broadcast)
-    try:
-        yield
-    finally:
-        BroadcastMessenger._pyro_sample = original
-
-
-def _plate_size(roles: Roles):
-    for s in roles.sites.values():
-        for name, _, size in s.plates:
-            if name == roles.data_plate:
-                return size
-    return None
-
-
-def _per_value(site) -> torch.Tensor:
-    """Elementwise log-density of an observed site (event dims of `to_event` undone)."""
-    fn, value = site["fn"], site["value"]
-    while isinstance(fn, dist.Independent):
-        fn = fn.base_dist
-    if isinstance(fn, dist.MaskedDistribution):
-        fn = fn.base_dist
-    lp = fn.log_prob(value)
-    scale = site.get("scale", 1.0)
-    return lp * scale if not isinstance(scale, float) or scale != 1.0 else lp
-
-
-def _reduce_to_plate(site, plate: str) -> torch.Tensor:
-    """A site's log_prob summed over every dim but the data plate's: (N,)."""
-    lp = site["log_prob"]
-    dim = next(f.dim for f in site["cond_indep_stack"] if f.name == plate)
-    if lp.dim() < -dim:
-        lp = lp.reshape((1,) * (-dim - lp.dim()) + lp.shape)
-    lp = lp.movedim(dim, 0)
-    return lp.reshape(lp.shape[0], -1).sum(-1)
 
 
 def _initial(fn, value) -> torch.Tensor:
@@ -819,11 +726,14 @@ def _initial(fn, value) -> torch.Tensor:
     return t(u).detach()
 
 
-def as_program(model, data_plate: str | None = "data") -> Program:
-    """The `Program` inference fits: `model` wrapped (a Program is returned as it is)."""
+def as_program(model, data_plate: str | None = "data", given: dict | None = None,
+               data_arg: str = "x") -> Program:
+    """The `Program` inference fits: `model` wrapped (a Program is returned with `given`
+    applied)."""
     if isinstance(model, Program):
-        return model
-    return Program(model, data_plate)
+        return model.with_given(given) if given else model
+    return Program(model, data_plate, given, data_arg)
 
 
-__all__ = ["Program", "ProgramError", "Roles", "Site", "accelerator", "as_program", "owner"]
+__all__ = ["Program", "ProgramError", "Roles", "Site", "accelerator", "as_program", "owner",
+           "transform_of", "unconstrained_size"]

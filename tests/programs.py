@@ -80,3 +80,149 @@ def mixture(x=None, num_samples=None, K=10):
     with pyro.plate("data", n):
         z = pyro.sample("z", dist.Categorical(w), infer={"enumerate": "parallel"})
         return pyro.sample("x", dist.Bernoulli(mu[z]).to_event(1), obs=x)
+
+
+# -- Pyro's everyday programs (issue 15): bodies as in Pyro's examples, tutorials and ArviZ's
+# docs; the data argument, covariates and sizes arrive through fit(..., data_arg=, given=) -----
+EIGHT_Y = torch.tensor([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0], dtype=f64)
+EIGHT_SIGMA = torch.tensor([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0], dtype=f64)
+
+
+def eight_schools(J, sigma, y=None):
+    """Non-centred eight schools with Stan's priors (ArviZ's Pyro example): mu ~ N(0, 5),
+    tau ~ HalfCauchy(5), eta_j ~ N(0, 1), y_j ~ N(mu + tau eta_j, sigma_j)."""
+    mu = pyro.sample("mu", dist.Normal(0, 5))
+    tau = pyro.sample("tau", dist.HalfCauchy(5))
+    with pyro.plate("J", J):
+        eta = pyro.sample("eta", dist.Normal(0, 1))
+        theta = mu + tau * eta
+        return pyro.sample("obs", dist.Normal(theta, sigma), obs=y)
+
+
+def eight_schools_pooled(J, sigma, y=None):
+    """Complete pooling: y_j ~ N(mu, sigma_j), mu ~ N(0, 5)."""
+    mu = pyro.sample("mu", dist.Normal(0, 5))
+    with pyro.plate("J", J):
+        return pyro.sample("obs", dist.Normal(mu, sigma), obs=y)
+
+
+# Efron & Morris (1975): hits in the first 45 at-bats of the 1970 season, 18 players
+BASEBALL_HITS = torch.tensor([18, 17, 16, 15, 14, 14, 13, 12, 11, 11, 10, 10, 10, 10, 10, 9, 8,
+                              7], dtype=f64)
+BASEBALL_AT_BATS = torch.full((18,), 45.0, dtype=f64)
+
+
+def partially_pooled(at_bats, hits=None):
+    """Pyro's baseball example: phi_i ~ Beta(m kappa, (1 - m) kappa), m ~ Uniform(0, 1),
+    kappa ~ Pareto(1, 1.5), hits_i ~ Binomial(at_bats_i, phi_i)."""
+    num_players = at_bats.shape[0]
+    m = pyro.sample("m", dist.Uniform(at_bats.new_tensor(0), at_bats.new_tensor(1)))
+    kappa = pyro.sample("kappa", dist.Pareto(at_bats.new_tensor(1), at_bats.new_tensor(1.5)))
+    with pyro.plate("num_players", num_players):
+        phi_prior = dist.Beta(m * kappa, (1 - m) * kappa)
+        phi = pyro.sample("phi", phi_prior)
+        return pyro.sample("obs", dist.Binomial(at_bats, probs=phi), obs=hits)
+
+
+class BayesianRegression(PyroModule):
+    """Pyro's Bayesian regression tutorial: y ~ N(X w + b, sigma), w ~ N(0, 1),
+    b ~ N(0, 10), sigma ~ Uniform(0, 10)."""
+
+    def __init__(self, in_features, out_features):
+        super().__init__()
+        self.linear = PyroModule[torch.nn.Linear](in_features, out_features)
+        self.linear.weight = PyroSample(dist.Normal(0.0, 1.0).expand(
+            [out_features, in_features]).to_event(2))
+        self.linear.bias = PyroSample(dist.Normal(0.0, 10.0).expand([out_features]).to_event(1))
+
+    def forward(self, x, y=None):
+        sigma = pyro.sample("sigma", dist.Uniform(0.0, 10.0))
+        mean = self.linear(x).squeeze(-1)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("obs", dist.Normal(mean, sigma), obs=y)
+        return mean
+
+
+def known_noise_regression(X, y=None, sigma=0.5):
+    """y ~ N(X w, sigma) with sigma known, w ~ N(0, 2^2 I): a Gaussian posterior in closed
+    form."""
+    w = pyro.sample("w", dist.Normal(torch.zeros(X.shape[1], dtype=X.dtype),
+                                     2.0).to_event(1))
+    with pyro.plate("data", X.shape[0]):
+        return pyro.sample("y", dist.Normal(X @ w, sigma), obs=y)
+
+
+def logistic_regression(X, y=None):
+    """y ~ Bernoulli(sigmoid(X w + b)), w ~ N(0, 1), b ~ N(0, 5)."""
+    w = pyro.sample("w", dist.Normal(torch.zeros(X.shape[1], dtype=X.dtype), 1.0).to_event(1))
+    b = pyro.sample("b", dist.Normal(torch.zeros((), dtype=X.dtype), 5.0))
+    with pyro.plate("data", X.shape[0]):
+        return pyro.sample("y", dist.Bernoulli(logits=X @ w + b), obs=y)
+
+
+def gmm(data):
+    """Pyro's GMM tutorial (K = 2, shared scale), the assignment enumerated."""
+    K = 2
+    weights = pyro.sample("weights", dist.Dirichlet(0.5 * torch.ones(K, dtype=data.dtype)))
+    scale = pyro.sample("scale", dist.LogNormal(data.new_tensor(0.0), 2.0))
+    with pyro.plate("components", K):
+        locs = pyro.sample("locs", dist.Normal(data.new_tensor(0.0), 10.0))
+    with pyro.plate("data", len(data)):
+        assignment = pyro.sample("assignment", dist.Categorical(weights),
+                                 infer={"enumerate": "parallel"})
+        pyro.sample("obs", dist.Normal(locs[assignment], scale), obs=data)
+
+
+def hmm_model_0(sequences, lengths, args, batch_size=None, include_prior=True):
+    """Pyro's examples/hmm.py model_0: a sequential plate over sequences, states enumerated."""
+    assert not torch._C._get_tracing_state()
+    num_sequences, max_length, data_dim = sequences.shape
+    with pyro.poutine.mask(mask=include_prior):
+        probs_x = pyro.sample("probs_x",
+                              dist.Dirichlet(0.9 * torch.eye(args.hidden_dim) + 0.1).to_event(1))
+        probs_y = pyro.sample("probs_y",
+                              dist.Beta(0.1, 0.9).expand([args.hidden_dim, data_dim]).to_event(2))
+    tones_plate = pyro.plate("tones", data_dim, dim=-1)
+    for i in pyro.plate("sequences", len(sequences), batch_size):
+        length = lengths[i]
+        sequence = sequences[i, :length]
+        x = 0
+        for t in pyro.markov(range(length)):
+            x = pyro.sample(f"x_{i}_{t}", dist.Categorical(probs_x[x]),
+                            infer={"enumerate": "parallel"})
+            with tones_plate:
+                pyro.sample(f"y_{i}_{t}", dist.Bernoulli(probs_y[x.squeeze(-1)]),
+                            obs=sequence[t])
+
+
+def hmm_model_1(sequences, lengths, args, batch_size=None, include_prior=True):
+    """Pyro's examples/hmm.py model_1: a vectorised plate over sequences, masked by length."""
+    num_sequences, max_length, data_dim = map(int, sequences.shape)
+    with pyro.poutine.mask(mask=include_prior):
+        probs_x = pyro.sample("probs_x",
+                              dist.Dirichlet(0.9 * torch.eye(args.hidden_dim) + 0.1).to_event(1))
+        probs_y = pyro.sample("probs_y",
+                              dist.Beta(0.1, 0.9).expand([args.hidden_dim, data_dim]).to_event(2))
+    tones_plate = pyro.plate("tones", data_dim, dim=-1)
+    with pyro.plate("sequences", num_sequences, batch_size, dim=-2) as batch:
+        lengths = lengths[batch]
+        x = 0
+        for t in pyro.markov(range(max_length if args.jit else lengths.max())):
+            with pyro.poutine.mask(mask=(t < lengths).unsqueeze(-1)):
+                x = pyro.sample(f"x_{t}", dist.Categorical(probs_x[x]),
+                                infer={"enumerate": "parallel"})
+                with tones_plate:
+                    pyro.sample(f"y_{t}", dist.Bernoulli(probs_y[x.squeeze(-1)]),
+                                obs=sequences[batch, t])
+
+
+def mixed_dtypes(x=None, num_samples=None):
+    """p0 ~ Beta(1, 1) in float32 (Pyro's default) beside a float64 point parameter p1:
+    x[:, 0] ~ Bernoulli(p0), x[:, 1] ~ Bernoulli(p1)."""
+    n = len(x) if x is not None else num_samples
+    p0 = pyro.sample("p0", dist.Beta(1.0, 1.0))
+    p1 = pyro.param("p1", torch.tensor(0.5, dtype=f64), constraint=dist.constraints.unit_interval)
+    with pyro.plate("data", n):
+        a = pyro.sample("a", dist.Bernoulli(p0), obs=None if x is None else x[:, 0])
+        b = pyro.sample("b", dist.Bernoulli(p1), obs=None if x is None else x[:, 1])
+    return torch.stack([a, b], -1)

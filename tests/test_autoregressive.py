@@ -295,7 +295,7 @@ def test_svi_multivariate_normal_matches_the_exact_posterior(y):
 def test_report_arviz_sample_and_save(y, tmp_path):
     f = inference.fit(AutoRegressive(2), y, "exact", num_samples=500)
     idata = f.to_arviz()
-    assert idata.log_likelihood["x"].shape == (1, 500, len(y) - 2)
+    assert idata.log_likelihood["x"].shape == (2, 250, len(y) - 2)  # two chains (issue 16)
     loo = az.loo(idata)
     assert math.isfinite(loo.elpd_loo)
     s = f.sample(50, seed=0)

@@ -108,8 +108,8 @@ def test_svi_and_nuts_run_on_markov(digits):
 
 def test_exact_draws_follow_the_posterior(digits):
     f = inference.fit(Markov(64, order=1), digits.train, "exact", num_samples=4000)
-    draws = f.draws["probs"][0]
-    assert draws.shape == (4000, 127, 2)
+    draws = f.draws["probs"].flatten(0, 1)  # exact draws come as 2 chains (issue 16)
+    assert f.draws["probs"].shape == (2, 2000, 127, 2)
     conc = f.posterior.concentration["probs"]
     sd = (conc[..., 0] * conc[..., 1] / (conc.sum(-1) ** 2 * (conc.sum(-1) + 1))).sqrt()
     z = (draws[..., 0].mean(0) - f.params["probs"][..., 0]) / (sd / math.sqrt(4000))
@@ -120,16 +120,16 @@ def test_full_joint_exact_draws_and_predictive(digits):
     """Aggregated Dirichlet draws: the mean of probs_seen matches (c + alpha) / (N + alpha K^D)
     and the pointwise log-likelihood of the training data is log probs_seen[config]."""
     f = inference.fit(FullJoint(64, sparse=True), digits.train, "exact", num_samples=3000)
-    seen = f.draws["probs_seen"][0]
+    seen = f.draws["probs_seen"].flatten(0, 1)
     counts = f.posterior.table.counts
     expected = (counts + 1) / (len(digits.train) + 2.0**64)
     torch.testing.assert_close(seen.mean(0), expected, rtol=0.2, atol=0)
     assert float(f.draws["probs_other"].min()) > 1 - 1e-12
     ll = f.pointwise_log_likelihood()
-    assert ll.shape == (1, 3000, len(digits.train)) and torch.isfinite(ll).all()
+    assert ll.shape == (2, 1500, len(digits.train)) and torch.isfinite(ll).all()
     # an unseen configuration takes an exact share of the 'other' mass: mean theta = alpha/total
     unseen = 1 - digits.test[:1]
-    lu = f.pointwise_log_likelihood(unseen)[0, :, 0]
+    lu = f.pointwise_log_likelihood(unseen)[..., 0]
     assert abs(float(lu.exp().mean()) / math.exp(-math.log(1297 + 2.0**64)) - 1) < 0.1
 
 
@@ -181,7 +181,7 @@ def test_to_arviz_supports_loo_and_compare(digits):
     idatas = {k: f.to_arviz() for k, f in fits.items()}
     for idata in idatas.values():
         assert {"posterior", "log_likelihood", "observed_data"} <= set(idata.groups())
-        assert idata.log_likelihood["x"].shape == (1, 500, 400)
+        assert idata.log_likelihood["x"].shape == (2, 250, 400)  # two chains (issue 16)
         assert idata.observed_data["x"].shape == (400, 64)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -211,7 +211,14 @@ def test_round_trip(name, make, data, method, tmp_path, digits):
     g = inference.load(path, model=program) if program else inference.load(path)
     assert torch.equal(g.log_density(x), f.log_density(x))
     assert g.method == f.method and g.fit_seconds == f.fit_seconds
-    a, b = f.to_arviz(), g.to_arviz()
+    try:
+        a = f.to_arviz()
+    except ValueError as e:  # a point fit with no Laplace approximation: the same on reload
+        assert f.method in ("mle", "map") and "no Laplace approximation" in str(e)
+        with pytest.raises(ValueError, match="no Laplace approximation"):
+            g.to_arviz()
+        return
+    b = g.to_arviz()
     for group in ("posterior", "log_likelihood", "observed_data"):
         for var in getattr(a, group).data_vars:
             np.testing.assert_array_equal(getattr(a, group)[var].values,
