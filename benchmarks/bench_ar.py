@@ -1,9 +1,18 @@
 """AR(2) on sunspots: our NUTS beside a plain `pyro.infer.MCMC(NUTS)` on a hand-written AR(2)
-with the same priors, in one run (wall time, bulk ESS, ESS per second); and the conditional-MLE
-fit time beside statsmodels' AutoReg.
+with the same priors, and beside NumPyro (issue 18), in one run (wall time, bulk ESS, ESS per
+second, r_hat, posterior means); SVI steps per second for every guide beside plain
+`pyro.infer.SVI(AutoNormal)` on the vectorised AR(2); and the conditional-MLE fit time beside
+statsmodels' AutoReg.
 
     .venv/bin/python benchmarks/bench_ar.py [--threads 1] [--samples 1000] [--warmup 1000]
                                             [--chains 2] [--repeat 200] [--skip-plain]
+                                            [--numpyro PYTHON] [--svi-steps 1000]
+
+--numpyro PYTHON: an interpreter with numpyro and jax (NumPyro is not a dependency of this
+project; make one outside it: `python3 -m venv ../numpyro-venv && ../numpyro-venv/bin/pip
+install numpyro jax`). NumPyro's AR(2) (benchmarks/numpyro_ar2.py, the same priors) runs there
+with its default and dense mass matrix, chains sequential and vectorised, interleaved with ours;
+ESS and r_hat of every row come from the same ArviZ call here.
 
 Targets (issue 3): our NUTS <= 15 s and >= 40 ESS/s for 2 chains x (1000 warm-up + 1000 draws);
 the plain version measured 123 s (about 5 ESS/s); MLE no slower than AutoReg. Prints a table and
@@ -56,9 +65,11 @@ def summarise(label, draws: dict, seconds: float) -> dict:
 def ours(y, args, jit: bool) -> dict:
     t = time.perf_counter()
     f = inference.fit(AutoRegressive(2), y, "nuts", num_samples=args.samples,
-                      warmup_steps=args.warmup, num_chains=args.chains, jit_compile=jit, seed=0)
+                      warmup_steps=args.warmup, num_chains=args.chains, jit_compile=jit, seed=0,
+                      progress_bar=False)
     seconds = time.perf_counter() - t
-    out = summarise(f"ours: fit(AutoRegressive(2), 'nuts', jit_compile={jit})", f.draws, seconds)
+    out = summarise(f"ours: fit(AutoRegressive(2), 'nuts', jit_compile={jit}), "
+                    f"{f.info['chain_processes']} process(es)", f.draws, seconds)
     out["divergences"] = f.info["divergences"]
     return out
 
@@ -73,6 +84,57 @@ def plain(y, args) -> dict:
     seconds = time.perf_counter() - t
     draws = {k: v.detach() for k, v in mcmc.get_samples(group_by_chain=True).items()}
     return summarise("plain pyro.infer.MCMC(NUTS) on a hand-written AR(2)", draws, seconds)
+
+
+def numpyro_row(python: str, y, args, dense: bool, vectorized: bool) -> dict:
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent / "numpyro_ar2.py"
+    label = (f"NumPyro NUTS dense_mass={dense}, chains "
+             f"{'vectorized' if vectorized else 'sequential'}")
+    with tempfile.TemporaryDirectory() as tmp:
+        np.save(f"{tmp}/y.npy", y.numpy())
+        cmd = [python, str(script), f"{tmp}/y.npy", f"{tmp}/out.npz", "--samples",
+               str(args.samples), "--warmup", str(args.warmup), "--chains", str(args.chains)]
+        cmd += ["--dense"] * dense + ["--vectorized"] * vectorized
+        env = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": str(args.threads),
+               "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+        run = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if run.returncode:
+            return {"label": label, "error": run.stderr[-500:]}
+        out = np.load(f"{tmp}/out.npz")
+        draws = {k: torch.from_numpy(out[k]) for k in out.files if k != "seconds"}
+        return summarise(label, draws, float(out["seconds"]))
+
+
+def svi_rows(y, steps: int) -> list[dict]:
+    """Steps per second of ours (every guide) and plain SVI(AutoNormal) on the vectorised
+    AR(2), the same steps, one after the other."""
+    from pyro.infer import SVI, Trace_ELBO
+    from pyro.infer.autoguide import AutoNormal
+    from pyro.optim import ClippedAdam
+
+    rows = []
+    for guide in ("normal", "multivariate_normal", "delta"):
+        t = time.perf_counter()
+        inference.fit(AutoRegressive(2), y, "svi", guide=guide, steps=steps, seed=0,
+                      progress_bar=False)
+        seconds = time.perf_counter() - t
+        rows.append({"label": f"ours: fit(AutoRegressive(2), 'svi', guide={guide!r})",
+                     "seconds": seconds, "steps_per_second": steps / seconds})
+    m, s = float(y.mean()), float(y.std())
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    svi = SVI(plain_ar2, AutoNormal(plain_ar2), ClippedAdam({"lr": 0.01}), Trace_ELBO())
+    t = time.perf_counter()
+    for _ in range(steps):
+        svi.step(y, m, s)
+    seconds = time.perf_counter() - t
+    rows.append({"label": "plain pyro.infer.SVI(AutoNormal) on the vectorised AR(2)",
+                 "seconds": seconds, "steps_per_second": steps / seconds})
+    return rows
 
 
 def best_of(fn, repeat: int) -> float:
@@ -108,29 +170,48 @@ def main(argv=None) -> dict:
     parser.add_argument("--chains", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=200)
     parser.add_argument("--skip-plain", action="store_true")
+    parser.add_argument("--numpyro", metavar="PYTHON", default=None,
+                        help="an interpreter with numpyro and jax (see the module docstring)")
+    parser.add_argument("--svi-steps", type=int, default=1000)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     y = datasets.load("sunspots").train.clone()
     exact = inference.fit(AutoRegressive(2), y, "exact").params
-    nuts = [ours(y, args, jit=True), ours(y, args, jit=False)]
+    nuts = [ours(y, args, jit=None)]
+    configs = [(False, True), (True, True), (False, False), (True, False)] if args.numpyro \
+        else []
+    for i, (dense, vectorized) in enumerate(configs):  # interleaved with ours
+        nuts.append(numpyro_row(args.numpyro, y, args, dense, vectorized))
+        if i == 1:
+            nuts.append(ours(y, args, jit=True))
+    if not args.numpyro:
+        nuts.append(ours(y, args, jit=True))
     if not args.skip_plain:
         nuts.append(plain(y, args))
+    svi = svi_rows(y, args.svi_steps)
     mle = mle_times(y, args.repeat)
     print(f"\nNUTS on AR(2) sunspots: {args.chains} chains x ({args.warmup} warm-up + "
           f"{args.samples} draws), {args.threads} thread(s)")
     print(f"{'':60} {'wall s':>8} {'min ESS':>8} {'ESS/s':>7} {'r_hat':>6}  phi means")
     for r in nuts:
+        if "error" in r:
+            print(f"{r['label']:60} failed: {r['error']}")
+            continue
         phi = ", ".join(f"{v:.4f}" for v in r["means"]["phi"])
         print(f"{r['label']:60} {r['seconds']:8.1f} {r['min_ess_bulk']:8.0f} "
               f"{r['ess_per_second']:7.1f} {r['max_r_hat']:6.3f}  [{phi}]")
     print(f"{'exact conjugate posterior mean':60} {'':8} {'':8} {'':7} {'':6}  "
           f"[{', '.join(f'{v:.4f}' for v in exact['phi'].tolist())}]")
+    print(f"\nSVI on AR(2) sunspots, {args.svi_steps} steps, {args.threads} thread(s)")
+    for r in svi:
+        print(f"{r['label']:60} {r['seconds']:8.2f} s {r['steps_per_second']:8.0f} steps/s")
     print("\nconditional MLE (median of repeats)")
     print(f"{'order':>5} {'inference.fit s':>16} {'fit_seconds':>12} {'AutoReg.fit s':>14}")
     for r in mle:
         print(f"{r['order']:5d} {r['ours_fit_call_s']:16.5f} {r['ours_fit_seconds']:12.5f} "
               f"{r['statsmodels_autoreg_s']:14.5f}")
-    result = {"machine": machine(args.threads), "settings": vars(args), "nuts": nuts, "mle": mle,
+    result = {"machine": machine(args.threads), "settings": vars(args), "nuts": nuts, "svi": svi,
+              "mle": mle,
               "exact_posterior_mean": {k: v.tolist() for k, v in exact.items()}}
     write_results("ar", result)
     return result

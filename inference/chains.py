@@ -1,0 +1,95 @@
+"""NUTS chains on every free core (issue 18).
+
+`run_chains(make_kernel, z0, seeds, ...)` runs one `pyro.infer.MCMC` per chain: in forked
+processes, one thread each, where the chains fit on the machine's free cores (CPU tensors,
+2+ chains, no more chains than cores, cores free by the load average, not inside a daemonic
+worker), else one after the other.
+Each chain draws from its own seed (`seeds[c]`), so the same fit seed gives the same draws
+either way; the warnings a chain raises are recorded in its process and raised again here, in
+chain order, and each chain's statistics (the kernel's `statistics()`) come back with its
+draws.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import warnings
+
+import torch
+from pyro.infer import MCMC
+
+_JOB: dict = {}  # what forked chain processes read (inherited at fork, never pickled)
+
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def free_cores() -> float:
+    """Cores not busy with other work: the cores less the 1-minute load average, this process's
+    own core counted as free."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        load = 0.0
+    return cores() - max(0.0, load - 1.0)
+
+
+def processes_for(num_chains: int, device: torch.device) -> int:
+    """How many processes run the chains: one per chain where each has a free core and the
+    tensors live on the CPU (a CUDA context does not survive a fork), else 1."""
+    if num_chains < 2 or device.type != "cpu" or num_chains > cores():
+        return 1
+    if free_cores() < num_chains - 0.5:  # a busy machine: processes would only compete
+        return 1
+    if multiprocessing.current_process().daemon or "fork" not in \
+            multiprocessing.get_all_start_methods():
+        return 1
+    return num_chains
+
+
+def run_chains(make_kernel, z0: torch.Tensor, seeds: list[int], num_samples: int,
+               warmup_steps: int, progress_bar: bool):
+    """[(draws of z (num_samples, dim), the kernel's statistics)] per chain, from starts z0
+    (chains, dim)."""
+    num_chains = len(z0)
+    procs = processes_for(num_chains, z0.device)
+    _JOB.update(make_kernel=make_kernel, z0=z0, seeds=seeds, num_samples=num_samples,
+                warmup_steps=warmup_steps, progress_bar=progress_bar and procs == 1)
+    try:
+        if procs > 1:
+            with multiprocessing.get_context("fork").Pool(procs) as pool:
+                results = pool.map(_chain, range(num_chains))
+        else:
+            results = [_chain(c) for c in range(num_chains)]
+    finally:
+        _JOB.clear()
+    out = []
+    for z, stats, caught in results:
+        for message, category in caught:
+            warnings.warn(message, category, stacklevel=3)
+        out.append((z, stats))
+    return out
+
+
+def _chain(c: int):
+    job = _JOB
+    if multiprocessing.parent_process() is not None:
+        torch.set_num_threads(1)  # one thread per chain process
+    kernel = job["make_kernel"]()
+    mcmc = MCMC(kernel, num_samples=job["num_samples"], warmup_steps=job["warmup_steps"],
+                initial_params={"z": job["z0"][c]}, disable_progbar=not job["progress_bar"])
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.manual_seed(job["seeds"][c])
+        mcmc.run()
+    z = mcmc.get_samples()["z"]
+    stats = kernel.statistics() if hasattr(kernel, "statistics") else {}
+    return z, stats, [(str(w.message), w.category) for w in caught]
+
+
+__all__ = ["cores", "free_cores", "processes_for", "run_chains"]

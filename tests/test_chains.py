@@ -1,0 +1,62 @@
+"""NUTS chains in parallel processes (issue 18): the same seed gives the same draws and
+statistics whether the chains run in processes or one after the other, warnings raised inside a
+chain's process reach the caller, and a fit says how its chains ran."""
+
+import warnings
+
+import pytest
+import torch
+from pyro.infer import NUTS
+
+import inference
+from inference import chains
+from ppl_models import AutoRegressive, datasets
+
+needs_two_cores = pytest.mark.skipif(chains.cores() < 2, reason="one core: chains run in turn")
+
+
+@needs_two_cores
+def test_the_same_seed_gives_the_same_draws_in_processes_and_in_turn(monkeypatch):
+    y = datasets.load("sunspots").train
+    run = {}
+    for how, n in (("processes", chains.cores()), ("in turn", 1)):
+        monkeypatch.setattr(chains, "cores", lambda n=n: n)
+        monkeypatch.setattr(chains, "free_cores", lambda n=n: n)  # as on a quiet machine
+        run[how] = inference.fit(AutoRegressive(2), y, "nuts", num_samples=100,
+                                 warmup_steps=100, seed=3, progress_bar=False)
+    assert run["processes"].info["chain_processes"] == 2
+    assert run["in turn"].info["chain_processes"] == 1
+    for k, v in run["processes"].draws.items():
+        assert torch.equal(v, run["in turn"].draws[k]), k
+    for k, v in run["processes"].sample_stats.items():
+        assert torch.equal(v, run["in turn"].sample_stats[k]), k
+    # each chain draws from its own seed
+    phi = run["processes"].draws["phi"]
+    assert not torch.equal(phi[0], phi[1])
+
+
+@needs_two_cores
+def test_a_warning_inside_a_chain_process_reaches_the_caller(monkeypatch):
+    def potential(params):
+        warnings.warn("raised inside the chain", UserWarning, stacklevel=2)
+        return 0.5 * (params["z"] ** 2).sum()
+
+    def kernel():
+        return NUTS(potential_fn=potential)
+
+    monkeypatch.setattr(chains, "free_cores", lambda: 2.0)  # as on a quiet machine
+    z0 = torch.zeros(2, 3, dtype=torch.float64)
+    assert chains.processes_for(2, z0.device) == 2
+    with pytest.warns(UserWarning, match="raised inside the chain"):
+        out = chains.run_chains(kernel, z0, [0, 1], num_samples=5, warmup_steps=5,
+                                progress_bar=False)
+    assert [z.shape for z, _ in out] == [(5, 3), (5, 3)]
+
+
+def test_one_chain_more_chains_than_cores_or_a_busy_machine_run_in_turn(monkeypatch):
+    cpu = torch.device("cpu")
+    assert chains.processes_for(1, cpu) == 1
+    assert chains.processes_for(chains.cores() + 1, cpu) == 1
+    monkeypatch.setattr(chains, "cores", lambda: 2)
+    monkeypatch.setattr(chains, "free_cores", lambda: 0.5)  # the other core busy
+    assert chains.processes_for(2, cpu) == 1
