@@ -133,9 +133,7 @@ def loo(data):
     """PSIS-LOO (pointwise) of the container's log_likelihood ``x``."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if MODERN:
-            return az.loo(data, pointwise=True, var_name="x")
-        return az.loo(data, pointwise=True, var_name="x")
+        return az.loo(data, pointwise=True, var_name="x")  # the same call in both
 
 
 def loo_approximate(data, log_p, log_q):
@@ -214,8 +212,6 @@ def _logsumexp(a, axis):
 # -- plots ------------------------------------------------------------------------------------
 def plot_forest(datas: dict, path, var_names=None, coords=None, title: str = "",
                 hdi_prob: float = 0.9) -> None:
-    import matplotlib.pyplot as plt
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if MODERN:
@@ -225,11 +221,7 @@ def plot_forest(datas: dict, path, var_names=None, coords=None, title: str = "",
         axes = az.plot_forest(list(datas.values()), model_names=list(datas),
                               var_names=var_names, coords=coords, combined=True,
                               hdi_prob=hdi_prob)
-    fig = np.ravel(axes)[0].figure
-    if title:
-        fig.suptitle(title)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    _save_axes(axes, path, title)
 
 
 def plot_ppc(data, path, title: str = "", num_pp_samples: int | None = None) -> None:

@@ -228,9 +228,8 @@ def laplace_draws(program, x, values: dict, prior: bool, num_samples: int, chain
     names = program.roles.free
     w = Whitened(program, x, values, names=names, prior=prior)
     label = f"{program.label} at its {'MAP' if prior else 'MLE'}"
-    if not torch.isfinite(w.mu).all() or _off_mode(w, values):
-        bad = [k for k in names if not torch.isfinite(w.transforms[k].inv(values[k])).all()
-               or _off_mode(w, values, k)]
+    bad = _off_mode(w, values)
+    if bad:
         raise ValueError(f"{label} has no Laplace approximation: the estimate of "
                          f"{', '.join(map(repr, bad))} lies on the boundary of the parameter "
                          "space (a probability of exactly 0 or 1), where the posterior has no "
@@ -253,23 +252,16 @@ def laplace_draws(program, x, values: dict, prior: bool, num_samples: int, chain
     return draws, log_p, log_q.reshape(chains, per), (ll, lp)
 
 
-def _off_mode(w, values: dict, name: str | None = None) -> bool:
-    """The estimate lies more than OFF_MODE Laplace standard deviations from the mode that
-    Newton's method finds from it (of `name`'s entries, or of any): the estimate sits on the
-    boundary (a probability fitted as 0, whose logit is -708), not at an interior mode."""
-    if not torch.isfinite(w.mu).all():
-        return False
+def _off_mode(w, values: dict) -> list[str]:
+    """The parameters whose estimate is not finite in the unconstrained space, or lies more
+    than OFF_MODE Laplace standard deviations from the mode that Newton's method finds from
+    it: an estimate on the boundary (a probability fitted as 0, whose logit is -708), not at
+    an interior mode."""
     with torch.no_grad():
-        z = w.whiten(values).abs()
-    if name is not None:
-        at = 0
-        for k in w.names:
-            size = math.prod(w.shapes[k])
-            if k == name:
-                z = z[at:at + size]
-                break
-            at += size
-    return bool((~torch.isfinite(z)).any() or (z > OFF_MODE).any())
+        u = {k: w.transforms[k].inv(values[k]) for k in w.names}
+        z = w.unflatten(w.whiten(values).abs()) if torch.isfinite(w.mu).all() else {}
+    return [k for k in w.names if not torch.isfinite(u[k]).all()
+            or (k in z and not bool((z[k] <= OFF_MODE).all()))]
 
 
 def _same(eager, traced, z) -> bool:
