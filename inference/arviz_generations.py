@@ -9,8 +9,9 @@ plotting in arviz-plots. `inference.arviz_io` builds the groups once, as plain
   variables, dims, coords, attrs and values either way; `groups(data)` reads any of them back
   into Datasets; `read_netcdf` / `write_netcdf` cross the generations (a file written under
   one opens under the other with every group).
-- `loo(data)`, `loo_approximate(data, log_p, log_q)` (arviz-stats' `loo_approximate_posterior`
-  under 1.x; the same formula by hand under 0.23, as 0.23 has none), `held_out(...)` (an ELPD
+- `loo(data)`, `loo_approximate(data, log_p, log_q)` (arviz-stats' `loo` and
+  `loo_approximate_posterior` under 1.x; the same formulas by hand under 0.23, with
+  `inference.psis`, the PSIS of arviz-stats, so the numbers agree), `held_out(...)` (an ELPD
   record of held-out or leave-future-out pointwise values, which `compare` ranks beside LOO),
   `compare(records)`: ArviZ's table with the same columns under both (rank, elpd_loo, p_loo,
   elpd_diff, weight, se, dse, warning, scale).
@@ -32,6 +33,8 @@ import warnings
 
 import numpy as np
 import xarray as xr
+
+from inference.psis import logsumexp, psis
 
 with warnings.catch_warnings():  # ArviZ 0.23 announces its 1.x refactor on every import
     warnings.filterwarnings("ignore", message="ArviZ is undergoing")
@@ -102,38 +105,74 @@ def noted(record, name: str, default=None):
 
 
 def held_out(pointwise, *, n_samples: int, p_eff: float = 0.0, pareto_k=None,
-             name: str = "x"):
+             name: str = "x", like: xr.DataArray | None = None):
     """An ELPD record of pointwise held-out (or leave-future-out) log predictive densities,
-    which `compare` ranks like a LOO result. p_eff: the effective number of parameters."""
-    pointwise = np.asarray(pointwise, dtype=float)
+    which `compare` ranks like a LOO result. p_eff: the effective number of parameters; like:
+    a DataArray whose dims and coords the pointwise values take (else one `{name}_dim_0`)."""
+    pointwise = np.asarray(pointwise, dtype=float).reshape(-1)
     n = len(pointwise)
-    k = np.zeros(n) if pareto_k is None else np.asarray(pareto_k, dtype=float)
+    k = np.zeros(n) if pareto_k is None else np.asarray(pareto_k, dtype=float).reshape(-1)
     se = float(np.sqrt(n * np.var(pointwise))) if n > 1 else math.nan
     good_k = min(1 - 1 / np.log10(max(n_samples, 11)), 0.7)
-    dims = [f"{name}_dim_0"]
+
+    def shaped(values, label=None):
+        if like is None:
+            return xr.DataArray(values, dims=[f"{name}_dim_0"], name=label)
+        return xr.DataArray(values.reshape(like.shape), dims=like.dims, coords=like.coords,
+                            name=label)
+
+    warning = bool((k > good_k).any())
     if MODERN:
         from arviz_stats.utils import ELPDDataLOO
 
         return ELPDDataLOO(elpd=float(pointwise.sum()), se=se, p=float(p_eff),
                            n_samples=int(n_samples), n_data_points=n, scale="log",
-                           warning=bool((k > good_k).any()), good_k=good_k,
-                           elpd_i=xr.DataArray(pointwise, dims=dims),
-                           pareto_k=xr.DataArray(k, dims=dims))
+                           warning=warning, good_k=good_k, elpd_i=shaped(pointwise),
+                           pareto_k=shaped(k))
     from arviz.stats.stats_utils import ELPDData
 
     return ELPDData(
-        data=[float(pointwise.sum()), se, float(p_eff), int(n_samples), n,
-              bool((k > good_k).any()), xr.DataArray(pointwise, dims=dims, name="loo_i"),
-              xr.DataArray(k, dims=dims), "log", good_k],
+        data=[float(pointwise.sum()), se, float(p_eff), int(n_samples), n, warning,
+              shaped(pointwise, "loo_i"), shaped(k), "log", good_k],
         index=["elpd_loo", "se", "p_loo", "n_samples", "n_data_points", "warning", "loo_i",
                "pareto_k", "scale", "good_k"])
 
 
-def loo(data):
-    """PSIS-LOO (pointwise) of the container's log_likelihood ``x``."""
+def loo(data, var: str = "x"):
+    """PSIS-LOO (pointwise) of the container's log_likelihood `var`. Under 1.x arviz-stats'
+    `loo`; under 0.23 the same steps with `inference.psis` (the PSIS arviz-stats uses, where
+    0.23's own `psislw` fits a tail one draw longer), so both generations give the same numbers
+    for the same draws. r_eff as both ArviZ generations take it: the mean relative ESS ("mean"
+    method) over every posterior value, 1 for a single chain."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return az.loo(data, pointwise=True, var_name="x")  # the same call in both
+        if MODERN:
+            return az.loo(data, pointwise=True, var_name=var)
+        parts = groups(data)
+        ll = parts["log_likelihood"][var]
+        S = ll.sizes["chain"] * ll.sizes["draw"]
+        r_eff = 1.0
+        if ll.sizes["chain"] > 1:
+            ess = az.ess(parts["posterior"], method="mean")
+            r_eff = float(np.hstack([ess[v].values.ravel() for v in ess.data_vars]).mean()) / S
+    values = _per_datum(ll)
+    lw, k = psis(-values, r_eff)
+    return _pointwise_record(values, lw, k, like=ll.isel(chain=0, draw=0, drop=True))
+
+
+def _per_datum(ll: xr.DataArray) -> np.ndarray:
+    """A (chain, draw, ...) log-likelihood as (datum, draw) rows, chains concatenated."""
+    S = ll.sizes["chain"] * ll.sizes["draw"]
+    return ll.transpose("chain", "draw", ...).values.reshape(S, -1).T
+
+
+def _pointwise_record(ll, lw, k, like=None):
+    """The ELPD record of log-likelihoods ll (n, S) under normalised log weights lw (n, S)."""
+    S = ll.shape[1]
+    elpd_i = logsumexp(lw + ll, 1)
+    lppd_i = logsumexp(ll, 1) - np.log(S)
+    return held_out(elpd_i, n_samples=S, p_eff=float((lppd_i - elpd_i).sum()), pareto_k=k,
+                    like=like)
 
 
 def loo_approximate(data, log_p, log_q):
@@ -151,33 +190,16 @@ def loo_approximate(data, log_p, log_q):
             return az.loo_approximate_posterior(
                 data, xr.DataArray(log_p, dims=dims), xr.DataArray(log_q, dims=dims),
                 pointwise=True, var_name="x")
-        ll = groups(data)["log_likelihood"]["x"].values
-        S, n = log_p.size, ll.shape[-1]
-        ll = ll.reshape(S, n)
-        correction = (log_p - log_q).reshape(-1)
-        correction = correction - correction.max()
-        ratios = correction[None, :] - ll.T  # (n, S)
-        ratios = ratios - ratios.max(1, keepdims=True)
-        lw, k = psislw(ratios)
-        elpd_i = _logsumexp(lw + ll.T, 1)
-        lppd_i = _logsumexp(ll.T, 1) - np.log(S)
-        return held_out(elpd_i, n_samples=S, p_eff=float((lppd_i - elpd_i).sum()),
-                        pareto_k=k)
+        ll = groups(data)["log_likelihood"]["x"]
+    values = _per_datum(ll)
+    lw, k = psis((log_p - log_q).reshape(-1)[None, :] - values)
+    return _pointwise_record(values, lw, k, like=ll.isel(chain=0, draw=0, drop=True))
 
 
 def psislw(log_ratios):
-    """Pareto-smoothed log weights (normalised) and Pareto k along the last axis."""
-    log_ratios = np.asarray(log_ratios, dtype=float)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if MODERN:
-            from arviz_stats.base import array_stats
-
-            # arviz-stats smooths the right tail of minus its input, as its own LOO passes it
-            lw, k = array_stats.psislw(-log_ratios, r_eff=1.0, axis=-1)
-            lw = lw - _logsumexp(lw, -1)[..., None]
-            return lw, k
-        return az.psislw(log_ratios)
+    """Pareto-smoothed log weights (normalised) and Pareto k along the last axis: the same
+    `inference.psis` under both generations (it equals arviz-stats' `psislw`)."""
+    return psis(log_ratios)
 
 
 def compare(records: dict):
@@ -199,14 +221,11 @@ def loo_pit(data, var: str = "x") -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if MODERN:
-            return np.asarray(az.loo_pit(data, var_names=[var])[var].values)
-        return np.asarray(az.loo_pit(data, y=var))
-
-
-def _logsumexp(a, axis):
-    m = np.max(a, axis=axis, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0.0)
-    return np.squeeze(m, axis) + np.log(np.sum(np.exp(a - m), axis=axis))
+            pit = np.asarray(az.loo_pit(data, var_names=[var])[var].values)
+        else:
+            pit = np.asarray(az.loo_pit(data, y=var))
+    # a probability: arviz-stats' sums can round to 1 + 2e-16
+    return np.clip(pit, 0.0, 1.0)
 
 
 # -- plots ------------------------------------------------------------------------------------

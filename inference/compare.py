@@ -119,6 +119,7 @@ def _ranked(elpds: dict, flags: dict):
     if not trusted or len(trusted) == len(elpds):
         return compare_elpd(elpds)
     table = compare_elpd(trusted)
+    table["warning"] = table["warning"].astype(object)  # a NaN row goes in before it is set
     best = float(table["elpd_loo"].iloc[0])
     for k in elpds:
         if k in trusted:
@@ -135,6 +136,7 @@ def _ranked(elpds: dict, flags: dict):
         table.loc[k, "warning"] = True
         table.loc[k, "scale"] = "log"
     table["rank"] = table["rank"].astype(int)
+    table["warning"] = table["warning"].astype(bool)
     return table
 
 

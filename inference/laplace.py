@@ -164,38 +164,28 @@ class Whitened:
         return self._jitted(z)
 
     def _traced(self, z):
-        """The potential traced by `torch.jit.trace`, kept only where it gives the eager
-        potential and gradient (to 1e-9) at z and at a second point: a program whose Python
-        depends on the parameter values, or that cannot be traced, runs eagerly (False), and
-        `jit_note` says why."""
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-            warnings.filterwarnings("ignore", category=DeprecationWarning)
-            try:
-                traced = torch.jit.trace(self._potential_z, (z.detach().requires_grad_(),),
-                                         check_trace=False)
-                g = torch.Generator(device="cpu").manual_seed(1)
-                step = torch.randn(z.shape, generator=g, dtype=z.dtype).to(z.device)
-                for probe in (z.detach(), z.detach() + 0.3 * step):
-                    if not _same(self._potential_z, traced, probe):
-                        self.jit_note = "eager (the traced potential differs from the program)"
-                        return False
-            except Exception as e:  # any failure to trace means: run eagerly
-                self.jit_note = f"eager (the program cannot be traced: {type(e).__name__})"
-                return False
-        self.jit_note = "jit-compiled potential"
-        return traced
+        """The potential traced by `torch.jit.trace` where that gives the same numbers
+        (`checked_trace`), else False; `jit_note` says which and why."""
+        traced, note = checked_trace(self._potential_z, z, "potential")
+        self.jit_note = note
+        return traced if traced is not None else False
 
     # -- as a Pyro program, and back to the model's parameters ------------------------------
     def __call__(self):
         z = pyro.sample("z", dist.Normal(torch.zeros_like(self.mu), 1.0).to_event(1))
         # the site's N(0, I) density is taken out again: the log joint is -potential
-        pyro.factor("posterior", -self._potential_z(z) - dist.Normal(0.0, 1.0).log_prob(z).sum())
+        potential = self.potential({"z": z}) if self.idx is None else self._potential_z(z)
+        pyro.factor("posterior", -potential - dist.Normal(0.0, 1.0).log_prob(z).sum())
 
     @torch.no_grad()
     def log_abs_det(self, z: torch.Tensor) -> torch.Tensor:
         """log |det d theta / d z| at draws z (S, d): the affine map's (constant) plus each
         parameter's transform into its support."""
+        return self.log_abs_det_grad(z)
+
+    def log_abs_det_grad(self, z: torch.Tensor) -> torch.Tensor:
+        """`log_abs_det`, differentiable in z (the delta guide takes it out of the potential:
+        its optimum is then the MAP of the parameters, not of their unconstrained values)."""
         u = self.mu + z @ self.L.T
         parts = self.unflatten(u)
         out = torch.linalg.slogdet(self.L)[1].expand(z.shape[0]).clone()
@@ -262,6 +252,25 @@ def _off_mode(w, values: dict) -> list[str]:
         z = w.unflatten(w.whiten(values).abs()) if torch.isfinite(w.mu).all() else {}
     return [k for k in w.names if not torch.isfinite(u[k]).all()
             or (k in z and not bool((z[k] <= OFF_MODE).all()))]
+
+
+def checked_trace(fn, z: torch.Tensor, what: str = "function"):
+    """(fn traced by `torch.jit.trace` at z, "jit-compiled {what}"), kept only where it gives
+    fn's value and gradient (to 1e-9) at z and at a second point; else (None, why): a program
+    whose Python depends on the parameter values, or that cannot be traced, runs eagerly."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        try:
+            traced = torch.jit.trace(fn, (z.detach().requires_grad_(),), check_trace=False)
+            g = torch.Generator(device="cpu").manual_seed(1)
+            step = torch.randn(z.shape, generator=g, dtype=z.dtype).to(z.device)
+            for probe in (z.detach(), z.detach() + 0.3 * step):
+                if not _same(fn, traced, probe):
+                    return None, f"eager (the traced {what} differs from the program)"
+        except Exception as e:  # any failure to trace means: run eagerly
+            return None, f"eager (the program cannot be traced: {type(e).__name__})"
+    return traced, f"jit-compiled {what}"
 
 
 def _same(eager, traced, z) -> bool:

@@ -18,7 +18,7 @@ with no data plate models one series: one entry per observed value.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyro
 import pyro.distributions as dist
@@ -62,9 +62,14 @@ class Roles:
     observed_numel: int = 0
     plate_size: int | None = None  # the data plate's size in the discovery trace
     sequential: bool = False  # the data plate is iterated (for i in pyro.plate(...))
+    _named: dict = field(default_factory=dict, repr=False, compare=False)
 
     def named(self, *roles) -> list[str]:
-        return [k for k, s in self.sites.items() if s.role in roles]
+        """The sites with one of `roles`, in program order (kept: the sites are fixed once
+        discovered, and AR(2)'s 307 are asked for on every gradient)."""
+        if roles not in self._named:
+            self._named[roles] = [k for k, s in self.sites.items() if s.role in roles]
+        return list(self._named[roles])
 
     @property
     def free(self) -> list[str]:

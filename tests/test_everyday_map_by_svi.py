@@ -21,7 +21,9 @@ def test_the_delta_guide_ends_at_the_map(y, lr):
     for k in ("const", "phi", "sigma"):
         sd = exact.draws[k].flatten(0, 1).std(0)
         gap = ((svi.params[k] - map_.params[k]).abs() / sd).max()
-        assert float(gap) < 0.05, (k, float(gap))
+        # started at the MAP, Adam stays there: not at the mode of the unconstrained values
+        # (sigma's is 0.027 above the MAP here, 0.016 posterior sd)
+        assert float(gap) < 1e-3, (k, float(gap))
     assert svi.info["init"] == "MAP"
 
 

@@ -89,9 +89,11 @@ def test_eight_schools_compares_with_the_pooled_model(schools):
     assert set(table.index) == {"hierarchical", "pooled"}
     assert (table["criterion"] == "psis-loo").all() and (table["flag"] == "").all()
     assert table["pareto_k_max"].notna().all()
-    # ArviZ's own loo on our InferenceData gives the same elpd
+    # ArviZ's own loo on our InferenceData gives the same elpd, to the precision of PSIS (0.23
+    # fits a Pareto tail one draw longer than arviz-stats and inference.psis: 2e-4 nats here)
     own = az.loo(pooled.to_arviz())
-    assert float(table.loc["pooled", "elpd_loo"]) == pytest.approx(float(own["elpd_loo"]))
+    assert float(table.loc["pooled", "elpd_loo"]) == pytest.approx(float(own["elpd_loo"]),
+                                                                   abs=0.01)
 
 
 # -- baseball partial pooling beside plain Pyro ----------------------------------------------------

@@ -143,8 +143,11 @@ def test_user_programs_rank_beside_builtins_in_arviz(digits):
                                "independent (yours, svi)", "shared chain (yours, svi)"] or \
         list(raw.index)[0] == "Markov order 2 (ours, exact)"
     table = inference.compare(fits)
-    assert table.index[0] == "Markov order 2 (ours, exact)"
-    assert table.index[-1] == "shared chain (yours, svi)"
+    order = list(table.index)
+    assert order[0] == "Markov order 2 (ours, exact)"
+    assert order.index("shared chain (yours, svi)") > order.index("Independent (ours, exact)")
+    trusted = list(table["flag"] == "")
+    assert trusted == sorted(trusted, reverse=True)  # a flagged fit below every trusted one
     elpd = table["elpd_loo"]
     assert elpd["independent (yours, svi)"] == pytest.approx(
         elpd["Independent (ours, exact)"], abs=5.0)
@@ -231,8 +234,9 @@ def test_a_subclass_that_overrides_forward_is_fitted_through_it(digits):
 def test_builtin_models_in_a_plain_pyro_svi_loop():
     """pyro.infer.SVI with AutoNormal on AutoRegressive(2).bayesian(), started at the MLE (raw
     sunspot numbers need a start near the posterior, as with any Pyro model): within 0.5 exact
-    posterior sd after 400 steps (seed 0)."""
-    y = datasets.load("sunspots").train
+    posterior sd after 400 steps (seed 0; measured 0.01, 0.15, 0.24). The first 100 years:
+    Pyro traces one site per year at every step."""
+    y = datasets.load("sunspots").train[:100]
     exact = inference.fit(AutoRegressive(2), y, "exact", num_samples=4000)
     mle = inference.fit(AutoRegressive(2), y).params
     pyro.clear_param_store()
@@ -288,6 +292,47 @@ def test_a_hand_written_guide(digits):
     g = inference.fit(Independent(8), digits.train[:, 20:28], "svi", guide=probs_guide,
                       steps=300, lr=0.05, num_samples=100)
     assert g.draws["probs"].shape == (1, 100, 8)
+
+
+def test_a_guide_of_yours_runs_against_the_vectorised_density():
+    """The fast path for a guide you write (`inference.bayes._scored`): its ELBO against a
+    program of flat sites plus one factor, the program's vectorised log p(x, theta), equals
+    plain Pyro's Trace_ELBO of the same guide against the program itself (AR(2): 307 sites
+    traced; the shared chain) at the same seeds, to 1e-9 relative."""
+    import functools
+
+    from inference.bayes import _scored
+
+    def ar_guide(x=None, num_samples=None):
+        loc = pyro.param("loc", torch.tensor([10.0, 1.3, -0.6], dtype=f64))
+        scale = pyro.param("scale", torch.tensor([1.0, 0.05, 0.05], dtype=f64),
+                           constraint=dist.constraints.positive)
+        pyro.sample("sigma", dist.LogNormal(torch.tensor(3.0, dtype=f64), scale[1]))
+        pyro.sample("phi", dist.Normal(loc[1:], scale[1:]).to_event(1))
+        pyro.sample("const", dist.Normal(loc[0], scale[0]))
+
+    def chain_guide(x=None, num_samples=None):
+        pyro.sample("first", logit_normal(torch.tensor(-2.0, dtype=f64), 0.2))
+        pyro.sample("trans", logit_normal(torch.tensor([-1.0, 0.5], dtype=f64), 0.2)
+                    .to_event(1))
+
+    y = datasets.load("sunspots").train
+    digits = datasets.load("digits").train[:200]
+    for model, plain, guide, x in ((AutoRegressive(2), AutoRegressive(2).bayesian(), ar_guide,
+                                    y),
+                                   (shared_markov, shared_markov, chain_guide, digits)):
+        p = Program(model)
+        x = p.validate(x)
+        p.discover(x)
+        for seed in range(3):
+            pyro.clear_param_store()
+            pyro.set_rng_seed(seed)
+            ours = Trace_ELBO().loss(_scored(p, x, {}), functools.partial(guide, x=x))
+            pyro.clear_param_store()
+            pyro.set_rng_seed(seed)
+            theirs = Trace_ELBO().loss(plain, guide, x=x)
+            assert ours == pytest.approx(theirs, rel=1e-9)
+    pyro.clear_param_store()
 
 
 # -- saving a fit of your own program -------------------------------------------------------------
