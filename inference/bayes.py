@@ -9,8 +9,15 @@ badly scaled, correlated posterior (raw data) looks like a standard normal to NU
 matrix and to Adam's steps; draws are mapped back to the program's parameters.
 
 Point parameters (``pyro.param`` sites, no prior) are held at their MAP values (empirical
-Bayes); the parameters with a prior are sampled. The delta guide (a MAP by SVI) and a guide you
-write run on the program's own sites.
+Bayes); the parameters with a prior are sampled.
+
+SVI's paths (issue 18; `benchmarks/bench_ar.py` measures them beside plain Pyro): the Gaussian
+autoguides' ELBO is computed without Pyro's traces (`gaussian_elbo`), the delta guide is Adam
+on the MAP objective (`_svi_delta`), and a guide you write is scored against the program's
+vectorised, jit-traced log density (`_reparameterised_step`, or `_scored` through Pyro's SVI
+where a site of the guide has no reparameterised sampler); each is checked against Pyro's
+Trace_ELBO on the program itself. Minibatches, torch.distributed, continuous local latents and
+enumerated discrete latents run through Pyro's SVI on the program's own sites.
 """
 
 from __future__ import annotations
@@ -370,15 +377,19 @@ def _svi_own_sites(program, x, guide, steps, lr, num_samples, num_particles, pro
     else:
         g = guide
         guide_fn = functools.partial(guide, x=x)
-        if not program.local and not enumerated and not distributed.active():
-            target = _scored(program, x, fixed)
+    fast = not isinstance(guide, type) and not isinstance(guide, functools.partial) and \
+        not program.local and not enumerated and not distributed.active()
     elbo = (TraceEnum_ELBO(max_plate_nesting=program.roles.max_plate_nesting,
                            num_particles=num_particles) if enumerated
             else Trace_ELBO(num_particles=num_particles))
-    optim = PyroClippedAdam({"lr": lr, "lrd": 0.1 ** (1 / steps)})
-    runner = SVI(target, guide_fn, optim, elbo)
     try:
-        losses = _steps(runner.step, steps, len(x), program, progress_bar)
+        step = _reparameterised_step(program, x, fixed, guide_fn, lr, steps,
+                                     num_particles) if fast else None
+        if step is None:
+            optim = PyroClippedAdam({"lr": lr, "lrd": 0.1 ** (1 / steps)})
+            step = SVI(_scored(program, x, fixed) if fast else target, guide_fn, optim,
+                       elbo).step
+        losses = _steps(step, steps, len(x), program, progress_bar)
     except (KeyError, RuntimeError, ValueError, TypeError, NotImplementedError) as e:
         if isinstance(guide, type):
             raise
@@ -402,16 +413,12 @@ def _svi_own_sites(program, x, guide, steps, lr, num_samples, num_particles, pro
                           losses=losses, sample_stats=stats, info=info)
 
 
-def _scored(program, x, fixed):
-    """The fast path for a guide of yours: a program with the model's random sites, each flat
-    over its support, and one factor, the program's log p(x, theta) by its vectorised path
-    (`Program.log_joint`, as NUTS's potential, jit-traced where that gives the same numbers).
-    Trace_ELBO of any guide against it equals its ELBO against the program itself
-    (tests/test_programs.py checks it against plain Pyro's on the program), without tracing
-    the program's per-datum sites at every step (AR(2): 307 sites)."""
+def _flat_log_joint(program, x, fixed):
+    """(log p(x, theta) of the random parameters flattened into one vector u, the program's
+    values as such a vector): `Program.log_joint` (the vectorised path NUTS's potential
+    takes), jit-traced where that gives the same numbers (`checked_trace`)."""
     random = program.random
     values = {**program.values, **fixed}
-    supports = program.supports(values)
     shapes = {k: program.values[k].shape for k in random}
     start = torch.cat([torch.as_tensor(values[k]).reshape(-1) for k in random])
 
@@ -425,14 +432,70 @@ def _scored(program, x, fixed):
             return program.log_joint(x, {**fixed, **theta})
 
     traced, _ = checked_trace(log_joint, start, "log joint")
+    return traced or log_joint, start
+
+
+def _flatten(theta: list, like: torch.Tensor) -> torch.Tensor:
+    return torch.cat([v.reshape(-1).to(like.dtype) for v in theta])
+
+
+def _scored(program, x, fixed):
+    """A guide of yours on the vectorised density, through Pyro's SVI (where a site of the
+    guide has no reparameterised sampler, whose score-function term Trace_ELBO adds): a
+    program with the model's random sites, each flat over its support, and one factor, the
+    program's log p(x, theta) (`_flat_log_joint`). Trace_ELBO of any guide against it equals
+    its ELBO against the program itself (tests/test_programs.py checks it against plain
+    Pyro's on the program), without tracing the program's per-datum sites at every step
+    (AR(2): 307 sites)."""
+    log_joint, start = _flat_log_joint(program, x, fixed)
+    supports = program.supports({**program.values, **fixed})
+    shapes = {k: program.values[k].shape for k in program.random}
 
     def scored(*args, **kwargs):
-        theta = [pyro.sample(k, dist.ImproperUniform(supports[k], (), shapes[k]))
-                 for k in random]
-        u = torch.cat([v.reshape(-1).to(start.dtype) for v in theta])
-        pyro.factor("log_joint", (traced or log_joint)(u))
+        theta = [pyro.sample(k, dist.ImproperUniform(supports[k], (), v))
+                 for k, v in shapes.items()]
+        pyro.factor("log_joint", log_joint(_flatten(theta, start)))
 
     return scored
+
+
+def _reparameterised_step(program, x, fixed, guide_fn, lr, steps, num_particles):
+    """A guide of yours whose every site has a reparameterised sampler (and no scale or
+    mask), without Pyro's traces of the model: loss = log q(theta) - log p(x, theta) at
+    theta drawn from one trace of the guide, averaged over the particles, Adam on the guide's
+    parameters as Pyro's SVI sets it up (the same loss as Trace_ELBO: tests/test_programs.py).
+    None where the guide is not such a guide."""
+    random = program.random
+    with poutine.block():
+        with poutine.trace(param_only=True) as capture:
+            tr = poutine.trace(guide_fn).get_trace()
+    sites = [n for n in tr.nodes.values() if n["type"] == "sample" and not n["is_observed"]]
+    if any(k not in tr.nodes for k in random) or \
+            any(not n["fn"].has_rsample or n["scale"] != 1.0 or n["mask"] is not None
+                for n in sites):
+        return None
+    log_joint, start = _flat_log_joint(program, x, fixed)
+    params = list({id(p): p for p in (n["value"].unconstrained()
+                                      for n in capture.trace.nodes.values())}.values())
+    optim = ClippedAdam(params, lr=lr, lrd=0.1 ** (1 / steps)) if params else None
+
+    def step() -> float:
+        if optim is None:  # a guide with nothing to learn: its ELBO, as Pyro reports it
+            with torch.no_grad():
+                return float(sum(_loss() for _ in range(num_particles)) / num_particles)
+        optim.zero_grad()
+        loss = sum(_loss() for _ in range(num_particles)) / num_particles
+        loss.backward()
+        optim.step()
+        return float(loss.detach())
+
+    def _loss() -> torch.Tensor:
+        with poutine.block():
+            tr = poutine.trace(guide_fn).get_trace()
+        tr.compute_log_prob()
+        return _log_q(tr) - log_joint(_flatten([tr.nodes[k]["value"] for k in random], start))
+
+    return step
 
 
 def _guide_draws(guide_fn, names, num_samples, shapes=None):
