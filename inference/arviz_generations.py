@@ -18,7 +18,7 @@ plotting in arviz-plots. `inference.arviz_io` builds the groups once, as plain
 - `field(record, name)` reads an ELPD record by the 0.23 names (elpd_loo, se, p_loo, loo_i,
   pareto_k, n_samples, n_data_points, warning); `note` / `noted` carry our own additions (the
   proposal of a corrected LOO, its Pareto k and effective draws) on either kind of record.
-- `loo_pit(data, var)`, `psislw(log_ratios)`; the four plots of `inference.plots`.
+- `loo_pit(data, var)`; the four plots of `inference.plots`.
 
 What differs for a user (the README's table): 1.x has no `az.waic`, and its plots are
 `plot_forest`, `plot_ppc_dist`, `plot_energy`, `plot_compare` of arviz-plots (PlotCollection,
@@ -196,12 +196,6 @@ def loo_approximate(data, log_p, log_q):
     return _pointwise_record(values, lw, k, like=ll.isel(chain=0, draw=0, drop=True))
 
 
-def psislw(log_ratios):
-    """Pareto-smoothed log weights (normalised) and Pareto k along the last axis: the same
-    `inference.psis` under both generations (it equals arviz-stats' `psislw`)."""
-    return psis(log_ratios)
-
-
 def compare(records: dict):
     """ArviZ's comparison of ELPD records (label -> record), with the 0.23 columns under
     both generations."""
@@ -297,4 +291,4 @@ def _save_axes(ax, path, title: str) -> None:
 
 __all__ = ["COLUMNS", "GENERATION", "MODERN", "compare", "field", "groups", "held_out", "loo",
            "loo_approximate", "loo_pit", "note", "noted", "plot_compare", "plot_energy",
-           "plot_forest", "plot_ppc", "psislw", "read_netcdf", "wrap", "write_netcdf"]
+           "plot_forest", "plot_ppc", "read_netcdf", "wrap", "write_netcdf"]

@@ -30,6 +30,7 @@ import xarray as xr
 
 from inference import arviz_generations as generations
 from inference.arviz_generations import az, noted
+from inference.psis import psis
 
 MAX_LOG_LIKELIHOOD_CELLS = 200_000_000  # 1.6 GB of float64
 MAX_PREDICTIVE_CELLS = 50_000_000  # replicated data held at once (400 MB of float64)
@@ -321,7 +322,7 @@ def _prior(fit, num: int, first: int):
 def psis_log_weights(log_ratios):
     """Pareto-smoothed importance sampling of one set of log importance ratios over draws (a
     1-D tensor): (normalised log weights as a tensor, Pareto k)."""
-    lw, k = generations.psislw(_numpy(log_ratios).astype(float))
+    lw, k = psis(_numpy(log_ratios).astype(float))
     return torch.from_numpy(np.asarray(lw, dtype=float)), float(k)
 
 
@@ -390,7 +391,7 @@ def _corrected(idata, log_p, log_q, proposal: str):
     per draw (chain, draw), noted with the proposal's own weights' Pareto k and ESS."""
     log_p, log_q = _numpy(log_p), _numpy(log_q)
     out = generations.loo_approximate(idata, log_p, log_q)
-    lw_all, k_all = generations.psislw((log_p - log_q).reshape(-1))
+    lw_all, k_all = psis((log_p - log_q).reshape(-1))
     w = np.exp(lw_all - lw_all.max())
     generations.note(out, proposal=proposal, proposal_k=float(k_all),
                      proposal_ess=float(w.sum() ** 2 / (w ** 2).sum()))

@@ -115,13 +115,7 @@ class Whitened:
 
     # -- the potential ----------------------------------------------------------------------------
     def unflatten(self, u: torch.Tensor) -> dict[str, torch.Tensor]:
-        out, i = {}, 0
-        lead = u.shape[:-1]
-        for k in self.names:
-            n = self.shapes[k].numel()
-            out[k] = u[..., i:i + n].reshape(lead + self.shapes[k])
-            i += n
-        return out
+        return unflatten(u, self.shapes)
 
     def log_joint(self, theta: dict[str, torch.Tensor]) -> torch.Tensor:
         """log p(x, theta): the priors (conditional ones given the values they depend on) plus
@@ -155,7 +149,7 @@ class Whitened:
 
     def potential(self, params: dict) -> torch.Tensor:
         z = params["z"]
-        if self.jit_compile is False:
+        if self.jit_compile is False or self.idx is not None:  # a trace would fix the batch
             return self._potential_z(z)
         if self._jitted is None:  # a program's Python (len(x), constants) is fixed here
             self._jitted = self._traced(z)
@@ -174,8 +168,8 @@ class Whitened:
     def __call__(self):
         z = pyro.sample("z", dist.Normal(torch.zeros_like(self.mu), 1.0).to_event(1))
         # the site's N(0, I) density is taken out again: the log joint is -potential
-        potential = self.potential({"z": z}) if self.idx is None else self._potential_z(z)
-        pyro.factor("posterior", -potential - dist.Normal(0.0, 1.0).log_prob(z).sum())
+        pyro.factor("posterior",
+                    -self.potential({"z": z}) - dist.Normal(0.0, 1.0).log_prob(z).sum())
 
     @torch.no_grad()
     def log_abs_det(self, z: torch.Tensor) -> torch.Tensor:
@@ -252,6 +246,17 @@ def _off_mode(w, values: dict) -> list[str]:
         z = w.unflatten(w.whiten(values).abs()) if torch.isfinite(w.mu).all() else {}
     return [k for k in w.names if not torch.isfinite(u[k]).all()
             or (k in z and not bool((z[k] <= OFF_MODE).all()))]
+
+
+def unflatten(u: torch.Tensor, shapes: dict) -> dict[str, torch.Tensor]:
+    """A flat vector u (..., d) as name -> (..., *shape), in the order of `shapes`."""
+    out, i = {}, 0
+    lead = u.shape[:-1]
+    for k, shape in shapes.items():
+        n = shape.numel()
+        out[k] = u[..., i:i + n].reshape(lead + shape)
+        i += n
+    return out
 
 
 def checked_trace(fn, z: torch.Tensor, what: str = "function"):
