@@ -20,11 +20,9 @@ PYTHON312 ?= $(shell for v in 3.12 3.13; do \
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	# The CPU build of torch first: a local wheel where the machine has one, else PyTorch's CPU
-	# index; if neither answers, the range in pyproject.toml decides.
-	$(PIP) install -q --no-index torch==2.13.0 2>/dev/null \
-	  || $(PIP) install -q torch --index-url https://download.pytorch.org/whl/cpu 2>/dev/null \
-	  || true
+	# The CPU build of torch first: pip takes the local CPU wheel where the machine has one (its
+	# find-links); where it has none, the range in pyproject.toml decides.
+	$(PIP) install -q torch==2.13.0 2>/dev/null || true
 	$(PIP) install -q -e '.[dev]'
 	touch $(STAMP)
 
@@ -33,7 +31,7 @@ $(STAMP): pyproject.toml
 $(STAMP1): pyproject.toml
 	@test -n "$(PYTHON312)" || { echo "make test-arviz1 needs a Python >= 3.12 (python3.12 on PATH or in pyenv); none found"; exit 1; }
 	test -x $(PY1) || $(PYTHON312) -m venv $(VENV1)
-	$(PY1) -m pip install -q --no-index torch==2.13.0 2>/dev/null || $(PY1) -m pip install -q torch==2.13.0
+	$(PY1) -m pip install -q torch==2.13.0
 	$(PY1) -m pip install -q -e '.[dev]' 'arviz>=1'
 	touch $(STAMP1)
 

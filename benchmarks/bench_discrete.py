@@ -18,7 +18,7 @@ from common import ROOT, machine, write_results
 
 import inference
 from ppl_models import FullJoint, Independent, Markov, datasets
-from ppl_models.full_joint import Counts
+from ppl_models.models.full_joint import Counts
 
 
 def best_of(fn, repeat, *args, **kwargs):

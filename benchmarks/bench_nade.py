@@ -22,9 +22,9 @@ from common import machine, write_results
 from torch import nn
 
 import inference
-from inference.optimize import _Objective
+from inference.objective import Objective
 from ppl_models import NADE, datasets
-from ppl_models.program import Program
+from ppl_models.programs.program import Program
 
 
 class PlainNADE(nn.Module):
@@ -89,7 +89,7 @@ def digits_rows(repeat: int) -> list[dict]:
     x = datasets.load("digits").train.float()
     program = Program(NADE(64, 100)).init_from_data(x)  # what `fit` trains, its objective
     program.discover(x)
-    objective = _Objective(program, program.roles.free, False, len(x))
+    objective = Objective(program, program.roles.free, False, len(x))
     plain = PlainNADE(64, 100)
     ours_step = train_step(objective, objective.parameters)
     ours = program.model

@@ -46,7 +46,7 @@ from pyro.optim import ClippedAdam
 
 import inference
 from ppl_models import Independent, datasets
-from ppl_models.program import Program
+from ppl_models.programs.program import Program
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from programs import (  # noqa: E402

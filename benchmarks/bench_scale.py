@@ -30,9 +30,9 @@ from bench_nade import PlainNADE, interleaved
 from common import machine, write_results
 
 import inference
-from inference.optimize import _Objective
+from inference.objective import Objective
 from ppl_models import NADE, datasets
-from ppl_models.program import Program
+from ppl_models.programs.program import Program
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,7 +53,7 @@ def nade_rows(device: str, repeat: int, D=784, H=500, batch=1000) -> list[dict]:
 def _nade_rows(program, x, device, repeat, D, H, batch) -> list[dict]:
     program = program.init_from_data(x)
     program.discover(x[:16])
-    objective = _Objective(program, program.roles.free, False, len(x))
+    objective = Objective(program, program.roles.free, False, len(x))
     opt = torch.optim.Adam(objective.parameters, lr=1e-3)
     plain = PlainNADE(D, H).to(device)
     plain_opt = torch.optim.Adam(plain.parameters(), lr=1e-3)

@@ -22,7 +22,7 @@ import warnings
 from pathlib import Path
 
 import inference
-from inference import plots
+from inference.evaluation import plots
 from ppl_models import FullJoint, Independent, Markov, datasets
 
 

@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 import inference  # noqa: E402
-from inference import plots  # noqa: E402
+from inference.evaluation import plots  # noqa: E402
 from ppl_models import NADE, Markov, datasets  # noqa: E402
 
 

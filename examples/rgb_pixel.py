@@ -26,7 +26,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 import inference  # noqa: E402
-from inference import plots  # noqa: E402
+from inference.evaluation import plots  # noqa: E402
 from ppl_models import FullJoint, Independent, Markov, datasets  # noqa: E402
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import inference
-from inference import plots
+from inference.evaluation import plots
 from ppl_models import NADE, Independent, LinearGaussian, datasets
 
 

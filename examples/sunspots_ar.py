@@ -24,8 +24,9 @@ import warnings
 from pathlib import Path
 
 import inference
-from inference import plots
-from ppl_models import AutoRegressive, datasets, suites
+from inference.evaluation import plots
+from ppl_models import AutoRegressive, datasets
+from ppl_models.app import suites
 
 
 def main(argv=None):

@@ -26,7 +26,7 @@ import pyro.distributions as dist
 import torch
 
 import inference
-from inference import plots
+from inference.evaluation import plots
 from ppl_models import Independent, Markov, datasets
 
 f64 = torch.float64

@@ -8,10 +8,11 @@ import time
 import pyro
 import torch
 
-from inference import bayes, optimize
-from inference.result import Fit, index_of, seeded
+from inference import nuts, optimize, svi
+from inference.result import Fit, index_of
 from ppl_models.checks import positive_int
-from ppl_models.program import as_program
+from ppl_models.programs.program import as_program
+from ppl_models.runtime import seeded
 
 METHODS = ("mle", "map", "exact", "svi", "nuts")
 
@@ -96,13 +97,13 @@ def fit(model, data, method: str = "mle", *, data_plate: str | None = "data",
 
     `model` is any Pyro program: a function ``model(x=None, num_samples=None)`` with
     ``pyro.param`` / ``pyro.sample`` sites, a `PyroModule` with `PyroParam` / `PyroSample`
-    attributes, or a ppl_models model. Roles come from a trace (`ppl_models.roles`): point
+    attributes, or a ppl_models model. Roles come from a trace (`ppl_models.programs.roles`): point
     parameters, global random parameters (their site distribution is the prior), discrete
     latents (summed out by enumeration), continuous local latents (sampled by NUTS, covered by
     SVI's guide), observed sites. `data_plate` names the `pyro.plate` over the data,
     vectorised or sequential (None, or no such plate: the program models one series).
 
-    Program arguments (`ppl_models.arguments`): `data_arg` names the argument that receives
+    Program arguments (`ppl_models.programs.arguments`): `data_arg` names the argument that receives
     the data ("y" for Pyro's ``model(X, y=None)``); `given` is a dict of keyword arguments
     passed on every call (covariates, design constants, lengths): e.g.
     ``fit(model, y, "nuts", given={"J": 8, "sigma": sigma}, data_arg="y", data_plate="J")``.
@@ -197,4 +198,4 @@ def _exact(program, x, num_samples):
                info={"num_samples": positive_int(num_samples, "num_samples")})
 
 
-_RUN = {"mle": _mle, "map": _map, "exact": _exact, "svi": bayes.svi, "nuts": bayes.nuts}
+_RUN = {"mle": _mle, "map": _map, "exact": _exact, "svi": svi.svi, "nuts": nuts.nuts}

@@ -32,8 +32,8 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from inference.optimize import closure_of
-from ppl_models.program import transform_of
+from inference.objective import closure_of
+from ppl_models.programs.program import transform_of
 
 MAX_DENSE = 400
 # the largest spread (sd over 64 standard-normal points, over sqrt(dim)) of the potential

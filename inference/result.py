@@ -3,7 +3,6 @@ way."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import math
@@ -12,6 +11,8 @@ from dataclasses import dataclass
 import torch
 
 from ppl_models.checks import positive_int
+from ppl_models.models.protocol import is_builtin
+from ppl_models.runtime import seeded
 
 EXACT_CHAINS = 2  # exact posterior draws are grouped as this many chains
 LAPLACE_DRAWS = 1000  # draws of a point fit's Laplace approximation (to_arviz, LOO)
@@ -60,23 +61,6 @@ def _future(index, steps: int):
     return None if freq is None else pd.date_range(index[-1], periods=steps + 1, freq=freq)[1:]
 
 
-@contextlib.contextmanager
-def seeded(seed):
-    """With a seed: reproducible draws that leave the global RNG as it was. Without: draws
-    from the global RNG, which advances (each call gives fresh ones)."""
-    if seed is None:
-        yield
-        return
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be an integer (or None for fresh draws from the global "
-                         f"RNG), got {seed!r}")
-    # the CUDA generators too where CUDA is in use (manual_seed seeds them all)
-    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
-    with torch.random.fork_rng(devices=cuda):
-        torch.manual_seed(seed)
-        yield
-
-
 def _placed(method):
     """Run a Fit method with torch's tensor factories on the fit's device (a GPU fit builds its
     intermediate tensors there)."""
@@ -90,7 +74,7 @@ def _placed(method):
 class Fit:
     """A fitted program.
 
-    ``program`` (a `ppl_models.program.Program`) holds the point estimate: the MLE/MAP, the
+    ``program`` (a `ppl_models.programs.program.Program`) holds the point estimate: the MLE/MAP, the
     posterior mean for Bayesian methods. ``model`` is what you fitted, fitted: a copy of a
     `Model` with those values, or the program itself for a function or a PyroModule of yours.
     ``draws`` maps parameter names to (chain, draw, ...) tensors: posterior draws for
@@ -120,7 +104,7 @@ class Fit:
     @property
     def model(self):
         """The fitted model: a `Model` copy holding the estimate, else the program."""
-        return self.program.model if hasattr(self.program.model, "using") else self.program
+        return self.program.model if is_builtin(self.program.model) else self.program
 
     @property
     def draws(self) -> dict[str, torch.Tensor]:
@@ -271,7 +255,7 @@ class Fit:
             if self.method in ("nuts", "svi", "exact") and self.draws:
                 lead = next(iter(self.draws.values())).shape[:2]
                 if lead[0] > 1 and lead[1] > 3:
-                    from inference.arviz_io import convergence
+                    from inference.evaluation.diagnostics import convergence
 
                     self._r_hat = convergence(self.draws)[0]
         return self._r_hat
@@ -284,7 +268,7 @@ class Fit:
             nan = int(torch.isnan(lp).sum())
             if nan:
                 out.append(f"{nan} NaN log-densit{'y' if nan == 1 else 'ies'}")
-            roles = self.program._roles
+            roles = self.program.discovered
             if roles is not None and roles.discrete_data:
                 above = lp > DISCRETE_SLACK
                 if above.any():
@@ -376,10 +360,10 @@ class Fit:
     @_placed
     def to_arviz(self, **options):
         """`arviz.InferenceData` with posterior, pointwise log_likelihood (variable ``x``, one
-        entry per training datum), observed_data and sample_stats (`inference.arviz_io`). A
+        entry per training datum), observed_data and sample_stats (`inference.evaluation.arviz_io`). A
         point fit (mle, map) enters as its Laplace approximation (`laplace()`), flagged in the
         attributes; where it has none, a ValueError says why."""
-        from inference.arviz_io import to_inference_data
+        from inference.evaluation.arviz_io import to_inference_data
 
         return to_inference_data(self if self.bayesian else self.laplace(), **options)
 

@@ -1,5 +1,5 @@
 """`python -m ppl_models ...` (and `torchrun ... -m ppl_models ...`): the command line."""
 
-from ppl_models.cli import main
+from ppl_models.app.cli import main
 
 main()

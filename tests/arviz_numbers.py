@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 
 import inference  # noqa: E402
-from inference import arviz_generations as gen  # noqa: E402
+from inference.evaluation import arviz_generations as gen  # noqa: E402
 
 
 def numbers(nc: str, pt: str) -> dict:

@@ -12,7 +12,7 @@ import scipy.stats
 from programs import mixture, shared_markov
 
 import inference
-from inference import plots
+from inference.evaluation import plots
 from ppl_models import AutoRegressive, FullJoint, Independent, Markov, datasets
 
 

@@ -1,5 +1,5 @@
 """Both ArviZ generations (issue 17): every test here runs under ArviZ 0.23 (`make test`) and
-under ArviZ 1.x (`make test-arviz1`, Python >= 3.12), through `inference.arviz_generations`.
+under ArviZ 1.x (`make test-arviz1`, Python >= 3.12), through `inference.evaluation.arviz_generations`.
 The cross-generation test computes the same numbers from the same files in this leg and in the
 other leg's interpreter (found beside this one: .venv and .venv-arviz1)."""
 
@@ -15,8 +15,8 @@ import pytest
 import xarray as xr
 
 import inference
-from inference import arviz_generations as gen
-from inference import plots
+from inference.evaluation import arviz_generations as gen
+from inference.evaluation import plots
 from ppl_models import AutoRegressive, Independent, datasets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -131,7 +131,7 @@ def test_the_same_files_give_the_same_numbers_in_both_generations(saved):
     """elpd_loo, p_loo, Pareto k, bulk ESS, r_hat and the log-density of `inference.load`ed
     fits agree to 1e-8, computed from the same saved AR(2) NUTS fit and digits SVI fit
     (importance-corrected: arviz-stats' loo_approximate_posterior under 1.x, the same formula
-    with inference.psis under 0.23) in this leg and the other."""
+    with inference.evaluation.psis under 0.23) in this leg and the other."""
     other = other_python()
     if other is None:
         pytest.skip("the other ArviZ leg is not installed here (make test-arviz1 builds "
@@ -144,7 +144,7 @@ def test_the_same_files_give_the_same_numbers_in_both_generations(saved):
         there = json.loads(run.stdout.strip().splitlines()[-1])
         assert here["generation"] != there["generation"]
         assert set(here["groups"]) == set(there["groups"]), name
-        # the same PSIS in both (inference.psis, which is arviz-stats'): LOO to 1e-8 as well
+        # the same PSIS in both (inference.evaluation.psis, which is arviz-stats'): LOO to 1e-8 as well
         for key in ("ess_bulk", "r_hat", "log_density", "elpd_loo", "p_loo", "pareto_k"):
             np.testing.assert_allclose(here[key], there[key], rtol=1e-8, atol=1e-8,
                                        err_msg=f"{name} {key}")  # SVI: one chain, r_hat NaN
@@ -153,13 +153,13 @@ def test_the_same_files_give_the_same_numbers_in_both_generations(saved):
 
 
 def test_psis_is_arviz_stats_psis():
-    """inference.psis against the installed ArviZ's PSIS on heavy-tailed log-likelihoods
+    """inference.evaluation.psis against the installed ArviZ's PSIS on heavy-tailed log-likelihoods
     (Student-t, 3 dof, four scales; 100 to 4,000 draws; r_eff 1 and 0.7): under 1.x
     arviz-stats' psislw to 1e-10 (the same algorithm); under 0.23, whose psislw fits a tail
     one draw longer (ceil, not floor, of 3 sqrt(S / r_eff)), on the data both call reliable
     (k < 0.7): Pareto k within 0.1 and elpd within 0.01 nats per datum (equal below 225
     draws, where both take S / 5)."""
-    from inference.psis import logsumexp, psis
+    from inference.evaluation.psis import logsumexp, psis
 
     rng = np.random.default_rng(0)
     reliable = 0

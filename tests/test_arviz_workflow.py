@@ -16,7 +16,7 @@ from pyro.infer import Predictive
 from scipy.stats import kstest
 
 import inference
-from inference.arviz_io import loo
+from inference.evaluation.loo import loo
 from ppl_models import (
     NADE,
     AutoRegressive,

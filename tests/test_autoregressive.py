@@ -16,13 +16,13 @@ from statsmodels.tsa.arima.model import ARIMA
 from statsmodels.tsa.arima_process import arma_acovf
 
 import inference
-from inference.bayes import initial_values
 from inference.laplace import Whitened
+from inference.start import initial_values
 from ppl_models import AutoRegressive, Independent, LinearGaussian, Markov, datasets
-from ppl_models.autoregressive import log_prob_steps
-from ppl_models.base import local_params
-from ppl_models.program import Program
-from ppl_models.stationary import PacfToPhi, is_stationary, levinson, pacf_to_phi
+from ppl_models.models.base import local_params
+from ppl_models.models.gaussian_steps import log_prob_steps
+from ppl_models.models.stationary import PacfToPhi, is_stationary, levinson, pacf_to_phi
+from ppl_models.programs.program import Program
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import torch
 
 import inference
 from ppl_models import AutoRegressive, FullJoint, Independent, Markov, datasets
-from ppl_models.nade import NADE
+from ppl_models.models.nade import NADE
 
 _g = torch.Generator().manual_seed(0)
 bits = torch.randint(0, 2, (20, 4), generator=_g)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import inference
-from ppl_models import cli
+from ppl_models.app import cli
 
 
 def run(argv, capsys):

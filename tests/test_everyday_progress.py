@@ -4,8 +4,8 @@ notebooks, log files), off with progress_bar=False or in CI."""
 import pytest
 
 import inference
-from inference.progress import show_progress
 from ppl_models import NADE
+from ppl_models.runtime import show_progress
 
 CASES = [  # (environment, progress_bar, shown)
     ({}, None, True), ({"CI": "true"}, None, False), ({"CI": "true"}, True, True),

@@ -90,7 +90,7 @@ def test_eight_schools_compares_with_the_pooled_model(schools):
     assert (table["criterion"] == "psis-loo").all() and (table["flag"] == "").all()
     assert table["pareto_k_max"].notna().all()
     # ArviZ's own loo on our InferenceData gives the same elpd, to the precision of PSIS (0.23
-    # fits a Pareto tail one draw longer than arviz-stats and inference.psis: 2e-4 nats here)
+    # fits a Pareto tail one draw longer than arviz-stats and inference.evaluation.psis: 2e-4 nats here)
     own = az.loo(pooled.to_arviz())
     assert float(table.loc["pooled", "elpd_loo"]) == pytest.approx(float(own["elpd_loo"]),
                                                                    abs=0.01)
@@ -127,7 +127,7 @@ def test_the_potential_with_local_latents_is_pyros():
     from pyro.infer.mcmc.util import initialize_model
 
     from inference.laplace import Whitened
-    from ppl_models.program import Program
+    from ppl_models.programs.program import Program
 
     p = Program(eight_schools, "J", {"J": 8, "sigma": EIGHT_SIGMA}, "y")
     x = p.validate(EIGHT_Y)

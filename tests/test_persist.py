@@ -13,7 +13,8 @@ from pyro.nn import PyroSample
 
 import inference
 from inference import persist
-from ppl_models import NADE, AutoRegressive, FullJoint, Independent, LinearGaussian, Markov, cli
+from ppl_models import NADE, AutoRegressive, FullJoint, Independent, LinearGaussian, Markov
+from ppl_models.app import cli
 
 
 # -- crafted files ----------------------------------------------------------------------------

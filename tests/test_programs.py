@@ -20,7 +20,7 @@ from scipy.special import logsumexp
 
 import inference
 from ppl_models import AutoRegressive, Independent, Markov, datasets
-from ppl_models.program import Program, accelerator
+from ppl_models.programs.program import Program, accelerator
 
 f64 = torch.float64
 
@@ -302,7 +302,7 @@ def test_a_guide_of_yours_runs_against_the_vectorised_density():
     program itself (AR(2): 307 sites traced; the shared chain) at the same seeds, to 1e-9."""
     import functools
 
-    from inference.bayes import _reparameterised_step, _scored
+    from inference.svi import reparameterised_step, scored
 
     def ar_guide(x=None, num_samples=None):
         loc = pyro.param("loc", torch.tensor([10.0, 1.3, -0.6], dtype=f64))
@@ -328,9 +328,9 @@ def test_a_guide_of_yours_runs_against_the_vectorised_density():
         for seed in range(3):
             pyro.clear_param_store()
             pyro.set_rng_seed(seed)
-            ours = Trace_ELBO().loss(_scored(p, x, {}), functools.partial(guide, x=x))
+            ours = Trace_ELBO().loss(scored(p, x, {}), functools.partial(guide, x=x))
             pyro.clear_param_store()
-            step = _reparameterised_step(p, x, {}, functools.partial(guide, x=x), lr=0.01,
+            step = reparameterised_step(p, x, {}, functools.partial(guide, x=x), lr=0.01,
                                          steps=10, num_particles=1)
             pyro.set_rng_seed(seed)
             direct = step()  # the loss before its Adam step

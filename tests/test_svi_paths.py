@@ -16,10 +16,10 @@ from pyro.infer.autoguide import (
 )
 
 import inference
-from inference.bayes import gaussian_elbo
 from inference.laplace import Whitened
+from inference.svi import gaussian_elbo
 from ppl_models import AutoRegressive, datasets
-from ppl_models.program import Program
+from ppl_models.programs.program import Program
 
 
 @pytest.mark.parametrize("guide", [AutoNormal, AutoMultivariateNormal,

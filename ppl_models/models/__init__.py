@@ -1,0 +1,1 @@
+"""The seed's assumptions, one module each, on the protocol of `base` (see `protocol`)."""

@@ -1,0 +1,1 @@
+"""Reading any Pyro program from a trace: roles, arguments, running, densities, generation."""
