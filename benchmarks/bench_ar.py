@@ -43,8 +43,9 @@ f64 = torch.float64
 def plain_ar2(y, m, s):
     """AR(2) written by hand, vectorised, with the default priors of AutoRegressive(2)."""
     sigma2 = dist.InverseGamma(torch.tensor(0.5, dtype=f64), torch.tensor(s**2 / 2, dtype=f64))
-    sigma = pyro.sample("sigma", dist.TransformedDistribution(sigma2, [dist.transforms
-                                                                       .PowerTransform(0.5)]))
+    sigma = pyro.sample(
+        "sigma", dist.TransformedDistribution(sigma2, [dist.transforms.PowerTransform(0.5)])
+    )
     phi = pyro.sample("phi", dist.Normal(torch.zeros(2, dtype=f64), 5 * sigma / s).to_event(1))
     const = pyro.sample("const", dist.Normal(m * (1 - phi.sum()), 5 * sigma))
     mean = const + phi[0] * y[1:-1] + phi[1] * y[:-2]
@@ -57,20 +58,36 @@ def summarise(label, draws: dict, seconds: float) -> dict:
     ess = az.ess(idata, method="bulk")
     rhat = az.rhat(idata)
     min_ess = float(min(ess[k].values.min() for k in ess.data_vars))
-    return {"label": label, "seconds": seconds, "min_ess_bulk": min_ess,
-            "ess_per_second": min_ess / seconds,
-            "max_r_hat": float(max(rhat[k].values.max() for k in rhat.data_vars)),
-            "means": {k: v.mean((0, 1)).tolist() for k, v in draws.items()}}
+    return {
+        "label": label,
+        "seconds": seconds,
+        "min_ess_bulk": min_ess,
+        "ess_per_second": min_ess / seconds,
+        "max_r_hat": float(max(rhat[k].values.max() for k in rhat.data_vars)),
+        "means": {k: v.mean((0, 1)).tolist() for k, v in draws.items()},
+    }
 
 
 def ours(y, args, jit: bool) -> dict:
     t = time.perf_counter()
-    f = inference.fit(AutoRegressive(2), y, "nuts", num_samples=args.samples,
-                      warmup_steps=args.warmup, num_chains=args.chains, jit_compile=jit, seed=0,
-                      progress_bar=False)
+    f = inference.fit(
+        AutoRegressive(2),
+        y,
+        "nuts",
+        num_samples=args.samples,
+        warmup_steps=args.warmup,
+        num_chains=args.chains,
+        jit_compile=jit,
+        seed=0,
+        progress_bar=False,
+    )
     seconds = time.perf_counter() - t
-    out = summarise(f"ours: fit(AutoRegressive(2), 'nuts', jit_compile={jit}), "
-                    f"{f.info['chain_processes']} process(es)", f.draws, seconds)
+    out = summarise(
+        f"ours: fit(AutoRegressive(2), 'nuts', jit_compile={jit}), "
+        f"{f.info['chain_processes']} process(es)",
+        f.draws,
+        seconds,
+    )
     out["divergences"] = f.info["divergences"]
     return out
 
@@ -79,8 +96,13 @@ def plain(y, args) -> dict:
     m, s = float(y.mean()), float(y.std())
     pyro.set_rng_seed(0)
     t = time.perf_counter()
-    mcmc = MCMC(NUTS(plain_ar2), num_samples=args.samples, warmup_steps=args.warmup,
-                num_chains=args.chains, disable_progbar=True)
+    mcmc = MCMC(
+        NUTS(plain_ar2),
+        num_samples=args.samples,
+        warmup_steps=args.warmup,
+        num_chains=args.chains,
+        disable_progbar=True,
+    )
     mcmc.run(y, m, s)
     seconds = time.perf_counter() - t
     draws = {k: v.detach() for k, v in mcmc.get_samples(group_by_chain=True).items()}
@@ -93,15 +115,29 @@ def numpyro_row(python: str, y, args, dense: bool, vectorized: bool) -> dict:
     from pathlib import Path
 
     script = Path(__file__).resolve().parent / "numpyro_ar2.py"
-    label = (f"NumPyro NUTS dense_mass={dense}, chains "
-             f"{'vectorized' if vectorized else 'sequential'}")
+    label = (
+        f"NumPyro NUTS dense_mass={dense}, chains {'vectorized' if vectorized else 'sequential'}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         np.save(f"{tmp}/y.npy", y.numpy())
-        cmd = [python, str(script), f"{tmp}/y.npy", f"{tmp}/out.npz", "--samples",
-               str(args.samples), "--warmup", str(args.warmup), "--chains", str(args.chains)]
+        cmd = [
+            python,
+            str(script),
+            f"{tmp}/y.npy",
+            f"{tmp}/out.npz",
+            "--samples",
+            str(args.samples),
+            "--warmup",
+            str(args.warmup),
+            "--chains",
+            str(args.chains),
+        ]
         cmd += ["--dense"] * dense + ["--vectorized"] * vectorized
-        env = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": str(args.threads),
-               "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "OMP_NUM_THREADS": str(args.threads),
+            "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+        }
         run = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if run.returncode:
             return {"label": label, "error": run.stderr[-500:]}
@@ -113,8 +149,9 @@ def numpyro_row(python: str, y, args, dense: bool, vectorized: bool) -> dict:
 def hand_guide(*args, **kwargs):
     """A guide written by hand (Normal phi and const, log-normal sigma), for ours and plain."""
     loc = pyro.param("hand_loc", torch.tensor([10.0, 1.3, -0.6, 3.0], dtype=f64))
-    scale = pyro.param("hand_scale", torch.full((4,), 0.1, dtype=f64),
-                       constraint=dist.constraints.positive)
+    scale = pyro.param(
+        "hand_scale", torch.full((4,), 0.1, dtype=f64), constraint=dist.constraints.positive
+    )
     pyro.sample("sigma", dist.LogNormal(loc[3], scale[3]))
     pyro.sample("phi", dist.Normal(loc[1:3], scale[1:3]).to_event(1))
     pyro.sample("const", dist.Normal(loc[0], scale[0]))
@@ -134,8 +171,9 @@ def svi_rows(y, steps: int, repeat: int = 3) -> list[dict]:
     def ours_run(guide):
         pyro.clear_param_store()
         t = time.perf_counter()
-        inference.fit(AutoRegressive(2), y, "svi", guide=guide, steps=steps, seed=0,
-                      progress_bar=False)
+        inference.fit(
+            AutoRegressive(2), y, "svi", guide=guide, steps=steps, seed=0, progress_bar=False
+        )
         return time.perf_counter() - t
 
     def plain_run(make_guide):
@@ -147,20 +185,26 @@ def svi_rows(y, steps: int, repeat: int = 3) -> list[dict]:
             svi.step(y, m, s)
         return time.perf_counter() - t
 
-    runs = {f"ours: fit(AutoRegressive(2), 'svi', guide={g!r})": (ours_run, g)
-            for g in ("normal", "multivariate_normal", "delta")}
-    runs["ours: fit(AutoRegressive(2), 'svi', guide=hand_guide (yours))"] = (ours_run,
-                                                                             hand_guide)
+    runs = {
+        f"ours: fit(AutoRegressive(2), 'svi', guide={g!r})": (ours_run, g)
+        for g in ("normal", "multivariate_normal", "delta")
+    }
+    runs["ours: fit(AutoRegressive(2), 'svi', guide=hand_guide (yours))"] = (ours_run, hand_guide)
     runs["plain pyro.infer.SVI(AutoNormal) on the vectorised AR(2)"] = (
-        plain_run, lambda: AutoNormal(plain_ar2))
-    runs["plain pyro.infer.SVI(hand_guide) on the vectorised AR(2)"] = (plain_run,
-                                                                        lambda: hand_guide)
+        plain_run,
+        lambda: AutoNormal(plain_ar2),
+    )
+    runs["plain pyro.infer.SVI(hand_guide) on the vectorised AR(2)"] = (
+        plain_run,
+        lambda: hand_guide,
+    )
     best = {label: math.inf for label in runs}
     for _ in range(repeat):
         for label, (run, guide) in runs.items():
             best[label] = min(best[label], run(guide))
-    return [{"label": label, "seconds": t, "steps_per_second": steps / t}
-            for label, t in best.items()]
+    return [
+        {"label": label, "seconds": t, "steps_per_second": steps / t} for label, t in best.items()
+    ]
 
 
 def best_of(fn, repeat: int) -> float:
@@ -177,37 +221,48 @@ def mle_times(y, repeat: int) -> list[dict]:
     rows = []
     yn = y.numpy()
     for p in (2, 9):
-        rows.append({
-            "order": p,
-            "ours_fit_call_s": best_of(lambda p=p: inference.fit(AutoRegressive(p), y), repeat),
-            "ours_fit_seconds": inference.fit(AutoRegressive(p), y).fit_seconds,
-            "statsmodels_autoreg_s": best_of(
-                lambda p=p: AutoReg(yn, lags=p, trend="c").fit(), repeat),
-        })
+        rows.append(
+            {
+                "order": p,
+                "ours_fit_call_s": best_of(lambda p=p: inference.fit(AutoRegressive(p), y), repeat),
+                "ours_fit_seconds": inference.fit(AutoRegressive(p), y).fit_seconds,
+                "statsmodels_autoreg_s": best_of(
+                    lambda p=p: AutoReg(yn, lags=p, trend="c").fit(), repeat
+                ),
+            }
+        )
     return rows
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=1000)
     parser.add_argument("--chains", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=200)
     parser.add_argument("--skip-plain", action="store_true")
-    parser.add_argument("--numpyro", metavar="PYTHON", default=None,
-                        help="an interpreter with numpyro and jax (see the module docstring)")
+    parser.add_argument(
+        "--numpyro",
+        metavar="PYTHON",
+        default=None,
+        help="an interpreter with numpyro and jax (see the module docstring)",
+    )
     parser.add_argument("--svi-steps", type=int, default=1000)
-    parser.add_argument("--svi-repeat", type=int, default=3,
-                        help="interleaved rounds of the SVI rows; the fastest of each kept")
+    parser.add_argument(
+        "--svi-repeat",
+        type=int,
+        default=3,
+        help="interleaved rounds of the SVI rows; the fastest of each kept",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     y = datasets.load("sunspots").train.clone()
     exact = inference.fit(AutoRegressive(2), y, "exact").params
     nuts = [ours(y, args, jit=None)]
-    configs = [(False, True), (True, True), (False, False), (True, False)] if args.numpyro \
-        else []
+    configs = [(False, True), (True, True), (False, False), (True, False)] if args.numpyro else []
     for i, (dense, vectorized) in enumerate(configs):  # interleaved with ours
         nuts.append(numpyro_row(args.numpyro, y, args, dense, vectorized))
         if i == 1:
@@ -218,29 +273,42 @@ def main(argv=None) -> dict:
         nuts.append(plain(y, args))
     svi = svi_rows(y, args.svi_steps, args.svi_repeat)
     mle = mle_times(y, args.repeat)
-    print(f"\nNUTS on AR(2) sunspots: {args.chains} chains x ({args.warmup} warm-up + "
-          f"{args.samples} draws), {args.threads} thread(s)")
+    print(
+        f"\nNUTS on AR(2) sunspots: {args.chains} chains x ({args.warmup} warm-up + "
+        f"{args.samples} draws), {args.threads} thread(s)"
+    )
     print(f"{'':60} {'wall s':>8} {'min ESS':>8} {'ESS/s':>7} {'r_hat':>6}  phi means")
     for r in nuts:
         if "error" in r:
             print(f"{r['label']:60} failed: {r['error']}")
             continue
         phi = ", ".join(f"{v:.4f}" for v in r["means"]["phi"])
-        print(f"{r['label']:60} {r['seconds']:8.1f} {r['min_ess_bulk']:8.0f} "
-              f"{r['ess_per_second']:7.1f} {r['max_r_hat']:6.3f}  [{phi}]")
-    print(f"{'exact conjugate posterior mean':60} {'':8} {'':8} {'':7} {'':6}  "
-          f"[{', '.join(f'{v:.4f}' for v in exact['phi'].tolist())}]")
+        print(
+            f"{r['label']:60} {r['seconds']:8.1f} {r['min_ess_bulk']:8.0f} "
+            f"{r['ess_per_second']:7.1f} {r['max_r_hat']:6.3f}  [{phi}]"
+        )
+    print(
+        f"{'exact conjugate posterior mean':60} {'':8} {'':8} {'':7} {'':6}  "
+        f"[{', '.join(f'{v:.4f}' for v in exact['phi'].tolist())}]"
+    )
     print(f"\nSVI on AR(2) sunspots, {args.svi_steps} steps, {args.threads} thread(s)")
     for r in svi:
         print(f"{r['label']:60} {r['seconds']:8.2f} s {r['steps_per_second']:8.0f} steps/s")
     print("\nconditional MLE (median of repeats)")
     print(f"{'order':>5} {'inference.fit s':>16} {'fit_seconds':>12} {'AutoReg.fit s':>14}")
     for r in mle:
-        print(f"{r['order']:5d} {r['ours_fit_call_s']:16.5f} {r['ours_fit_seconds']:12.5f} "
-              f"{r['statsmodels_autoreg_s']:14.5f}")
-    result = {"machine": machine(args.threads), "settings": vars(args), "nuts": nuts, "svi": svi,
-              "mle": mle,
-              "exact_posterior_mean": {k: v.tolist() for k, v in exact.items()}}
+        print(
+            f"{r['order']:5d} {r['ours_fit_call_s']:16.5f} {r['ours_fit_seconds']:12.5f} "
+            f"{r['statsmodels_autoreg_s']:14.5f}"
+        )
+    result = {
+        "machine": machine(args.threads),
+        "settings": vars(args),
+        "nuts": nuts,
+        "svi": svi,
+        "mle": mle,
+        "exact_posterior_mean": {k: v.tolist() for k, v in exact.items()},
+    }
     write_results("ar", result)
     return result
 

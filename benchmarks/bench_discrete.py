@@ -66,11 +66,22 @@ def run(repeat: int) -> dict:
         f = inference.fit(make(), split.train, meth, **opts)
         x = split.test
         eval_s = best_of(f.log_density, repeat, x)
-        rows.append({"data": data, "model": label, "method": method, "fit_s": fit_s,
-                     "n_test": len(x), "logdensity_per_s": len(x) / eval_s,
-                     "test_nats": f.report(x).nats, "model_bytes": nbytes(f.model)})
-        print(f"  {data:7} {label:28} fit {fit_s:8.4f} s   eval {len(x) / eval_s:12,.0f}/s",
-              file=sys.stderr)
+        rows.append(
+            {
+                "data": data,
+                "model": label,
+                "method": method,
+                "fit_s": fit_s,
+                "n_test": len(x),
+                "logdensity_per_s": len(x) / eval_s,
+                "test_nats": f.report(x).nats,
+                "model_bytes": nbytes(f.model),
+            }
+        )
+        print(
+            f"  {data:7} {label:28} fit {fit_s:8.4f} s   eval {len(x) / eval_s:12,.0f}/s",
+            file=sys.stderr,
+        )
     return rows
 
 
@@ -79,26 +90,48 @@ def memory() -> list[dict]:
     pixels = datasets.load("pixels").train
     dense = inference.fit(FullJoint(3, 256), pixels, "mle").model
     sparse = inference.fit(FullJoint(3, 256, sparse=True), pixels, "mle").model
-    out.append({"case": "pixels FullJoint(3, 256): 2^24 cells", "dense_bytes": nbytes(dense),
-                "sparse_bytes": nbytes(sparse), "distinct_seen": len(sparse.table.configs)})
+    out.append(
+        {
+            "case": "pixels FullJoint(3, 256): 2^24 cells",
+            "dense_bytes": nbytes(dense),
+            "sparse_bytes": nbytes(sparse),
+            "distinct_seen": len(sparse.table.configs),
+        }
+    )
     digits = datasets.load("digits").train
     sparse = inference.fit(FullJoint(64, sparse=True), digits, "mle").model
-    out.append({"case": "digits FullJoint(64): 2^64 cells", "dense_bytes": 8 * 2**64,
-                "sparse_bytes": nbytes(sparse), "distinct_seen": len(sparse.table.configs)})
+    out.append(
+        {
+            "case": "digits FullJoint(64): 2^64 cells",
+            "dense_bytes": 8 * 2**64,
+            "sparse_bytes": nbytes(sparse),
+            "distinct_seen": len(sparse.table.configs),
+        }
+    )
     big = torch.randint(0, 2, (10_000, 784))
     t = time.perf_counter()
     sparse = inference.fit(FullJoint(784, sparse=True), big, "exact").model
-    out.append({"case": "random FullJoint(784), N = 10,000: 2^784 cells",
-                "dense_bytes": None, "sparse_bytes": nbytes(sparse),
-                "distinct_seen": len(sparse.table.configs),
-                "fit_s": time.perf_counter() - t})
+    out.append(
+        {
+            "case": "random FullJoint(784), N = 10,000: 2^784 cells",
+            "dense_bytes": None,
+            "sparse_bytes": nbytes(sparse),
+            "distinct_seen": len(sparse.table.configs),
+            "fit_s": time.perf_counter() - t,
+        }
+    )
     return out
 
 
 def compare_wall_time() -> float:
     exe = ROOT / ".venv" / "bin" / "ppl-models"
-    cmd = [str(exe) if exe.exists() else "ppl-models", "compare", "digits", "--out",
-           str(ROOT / "benchmarks" / "results" / "reports")]
+    cmd = [
+        str(exe) if exe.exists() else "ppl-models",
+        "compare",
+        "digits",
+        "--out",
+        str(ROOT / "benchmarks" / "results" / "reports"),
+    ]
     t = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True)
     return time.perf_counter() - t
@@ -115,17 +148,23 @@ def main(argv=None):
     if not args.skip_cli:
         result["compare_digits_wall_s"] = compare_wall_time()
 
-    print(f"\n{'data':7} {'model':28} {'method':6} {'fit s':>9} {'log-density/s':>14} "
-          f"{'test nats':>10} {'model MB':>9}")
+    print(
+        f"\n{'data':7} {'model':28} {'method':6} {'fit s':>9} {'log-density/s':>14} "
+        f"{'test nats':>10} {'model MB':>9}"
+    )
     for r in result["models"]:
-        print(f"{r['data']:7} {r['model']:28} {r['method']:6} {r['fit_s']:9.4f} "
-              f"{r['logdensity_per_s']:14,.0f} {r['test_nats']:10.3f} "
-              f"{r['model_bytes'] / 2**20:9.3f}")
+        print(
+            f"{r['data']:7} {r['model']:28} {r['method']:6} {r['fit_s']:9.4f} "
+            f"{r['logdensity_per_s']:14,.0f} {r['test_nats']:10.3f} "
+            f"{r['model_bytes'] / 2**20:9.3f}"
+        )
     print(f"\n{'memory of the full joint':48} {'dense':>14} {'sparse':>12} {'seen':>8}")
     for r in result["memory"]:
         dense = "-" if r["dense_bytes"] is None else f"{r['dense_bytes'] / 2**20:,.1f} MB"
-        print(f"{r['case']:48} {dense:>14} {r['sparse_bytes'] / 2**20:10.2f} MB "
-              f"{r['distinct_seen']:8,}")
+        print(
+            f"{r['case']:48} {dense:>14} {r['sparse_bytes'] / 2**20:10.2f} MB "
+            f"{r['distinct_seen']:8,}"
+        )
     if "compare_digits_wall_s" in result:
         print(f"\nppl-models compare digits: {result['compare_digits_wall_s']:.1f} s wall")
     write_results("discrete", result)

@@ -63,7 +63,7 @@ def interleaved(fns: dict, repeat: int) -> dict:
     for fn in fns.values():
         fn()
     for r in range(repeat):
-        for k, fn in (list(fns.items()) if r % 2 == 0 else list(fns.items())[::-1]):
+        for k, fn in list(fns.items()) if r % 2 == 0 else list(fns.items())[::-1]:
             sync()
             t = time.perf_counter()
             fn()
@@ -105,9 +105,18 @@ def digits_rows(repeat: int) -> list[dict]:
 def whole_epochs(x, valid, repeat, epochs=5) -> dict:
     """Seconds per epoch of `inference.fit` (Adam, batch 100, validation nats after every
     epoch, best parameters kept) beside the same loop in plain torch."""
+
     def ours():
-        inference.fit(NADE(64, 100), x, valid=valid, lr=1e-3, batch_size=100,
-                      max_epochs=epochs, patience=epochs, seed=0)
+        inference.fit(
+            NADE(64, 100),
+            x,
+            valid=valid,
+            lr=1e-3,
+            batch_size=100,
+            max_epochs=epochs,
+            patience=epochs,
+            seed=0,
+        )
 
     def plain():
         torch.manual_seed(0)
@@ -132,29 +141,41 @@ def compare(ours_step, plain_step, f, plain, xb, repeat) -> list[dict]:
     t = interleaved({"ours": lambda: ours_step(xb), "plain": lambda: plain_step(xb)}, repeat)
     rows = [row("train step (ms)", n, 1e3 * t["ours"], 1e3 * t["plain"])]
     with torch.no_grad():
-        t = interleaved({"ours": lambda: f.log_density(xb), "plain": lambda: plain.log_prob(xb)},
-                        repeat)
+        t = interleaved(
+            {"ours": lambda: f.log_density(xb), "plain": lambda: plain.log_prob(xb)}, repeat
+        )
     rows.append(row("log-density (images/s)", n, n / t["ours"], n / t["plain"], True))
-    t = interleaved({"ours": lambda: f.sample(n), "plain": lambda: plain.sample(n)},
-                    max(3, repeat // 5))
+    t = interleaved(
+        {"ours": lambda: f.sample(n), "plain": lambda: plain.sample(n)}, max(3, repeat // 5)
+    )
     rows.append(row("sampling (images/s)", n, n / t["ours"], n / t["plain"], True))
     return rows
 
 
 def row(what, batch, ours, plain, higher_is_better=False) -> dict:
     slowdown = plain / ours if higher_is_better else ours / plain
-    return {"measure": what, "batch": batch, "ours": ours, "plain": plain,
-            "slowdown": slowdown}
+    return {"measure": what, "batch": batch, "ours": ours, "plain": plain, "slowdown": slowdown}
 
 
 def rnade_epoch(epochs: int) -> dict:
     split = datasets.load("patches")
-    f = inference.fit(NADE(63, 100, "mog", components=10), split.train, valid=split.valid,
-                      lr=1e-2, batch_size=100, max_epochs=epochs, patience=epochs, seed=0)
-    return {"epochs": f.info["epochs"], "seconds": f.fit_seconds,
-            "seconds_per_epoch": f.fit_seconds / f.info["epochs"],
-            "valid_loglik_per_patch": -f.info["valid_nats"],
-            "note": "one epoch = 200 Adam steps of 100 patches + the 5,000 validation patches"}
+    f = inference.fit(
+        NADE(63, 100, "mog", components=10),
+        split.train,
+        valid=split.valid,
+        lr=1e-2,
+        batch_size=100,
+        max_epochs=epochs,
+        patience=epochs,
+        seed=0,
+    )
+    return {
+        "epochs": f.info["epochs"],
+        "seconds": f.fit_seconds,
+        "seconds_per_epoch": f.fit_seconds / f.info["epochs"],
+        "valid_loglik_per_patch": -f.info["valid_nats"],
+        "note": "one epoch = 200 Adam steps of 100 patches + the 5,000 validation patches",
+    }
 
 
 def main(argv=None):
@@ -167,19 +188,29 @@ def main(argv=None):
     torch.manual_seed(0)
     rows = digits_rows(args.repeat)
     rnade = rnade_epoch(args.rnade_epochs)
-    result = {"machine": machine(args.threads), "digits_H100": rows,
-              "rnade_patches_H100_K10": rnade, "target_slowdown": 1.2}
+    result = {
+        "machine": machine(args.threads),
+        "digits_H100": rows,
+        "rnade_patches_H100_K10": rnade,
+        "target_slowdown": 1.2,
+    }
 
-    print(f"\nNADE H=100 on digits (ours: ppl_models.NADE through inference; plain: torch), "
-          f"{args.threads} thread(s), median of {args.repeat}")
+    print(
+        f"\nNADE H=100 on digits (ours: ppl_models.NADE through inference; plain: torch), "
+        f"{args.threads} thread(s), median of {args.repeat}"
+    )
     print(f"{'measure':24} {'batch':>6} {'ours':>12} {'plain':>12} {'slowdown':>9}")
     for r in rows:
         flag = "" if r["measure"].startswith("sampling") or r["slowdown"] <= 1.2 else "  > 1.2x"
-        print(f"{r['measure']:24} {r['batch']:6} {r['ours']:12,.2f} {r['plain']:12,.2f} "
-              f"{r['slowdown']:8.2f}x{flag}")
-    print(f"\nRNADE H=100 K=10 on patches: {rnade['seconds_per_epoch']:.2f} s per epoch "
-          f"(valid log-lik {rnade['valid_loglik_per_patch']:.2f} after {rnade['epochs']} "
-          "epochs)")
+        print(
+            f"{r['measure']:24} {r['batch']:6} {r['ours']:12,.2f} {r['plain']:12,.2f} "
+            f"{r['slowdown']:8.2f}x{flag}"
+        )
+    print(
+        f"\nRNADE H=100 K=10 on patches: {rnade['seconds_per_epoch']:.2f} s per epoch "
+        f"(valid log-lik {rnade['valid_loglik_per_patch']:.2f} after {rnade['epochs']} "
+        "epochs)"
+    )
     write_results("nade", result)
 
 

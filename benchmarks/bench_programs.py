@@ -68,10 +68,14 @@ from programs import (  # noqa: E402
 def exact_beta(x: np.ndarray):
     prev, cur = x[:, :-1].ravel(), x[:, 1:].ravel()
     k1, n = x[:, 0].sum(), len(x)
-    a = np.array([k1 + 1, ((prev == 0) & (cur == 1)).sum() + 1, ((prev == 1) & (cur == 1)).sum()
-                  + 1], dtype=float)
-    b = np.array([n - k1 + 1, ((prev == 0) & (cur == 0)).sum() + 1, ((prev == 1) & (cur == 0))
-                  .sum() + 1], dtype=float)
+    a = np.array(
+        [k1 + 1, ((prev == 0) & (cur == 1)).sum() + 1, ((prev == 1) & (cur == 1)).sum() + 1],
+        dtype=float,
+    )
+    b = np.array(
+        [n - k1 + 1, ((prev == 0) & (cur == 0)).sum() + 1, ((prev == 1) & (cur == 0)).sum() + 1],
+        dtype=float,
+    )
     return a / (a + b), np.sqrt(a * b / ((a + b) ** 2 * (a + b + 1)))
 
 
@@ -87,30 +91,57 @@ def ess_row(label, draws: dict, seconds: float, x) -> dict:
     rhat = az.rhat(idata)
     min_ess = float(min(ess[k].values.min() for k in ess.data_vars))
     means = {k: np.asarray(v).mean((0, 1)) for k, v in draws.items()}
-    return {"label": label, "seconds": seconds, "min_ess_bulk": min_ess,
-            "ess_per_second": min_ess / seconds,
-            "max_r_hat": float(max(rhat[k].values.max() for k in rhat.data_vars)),
-            "gap_sd": gap(means, x)}
+    return {
+        "label": label,
+        "seconds": seconds,
+        "min_ess_bulk": min_ess,
+        "ess_per_second": min_ess / seconds,
+        "max_r_hat": float(max(rhat[k].values.max() for k in rhat.data_vars)),
+        "gap_sd": gap(means, x),
+    }
 
 
 def ours(x, args) -> list[dict]:
     rows = []
     t = time.perf_counter()
     f = inference.fit(shared_markov, x, "mle")
-    rows.append({"label": "ours mle (L-BFGS)", "seconds": time.perf_counter() - t,
-                 "train_nats": float(-f.log_density(x).mean())})
+    rows.append(
+        {
+            "label": "ours mle (L-BFGS)",
+            "seconds": time.perf_counter() - t,
+            "train_nats": float(-f.log_density(x).mean()),
+        }
+    )
     t = time.perf_counter()
     f = inference.fit(shared_markov, x, "svi", steps=args.svi_steps, seed=0)
-    rows.append({"label": f"ours svi ({args.svi_steps} steps)", "seconds":
-                 time.perf_counter() - t, "gap_sd": gap(f.params, x)})
+    rows.append(
+        {
+            "label": f"ours svi ({args.svi_steps} steps)",
+            "seconds": time.perf_counter() - t,
+            "gap_sd": gap(f.params, x),
+        }
+    )
     for jit in (False, True):
         t = time.perf_counter()
-        f = inference.fit(shared_markov, x, "nuts", num_samples=args.samples,
-                          warmup_steps=args.warmup, num_chains=args.chains, jit_compile=jit,
-                          seed=0)
+        f = inference.fit(
+            shared_markov,
+            x,
+            "nuts",
+            num_samples=args.samples,
+            warmup_steps=args.warmup,
+            num_chains=args.chains,
+            jit_compile=jit,
+            seed=0,
+        )
         seconds = time.perf_counter() - t
-        rows.append(ess_row(f"ours nuts{' (jit)' if jit else ''}",
-                            {k: v.numpy() for k, v in f.draws.items()}, seconds, x))
+        rows.append(
+            ess_row(
+                f"ours nuts{' (jit)' if jit else ''}",
+                {k: v.numpy() for k, v in f.draws.items()},
+                seconds,
+                x,
+            )
+        )
     return rows
 
 
@@ -123,11 +154,21 @@ def plain(x, args) -> list[dict]:
     t = time.perf_counter()
     for _ in range(args.svi_steps):
         svi.step(xf)
-    rows = [{"label": f"plain pyro SVI ({args.svi_steps} steps)",
-             "seconds": time.perf_counter() - t, "gap_sd": gap(guide.median(), x)}]
+    rows = [
+        {
+            "label": f"plain pyro SVI ({args.svi_steps} steps)",
+            "seconds": time.perf_counter() - t,
+            "gap_sd": gap(guide.median(), x),
+        }
+    ]
     pyro.set_rng_seed(0)
-    mcmc = MCMC(NUTS(shared_markov), num_samples=args.samples, warmup_steps=args.warmup,
-                num_chains=args.chains, disable_progbar=True)
+    mcmc = MCMC(
+        NUTS(shared_markov),
+        num_samples=args.samples,
+        warmup_steps=args.warmup,
+        num_chains=args.chains,
+        disable_progbar=True,
+    )
     t = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -148,8 +189,10 @@ def throughput(n_images: int, repeat: int) -> list[dict]:
     mine.discover(mine.validate(x))
     builtin = Program(Independent(64))
     rows = []
-    for label, program in (("user-written Independent (generic trace)", mine),
-                           ("built-in Independent (vectorised)", builtin)):
+    for label, program in (
+        ("user-written Independent (generic trace)", mine),
+        ("built-in Independent (vectorised)", builtin),
+    ):
         values = {"probs": probs}
         with torch.no_grad():
             program.log_prob(x, values)
@@ -157,8 +200,14 @@ def throughput(n_images: int, repeat: int) -> list[dict]:
             for _ in range(repeat):
                 program.log_prob(x, values)
             seconds = (time.perf_counter() - t) / repeat
-        rows.append({"label": label, "images": n_images, "seconds": seconds,
-                     "images_per_second": n_images / seconds})
+        rows.append(
+            {
+                "label": label,
+                "images": n_images,
+                "seconds": seconds,
+                "images_per_second": n_images / seconds,
+            }
+        )
     return rows
 
 
@@ -170,27 +219,63 @@ def everyday_programs():
     X = torch.randn(100, 3, generator=g)
     y = X @ torch.tensor([1.0, -2.0, 0.5]) + 0.3 + 0.5 * torch.randn(100, generator=g)
     Xl = torch.randn(200, 4, generator=g, dtype=f64)
-    yl = (torch.rand(200, generator=g, dtype=f64) < torch.sigmoid(
-        Xl @ torch.tensor([1.0, -1.0, 0.5, 0.0], dtype=f64) - 0.5)).to(f64)
+    yl = (
+        torch.rand(200, generator=g, dtype=f64)
+        < torch.sigmoid(Xl @ torch.tensor([1.0, -1.0, 0.5, 0.0], dtype=f64) - 0.5)
+    ).to(f64)
     data = torch.tensor([0.0, 1.0, 10.0, 11.0, 12.0], dtype=f64)
     songs, lengths = hmm_songs()
     hmm_args = argparse.Namespace(hidden_dim=2, jit=False)
     return [
-        ("eight schools", eight_schools, EIGHT_Y,
-         {"given": {"J": 8, "sigma": EIGHT_SIGMA}, "data_arg": "y", "data_plate": "J"},
-         (8, EIGHT_SIGMA, EIGHT_Y), {}),
-        ("baseball partial pooling", partially_pooled, BASEBALL_HITS,
-         {"given": {"at_bats": BASEBALL_AT_BATS}, "data_arg": "hits",
-          "data_plate": "num_players"}, (BASEBALL_AT_BATS, BASEBALL_HITS), {}),
-        ("regression (PyroModule)", BayesianRegression(3, 1), y,
-         {"given": {"x": X}, "data_arg": "y"}, (X, y), {}),
-        ("GMM (enumerated)", gmm, data, {"data_arg": "data"}, (data,),
-         {"max_plate_nesting": 1}),
-        ("HMM model_1 (enumerated)", hmm_model_1, songs,
-         {"given": {"lengths": lengths, "args": hmm_args}, "data_arg": "sequences",
-          "data_plate": "sequences"}, (songs, lengths, hmm_args), {"max_plate_nesting": 2}),
-        ("logistic regression", logistic_regression, yl,
-         {"given": {"X": Xl}, "data_arg": "y"}, (Xl, yl), {}),
+        (
+            "eight schools",
+            eight_schools,
+            EIGHT_Y,
+            {"given": {"J": 8, "sigma": EIGHT_SIGMA}, "data_arg": "y", "data_plate": "J"},
+            (8, EIGHT_SIGMA, EIGHT_Y),
+            {},
+        ),
+        (
+            "baseball partial pooling",
+            partially_pooled,
+            BASEBALL_HITS,
+            {
+                "given": {"at_bats": BASEBALL_AT_BATS},
+                "data_arg": "hits",
+                "data_plate": "num_players",
+            },
+            (BASEBALL_AT_BATS, BASEBALL_HITS),
+            {},
+        ),
+        (
+            "regression (PyroModule)",
+            BayesianRegression(3, 1),
+            y,
+            {"given": {"x": X}, "data_arg": "y"},
+            (X, y),
+            {},
+        ),
+        ("GMM (enumerated)", gmm, data, {"data_arg": "data"}, (data,), {"max_plate_nesting": 1}),
+        (
+            "HMM model_1 (enumerated)",
+            hmm_model_1,
+            songs,
+            {
+                "given": {"lengths": lengths, "args": hmm_args},
+                "data_arg": "sequences",
+                "data_plate": "sequences",
+            },
+            (songs, lengths, hmm_args),
+            {"max_plate_nesting": 2},
+        ),
+        (
+            "logistic regression",
+            logistic_regression,
+            yl,
+            {"given": {"X": Xl}, "data_arg": "y"},
+            (Xl, yl),
+            {},
+        ),
     ]
 
 
@@ -215,29 +300,41 @@ def convergence_row(label, draws: dict, seconds: float) -> dict:
         ess = az.ess(idata, method="bulk")
         rhat = az.rhat(idata)
     min_ess = float(min(np.nanmin(ess[k].values) for k in ess.data_vars))
-    return {"label": label, "seconds": seconds, "min_ess_bulk": min_ess,
-            "ess_per_second": min_ess / seconds,
-            "max_r_hat": float(max(np.nanmax(rhat[k].values) for k in rhat.data_vars))}
+    return {
+        "label": label,
+        "seconds": seconds,
+        "min_ess_bulk": min_ess,
+        "ess_per_second": min_ess / seconds,
+        "max_r_hat": float(max(np.nanmax(rhat[k].values) for k in rhat.data_vars)),
+    }
 
 
 def plain_nuts(label, program, call, nuts_options, args, jit: bool) -> dict:
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
     kernel = NUTS(program, jit_compile=jit, ignore_jit_warnings=True, **nuts_options)
-    mcmc = MCMC(kernel, num_samples=args.samples, warmup_steps=args.warmup,
-                num_chains=args.chains, disable_progbar=True)
+    mcmc = MCMC(
+        kernel,
+        num_samples=args.samples,
+        warmup_steps=args.warmup,
+        num_chains=args.chains,
+        disable_progbar=True,
+    )
     t = time.perf_counter()
     mcmc.run(*call)
     seconds = time.perf_counter() - t
-    return convergence_row(label, {k: v.numpy() for k, v in
-                                   mcmc.get_samples(group_by_chain=True).items()}, seconds)
+    return convergence_row(
+        label, {k: v.numpy() for k, v in mcmc.get_samples(group_by_chain=True).items()}, seconds
+    )
 
 
 def cell(r: dict) -> str:
     if "seconds" not in r:
         return r["error"][:40]
-    return (f"{r['seconds']:6.1f} s {r['min_ess_bulk']:5.0f} ESS {r['ess_per_second']:6.2f}/s "
-            f"r_hat {r['max_r_hat']:.3f}")
+    return (
+        f"{r['seconds']:6.1f} s {r['min_ess_bulk']:5.0f} ESS {r['ess_per_second']:6.2f}/s "
+        f"r_hat {r['max_r_hat']:.3f}"
+    )
 
 
 def everyday(args) -> list[dict]:
@@ -249,9 +346,17 @@ def everyday(args) -> list[dict]:
         if args.programs and not any(w.lower() in label.lower() for w in args.programs):
             continue
         t = time.perf_counter()
-        f = inference.fit(program, data, "nuts", num_samples=args.samples,
-                          warmup_steps=args.warmup, num_chains=args.chains, seed=0,
-                          progress_bar=False, **kwargs)
+        f = inference.fit(
+            program,
+            data,
+            "nuts",
+            num_samples=args.samples,
+            warmup_steps=args.warmup,
+            num_chains=args.chains,
+            seed=0,
+            progress_bar=False,
+            **kwargs,
+        )
         seconds = time.perf_counter() - t
         mine = convergence_row(label, {k: v.numpy() for k, v in f.draws.items()}, seconds)
         mine["how"] = f"{f.info['init']}; {f.info['potential']}"
@@ -263,16 +368,27 @@ def everyday(args) -> list[dict]:
                 jitted = plain_nuts(label, program, call, nuts_options, args, jit=True)
             except Exception as e:  # a program plain Pyro cannot jit
                 jitted = {"error": f"{type(e).__name__}: {str(e)[:80]}"}
-        rows.append({"program": label, "ours": mine, "plain": theirs, "plain_jit": jitted,
-                     "ratio": mine["ess_per_second"] / theirs["ess_per_second"]})
-        print(f"{label:26} ours {cell(mine)} | plain {cell(theirs)} | plain jit "
-              f"{cell(jitted)} | ours/plain {rows[-1]['ratio']:.2f}x", flush=True)
+        rows.append(
+            {
+                "program": label,
+                "ours": mine,
+                "plain": theirs,
+                "plain_jit": jitted,
+                "ratio": mine["ess_per_second"] / theirs["ess_per_second"],
+            }
+        )
+        print(
+            f"{label:26} ours {cell(mine)} | plain {cell(theirs)} | plain jit "
+            f"{cell(jitted)} | ours/plain {rows[-1]['ratio']:.2f}x",
+            flush=True,
+        )
     return rows
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--images", type=int, default=1297, help="training images for the fits")
     p.add_argument("--samples", type=int, default=500)
@@ -280,33 +396,46 @@ def main(argv=None):
     p.add_argument("--chains", type=int, default=2)
     p.add_argument("--svi-steps", type=int, default=2000)
     p.add_argument("--skip-plain", action="store_true")
-    p.add_argument("--skip-plain-jit", action="store_true",
-                   help="leave out plain Pyro with jit_compile=True (HMM model_1: > 20 min)")
+    p.add_argument(
+        "--skip-plain-jit",
+        action="store_true",
+        help="leave out plain Pyro with jit_compile=True (HMM model_1: > 20 min)",
+    )
     p.add_argument("--only", choices=["chain", "everyday"], default=None)
-    p.add_argument("--programs", nargs="*", default=None,
-                   help="run only the everyday programs whose label contains one of these")
+    p.add_argument(
+        "--programs",
+        nargs="*",
+        default=None,
+        help="run only the everyday programs whose label contains one of these",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     result = {"machine": machine(args.threads), "args": vars(args)}
     if args.only != "chain":
-        print(f"Pyro's everyday programs, NUTS {args.chains} x ({args.warmup} + {args.samples}), "
-              f"{args.threads} thread(s): ours vs plain pyro.infer.MCMC(NUTS(program))")
+        print(
+            f"Pyro's everyday programs, NUTS {args.chains} x ({args.warmup} + {args.samples}), "
+            f"{args.threads} thread(s): ours vs plain pyro.infer.MCMC(NUTS(program))"
+        )
         result["everyday"] = everyday(args)
         worst = min(r["ratio"] for r in result["everyday"])
         print(f"smallest ESS/s ratio ours / plain: {worst:.2f}x (target >= 1)")
     if args.only == "everyday":
         write_results("programs", result)
         return
-    x = datasets.load("digits").train[:args.images]
+    x = datasets.load("digits").train[: args.images]
     rows = ours(x, args) + ([] if args.skip_plain else plain(x, args))
-    print(f"shared-transition chain, {len(x)} digits, {args.chains} x ({args.warmup} + "
-          f"{args.samples}), {args.threads} thread(s)")
+    print(
+        f"shared-transition chain, {len(x)} digits, {args.chains} x ({args.warmup} + "
+        f"{args.samples}), {args.threads} thread(s)"
+    )
     print(f"{'':44} {'seconds':>9} {'min ESS':>9} {'ESS/s':>8} {'r_hat':>7} {'gap (sd)':>9}")
     for r in rows:
-        print(f"{r['label']:44} {r['seconds']:9.2f} {r.get('min_ess_bulk', float('nan')):9.0f} "
-              f"{r.get('ess_per_second', float('nan')):8.2f} "
-              f"{r.get('max_r_hat', float('nan')):7.3f} {r.get('gap_sd', float('nan')):9.3f}")
+        print(
+            f"{r['label']:44} {r['seconds']:9.2f} {r.get('min_ess_bulk', float('nan')):9.0f} "
+            f"{r.get('ess_per_second', float('nan')):8.2f} "
+            f"{r.get('max_r_hat', float('nan')):7.3f} {r.get('gap_sd', float('nan')):9.3f}"
+        )
     speed = throughput(100_000, 20)
     print("\nlog-density, 100,000 images")
     for r in speed:
@@ -318,8 +447,9 @@ def main(argv=None):
         mine = max(v["ess_per_second"] for k, v in nuts.items() if k.startswith("ours"))
         plain_rate = nuts["plain pyro MCMC(NUTS)"]["ess_per_second"]
         print(f"NUTS ESS/s ours / plain Pyro: {mine / plain_rate:.2f}x (target >= 1)")
-    write_results("programs", {**result, "fits": rows, "log_density": speed,
-                               "builtin_over_generic": ratio})
+    write_results(
+        "programs", {**result, "fits": rows, "log_density": speed, "builtin_over_generic": ratio}
+    )
 
 
 if __name__ == "__main__":

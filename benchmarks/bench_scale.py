@@ -72,12 +72,12 @@ def _nade_rows(program, x, device, repeat, D, H, batch) -> list[dict]:
 
     rows = []
     ours, ref = paired(ours_step, plain_step, repeat)
-    rows.append(row(device, f"NADE {D}x{H} train step, batch {batch} (ms)", 1e3 * ours,
-                    1e3 * ref, False))
+    rows.append(
+        row(device, f"NADE {D}x{H} train step, batch {batch} (ms)", 1e3 * ours, 1e3 * ref, False)
+    )
     with torch.no_grad():
         values = objective.values()
-        ours, ref = paired(lambda: program.log_prob(x, values), lambda: plain.log_prob(x),
-                           repeat)
+        ours, ref = paired(lambda: program.log_prob(x, values), lambda: plain.log_prob(x), repeat)
     rows.append(row(device, "NADE log-density (images/s)", batch / ours, batch / ref, True))
     n = 200
     ours, ref = paired(lambda: program.sample(n, values), lambda: plain.sample(n), repeat)
@@ -87,18 +87,31 @@ def _nade_rows(program, x, device, repeat, D, H, batch) -> list[dict]:
 
 def row(device, what, ours, plain, higher_is_better) -> dict:
     slowdown = plain / ours if higher_is_better else ours / plain
-    return {"device": device, "measure": what, "ours": ours, "plain": plain,
-            "slowdown": slowdown}
+    return {"device": device, "measure": what, "ours": ours, "plain": plain, "slowdown": slowdown}
 
 
 def rnade_epoch(device: str, patches: int) -> dict:
     split = datasets.load("patches", num_train=patches)
-    f = inference.fit(NADE(63, 100, "mog", components=10), split.train, "map",
-                      valid=split.valid, lr=1e-2, batch_size=100, max_epochs=1, seed=0,
-                      device=device, progress_bar=False)
-    return {"device": device, "measure": f"RNADE H=100 K=10 epoch, {patches:,} patches (s)",
-            "ours": f.fit_seconds, "plain": float("nan"), "slowdown": float("nan"),
-            "valid_loglik_per_patch": -f.info["valid_nats"]}
+    f = inference.fit(
+        NADE(63, 100, "mog", components=10),
+        split.train,
+        "map",
+        valid=split.valid,
+        lr=1e-2,
+        batch_size=100,
+        max_epochs=1,
+        seed=0,
+        device=device,
+        progress_bar=False,
+    )
+    return {
+        "device": device,
+        "measure": f"RNADE H=100 K=10 epoch, {patches:,} patches (s)",
+        "ours": f.fit_seconds,
+        "plain": float("nan"),
+        "slowdown": float("nan"),
+        "valid_loglik_per_patch": -f.info["valid_nats"],
+    }
 
 
 def rank_rows() -> list[dict]:
@@ -107,14 +120,38 @@ def rank_rows() -> list[dict]:
     for ranks in (1, 2):
         with tempfile.TemporaryDirectory() as tmp:
             result = Path(tmp) / "epoch.json"
-            env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 2) // ranks)),
-                   "CI": "1", "PYTHONPATH": str(ROOT)}
-            subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                            f"--nproc_per_node={ranks}", __file__, "--worker", str(result)],
-                           env=env, check=True, cwd=ROOT, capture_output=True)
+            env = {
+                **os.environ,
+                "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 2) // ranks)),
+                "CI": "1",
+                "PYTHONPATH": str(ROOT),
+            }
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "torch.distributed.run",
+                    "--standalone",
+                    f"--nproc_per_node={ranks}",
+                    __file__,
+                    "--worker",
+                    str(result),
+                ],
+                env=env,
+                check=True,
+                cwd=ROOT,
+                capture_output=True,
+            )
             seconds = json.loads(result.read_text())["seconds_per_epoch"]
-        out.append({"device": "cpu", "measure": f"RNADE epoch, 20,000 patches, {ranks} rank(s) "
-                    "(s)", "ours": seconds, "plain": float("nan"), "slowdown": float("nan")})
+        out.append(
+            {
+                "device": "cpu",
+                "measure": f"RNADE epoch, 20,000 patches, {ranks} rank(s) (s)",
+                "ours": seconds,
+                "plain": float("nan"),
+                "slowdown": float("nan"),
+            }
+        )
     return out
 
 
@@ -126,19 +163,32 @@ def worker(path: str) -> None:
     with distributed.from_environment("cpu"):
         split = datasets.load("patches")
         per_rank = 100 // distributed.world_size()  # the same global batch of 100
-        f = inference.fit(NADE(63, 100, "mog", components=10), split.train, "map",
-                          valid=split.valid, lr=1e-2, batch_size=per_rank, max_epochs=2,
-                          patience=2, seed=0, progress_bar=False)
+        f = inference.fit(
+            NADE(63, 100, "mog", components=10),
+            split.train,
+            "map",
+            valid=split.valid,
+            lr=1e-2,
+            batch_size=per_rank,
+            max_epochs=2,
+            patience=2,
+            seed=0,
+            progress_bar=False,
+        )
         if distributed.is_writer():
-            Path(path).write_text(json.dumps({"seconds_per_epoch": f.fit_seconds / 2,
-                                              "ranks": distributed.world_size()}))
+            Path(path).write_text(
+                json.dumps(
+                    {"seconds_per_epoch": f.fit_seconds / 2, "ranks": distributed.world_size()}
+                )
+            )
         if dist.is_initialized():
             dist.barrier()
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--devices", default="cpu,cuda")
     p.add_argument("--rnade-patches", type=int, default=200_000)
@@ -150,26 +200,38 @@ def main(argv=None):
     rows, skipped = [], []
     for device in args.devices.split(","):
         if device == "cuda" and not torch.cuda.is_available():
-            skipped.append("cuda: torch sees no CUDA device here, the GPU rows are still to be "
-                           "measured")
+            skipped.append(
+                "cuda: torch sees no CUDA device here, the GPU rows are still to be measured"
+            )
             continue
         print(f"{device}: NADE 784 x 500 ...", file=sys.stderr, flush=True)
         rows += nade_rows(device, args.repeat)
-        print(f"{device}: RNADE epoch on {args.rnade_patches:,} patches ...", file=sys.stderr,
-              flush=True)
+        print(
+            f"{device}: RNADE epoch on {args.rnade_patches:,} patches ...",
+            file=sys.stderr,
+            flush=True,
+        )
         rows.append(rnade_epoch(device, args.rnade_patches))
     if not args.skip_ranks:
         print("cpu: 1 vs 2 ranks ...", file=sys.stderr, flush=True)
         rows += rank_rows()
     print(f"\n{'device':6} {'measure':52} {'ours':>12} {'plain torch':>12} {'slowdown':>9}")
     for r in rows:
-        print(f"{r['device']:6} {r['measure']:52} {r['ours']:12,.2f} {r['plain']:12,.2f} "
-              f"{r['slowdown']:8.2f}x")
+        print(
+            f"{r['device']:6} {r['measure']:52} {r['ours']:12,.2f} {r['plain']:12,.2f} "
+            f"{r['slowdown']:8.2f}x"
+        )
     for s in skipped:
         print(f"skipped: {s}")
-    write_results("scale", {"machine": machine(torch.get_num_threads()), "rows": rows,
-                            "skipped": skipped,
-                            "targets": {"train and log-density": 1.2, "sampling": 1.5}})
+    write_results(
+        "scale",
+        {
+            "machine": machine(torch.get_num_threads()),
+            "rows": rows,
+            "skipped": skipped,
+            "targets": {"train and log-density": 1.2, "sampling": 1.5},
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -15,11 +15,16 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 
 def machine(threads: int) -> dict:
-    return {"platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__, "pyro": pyro.__version__, "torch_threads": threads,
-            "cpus": os.cpu_count(),
-            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "pyro": pyro.__version__,
+        "torch_threads": threads,
+        "cpus": os.cpu_count(),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
 
 
 def write_results(name: str, result: dict) -> Path:

@@ -42,16 +42,22 @@ def main():
 
     def model(y):
         sigma2 = dist.InverseGamma(0.5, s**2 / 2)
-        sigma = numpyro.sample("sigma", dist.TransformedDistribution(
-            sigma2, [dist.transforms.PowerTransform(0.5)]))
+        sigma = numpyro.sample(
+            "sigma", dist.TransformedDistribution(sigma2, [dist.transforms.PowerTransform(0.5)])
+        )
         phi = numpyro.sample("phi", dist.Normal(jnp.zeros(2), 5 * sigma / s).to_event(1))
         const = numpyro.sample("const", dist.Normal(m * (1 - phi.sum()), 5 * sigma))
         mean = const + phi[0] * y[1:-1] + phi[1] * y[:-2]
         numpyro.sample("y", dist.Normal(mean, sigma).to_event(1), obs=y[2:])
 
-    mcmc = MCMC(NUTS(model, dense_mass=a.dense), num_warmup=a.warmup, num_samples=a.samples,
-                num_chains=a.chains, progress_bar=False,
-                chain_method="vectorized" if a.vectorized else "sequential")
+    mcmc = MCMC(
+        NUTS(model, dense_mass=a.dense),
+        num_warmup=a.warmup,
+        num_samples=a.samples,
+        num_chains=a.chains,
+        progress_bar=False,
+        chain_method="vectorized" if a.vectorized else "sequential",
+    )
     t = time.perf_counter()
     mcmc.run(jax.random.PRNGKey(a.seed), y)
     jax.block_until_ready(mcmc.get_samples())

@@ -30,8 +30,9 @@ from ppl_models import NADE, Markov, datasets  # noqa: E402
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--hidden", type=int, default=100)
     p.add_argument("--max-epochs", type=int, default=250)
     p.add_argument("--seed", type=int, default=0)
@@ -43,21 +44,37 @@ def main(argv=None):
     hidden, epochs = (20, 10) if args.quick else (args.hidden, args.max_epochs)
     split = datasets.load("digits")
 
-    nade = inference.fit(NADE(64, hidden), split.train, "map", valid=split.valid, lr=1e-2,
-                         lr_decay=0.99, batch_size=100, patience=20, max_epochs=epochs,
-                         seed=args.seed)
+    nade = inference.fit(
+        NADE(64, hidden),
+        split.train,
+        "map",
+        valid=split.valid,
+        lr=1e-2,
+        lr_decay=0.99,
+        batch_size=100,
+        patience=20,
+        max_epochs=epochs,
+        seed=args.seed,
+    )
     markov = inference.fit(Markov(64, order=8), split.train, "exact")
     for name, f in (("NADE", nade), ("Markov order 8", markov)):
         r = f.report(split.test)
-        print(f"{name:15} test {r.nats:7.3f} nats/image  {r.num_parameters:>7,} params  "
-              f"{f.fit_seconds:6.1f} s")
-    print(f"NADE: {nade.info['epochs']} epochs, best at {nade.info['best_epoch'] + 1}; "
-          f"{nade.info['stop']}")
+        print(
+            f"{name:15} test {r.nats:7.3f} nats/image  {r.num_parameters:>7,} params  "
+            f"{f.fit_seconds:6.1f} s"
+        )
+    print(
+        f"NADE: {nade.info['epochs']} epochs, best at {nade.info['best_epoch'] + 1}; "
+        f"{nade.info['stop']}"
+    )
 
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     ax.plot(range(1, len(nade.losses) + 1), nade.losses, label="training (MAP objective)")
-    ax.plot(range(1, len(nade.info["valid_curve"]) + 1), nade.info["valid_curve"],
-            label="validation nats per image")
+    ax.plot(
+        range(1, len(nade.info["valid_curve"]) + 1),
+        nade.info["valid_curve"],
+        label="validation nats per image",
+    )
     ax.axvline(nade.info["best_epoch"] + 1, ls=":", color="gray", label="best epoch (kept)")
     ax.set_xlabel("epoch")
     ax.set_ylabel("nats per image")
@@ -68,14 +85,24 @@ def main(argv=None):
     plt.close(fig)
 
     x = nade.sample(24, seed=args.seed)
-    plots.image_rows({"test images": split.test[:12].numpy(), "NADE samples": x[:12].numpy(),
-                      "more samples": x[12:].numpy()}, out / "nade_samples.png",
-                     kind="digits", title="binarised digits: real and NADE samples")
+    plots.image_rows(
+        {
+            "test images": split.test[:12].numpy(),
+            "NADE samples": x[:12].numpy(),
+            "more samples": x[12:].numpy(),
+        },
+        out / "nade_samples.png",
+        kind="digits",
+        title="binarised digits: real and NADE samples",
+    )
 
     g = torch.Generator().manual_seed(args.seed)
     flips = torch.rand(split.test.shape, generator=g) < 0.1
-    sets = {"test images": split.test, "10% pixels flipped": split.test ^ flips.long(),
-            "uniform noise": torch.randint(0, 2, split.test.shape, generator=g)}
+    sets = {
+        "test images": split.test,
+        "10% pixels flipped": split.test ^ flips.long(),
+        "uniform noise": torch.randint(0, 2, split.test.shape, generator=g),
+    }
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     for label, data in sets.items():
         lp = nade.log_density(data).numpy()

@@ -28,16 +28,19 @@ from ppl_models import NADE, FullJoint, Independent, Markov  # noqa: E402
 
 
 def counts(n: int, hidden: int = 100) -> dict[str, int]:
-    return {"full joint": FullJoint(n, sparse=True).num_parameters,
-            "Markov order 2": Markov(n, order=min(2, n - 1)).num_parameters if n > 1 else 1,
-            "Markov order 1": Markov(n, order=1).num_parameters if n > 1 else 1,
-            f"NADE H={hidden}": NADE(n, hidden).num_parameters,
-            "independence": Independent(n).num_parameters}
+    return {
+        "full joint": FullJoint(n, sparse=True).num_parameters,
+        "Markov order 2": Markov(n, order=min(2, n - 1)).num_parameters if n > 1 else 1,
+        "Markov order 1": Markov(n, order=1).num_parameters if n > 1 else 1,
+        f"NADE H={hidden}": NADE(n, hidden).num_parameters,
+        "independence": Independent(n).num_parameters,
+    }
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--out", default="reports/examples")
     p.add_argument("--quick", action="store_true", help="the same (it is already quick)")
     args = p.parse_args(argv)
@@ -49,11 +52,14 @@ def main(argv=None):
     names = list(table[sizes[0]])
     print(f"{'pixels':>7} " + " ".join(f"{k:>16}" for k in names))
     for n, row in table.items():
-        print(f"{n:>7} " + " ".join(f"{v:>16.4g}" if v > 1e15 else f"{v:>16,}"
-                                     for v in row.values()))
-    pixel = {"full joint": FullJoint(3, 256).num_parameters,
-             "independence": Independent(3, "categorical", 256).num_parameters,
-             "Markov R->G->B": Markov(3, order=1, num_categories=256).num_parameters}
+        print(
+            f"{n:>7} " + " ".join(f"{v:>16.4g}" if v > 1e15 else f"{v:>16,}" for v in row.values())
+        )
+    pixel = {
+        "full joint": FullJoint(3, 256).num_parameters,
+        "independence": Independent(3, "categorical", 256).num_parameters,
+        "Markov R->G->B": Markov(3, order=1, num_categories=256).num_parameters,
+    }
     print("\none RGB pixel: " + ", ".join(f"{k} {v:,}" for k, v in pixel.items()))
 
     fig, ax = plt.subplots(figsize=(7.5, 4.5))

@@ -31,8 +31,9 @@ from ppl_models import FullJoint, Independent, Markov, datasets  # noqa: E402
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="reports/examples")
     p.add_argument("--quick", action="store_true", help="three alphas (a test runs this)")
@@ -43,13 +44,17 @@ def main(argv=None):
     alphas = [1e-3, 0.1, 1.0] if args.quick else [1e-4, 1e-3, 1e-2, 0.03, 0.1, 0.3, 1.0]
 
     full = {a: inference.fit(FullJoint(3, 256, alpha=a), split.train, "exact") for a in alphas}
-    others = {"independence": inference.fit(Independent(3, "categorical", 256), split.train,
-                                            "exact"),
-              "Markov R->G->B": inference.fit(Markov(3, order=1, num_categories=256),
-                                              split.train, "exact")}
+    others = {
+        "independence": inference.fit(Independent(3, "categorical", 256), split.train, "exact"),
+        "Markov R->G->B": inference.fit(
+            Markov(3, order=1, num_categories=256), split.train, "exact"
+        ),
+    }
     mle = inference.fit(FullJoint(3, 256), split.train, "mle").report(split.test)
-    print(f"full joint MLE: {mle.num_zero_prob:,} test pixels of unseen colours get "
-          f"probability 0 (test nats {mle.nats})")
+    print(
+        f"full joint MLE: {mle.num_zero_prob:,} test pixels of unseen colours get "
+        f"probability 0 (test nats {mle.nats})"
+    )
     nats = {a: f.report(split.test).nats for a, f in full.items()}
     for a, v in nats.items():
         print(f"full joint alpha={a:<7g} test {v:.3f} nats/pixel")
@@ -65,19 +70,28 @@ def main(argv=None):
     ax.set_xlabel("Dirichlet concentration alpha (pseudo-count per colour)")
     ax.set_ylabel("test nats per pixel")
     best = min(nats, key=nats.get)
-    ax.set_title(f"one RGB pixel: the full joint needs a small alpha (best here {best:g}: "
-                 f"{nats[best]:.2f} nats)")
+    ax.set_title(
+        f"one RGB pixel: the full joint needs a small alpha (best here {best:g}: "
+        f"{nats[best]:.2f} nats)"
+    )
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out / "rgb_alpha.png", dpi=110)
     plt.close(fig)
 
-    samples = {f"full joint alpha={a:g}": f.sample(1024, seed=args.seed).numpy()
-               for a, f in full.items() if a in (alphas[0], 1.0)}
+    samples = {
+        f"full joint alpha={a:g}": f.sample(1024, seed=args.seed).numpy()
+        for a, f in full.items()
+        if a in (alphas[0], 1.0)
+    }
     samples.update({k: f.sample(1024, seed=args.seed).numpy() for k, f in others.items()})
-    plots.image_rows({"data": split.test[:1024].numpy(), **samples}, out / "rgb_samples.png",
-                     kind="pixels", title="RGB pixels: real (top) and 1,024 samples each")
+    plots.image_rows(
+        {"data": split.test[:1024].numpy(), **samples},
+        out / "rgb_samples.png",
+        kind="pixels",
+        title="RGB pixels: real (top) and 1,024 samples each",
+    )
     assert math.isfinite(nats[best])
     print(f"wrote {out / 'rgb_alpha.png'} and {out / 'rgb_samples.png'}")
 

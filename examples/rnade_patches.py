@@ -35,8 +35,9 @@ class Row:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--hidden", type=int, default=100)
     p.add_argument("--components", type=int, default=10)
     p.add_argument("--mixture", type=int, default=10, help="GaussianMixture components")
@@ -49,15 +50,29 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     split = datasets.load("patches")
     train = split.train[:4000] if args.quick else split.train
-    hidden, K, epochs, mix = (20, 3, 3, 3) if args.quick else \
-        (args.hidden, args.components, args.max_epochs, args.mixture)
+    hidden, K, epochs, mix = (
+        (20, 3, 3, 3)
+        if args.quick
+        else (args.hidden, args.components, args.max_epochs, args.mixture)
+    )
     D = train.shape[1]
 
-    fits = {"independent Gaussian": inference.fit(Independent(D, "normal"), train),
-            "full-covariance Gaussian": inference.fit(LinearGaussian(D), train)}
-    rnade = inference.fit(NADE(D, hidden, "mog", components=K), train, "map",
-                          valid=split.valid, lr=1e-2, lr_decay=0.95, batch_size=100,
-                          max_epochs=epochs, patience=10, seed=args.seed)
+    fits = {
+        "independent Gaussian": inference.fit(Independent(D, "normal"), train),
+        "full-covariance Gaussian": inference.fit(LinearGaussian(D), train),
+    }
+    rnade = inference.fit(
+        NADE(D, hidden, "mog", components=K),
+        train,
+        "map",
+        valid=split.valid,
+        lr=1e-2,
+        lr_decay=0.95,
+        batch_size=100,
+        max_epochs=epochs,
+        patience=10,
+        seed=args.seed,
+    )
     fits[f"RNADE H={hidden} K={K}"] = rnade
     rows = []
     for name, f in fits.items():
@@ -68,18 +83,30 @@ def main(argv=None):
 
     gm = GaussianMixture(mix, covariance_type="full", random_state=args.seed, max_iter=200)
     gm.fit(train.numpy())
-    rows.append(Row(f"Gaussian mixture K={mix} (scikit-learn)",
-                    mix * (D + D * (D + 1) // 2) + mix - 1, float(-gm.score(split.test.numpy()))))
+    rows.append(
+        Row(
+            f"Gaussian mixture K={mix} (scikit-learn)",
+            mix * (D + D * (D + 1) // 2) + mix - 1,
+            float(-gm.score(split.test.numpy())),
+        )
+    )
     print(f"\n{'model':42} {'test log-lik/patch':>18} {'params':>9}")
     for r in rows:
         print(f"{r.model:42} {-r.nats:18.3f} {r.num_parameters:9,}")
 
     samples = {name: f.sample(12, seed=args.seed).numpy() for name, f in fits.items()}
     samples[f"mixture K={mix}"] = gm.sample(12)[0]
-    plots.image_rows({"data": split.test[:12].numpy(), **samples}, out / "rnade_patches.png",
-                     kind="patches", title="8x8 patches (mean removed): real (top) and samples")
-    plots.tradeoff(rows, out / "rnade_tradeoff.png",
-                   title="patches: free parameters vs test nats per patch (lower is better)")
+    plots.image_rows(
+        {"data": split.test[:12].numpy(), **samples},
+        out / "rnade_patches.png",
+        kind="patches",
+        title="8x8 patches (mean removed): real (top) and samples",
+    )
+    plots.tradeoff(
+        rows,
+        out / "rnade_tradeoff.png",
+        title="patches: free parameters vs test nats per patch (lower is better)",
+    )
     print(f"wrote {out / 'rnade_patches.png'} and {out / 'rnade_tradeoff.png'}")
 
 

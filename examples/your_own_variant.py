@@ -37,14 +37,20 @@ def shared_markov(x=None, num_samples=None):
     n = len(x) if x is not None else num_samples
     one = torch.ones((), dtype=f64)
     first = pyro.sample("first", dist.Beta(one, one))  # P(x_1 = 1)
-    trans = pyro.sample("trans", dist.Beta(torch.ones(2, dtype=f64),  # P(x_d = 1 | x_(d-1))
-                                           torch.ones(2, dtype=f64)).to_event(1))
+    trans = pyro.sample(
+        "trans",
+        dist.Beta(
+            torch.ones(2, dtype=f64),  # P(x_d = 1 | x_(d-1))
+            torch.ones(2, dtype=f64),
+        ).to_event(1),
+    )
     with pyro.plate("data", n):
         prev = pyro.sample("x_0", dist.Bernoulli(first), obs=None if x is None else x[:, 0])
         xs = [prev]
         for d in pyro.markov(range(1, 64)):
-            prev = pyro.sample(f"x_{d}", dist.Bernoulli(trans[prev.long()]),
-                               obs=None if x is None else x[:, d])
+            prev = pyro.sample(
+                f"x_{d}", dist.Bernoulli(trans[prev.long()]), obs=None if x is None else x[:, d]
+            )
             xs.append(prev)
     return torch.stack(xs, -1)
 
@@ -55,8 +61,12 @@ def make_mixture(K: int):
         n = len(x) if x is not None else num_samples
         w = pyro.sample("weights", dist.Dirichlet(torch.ones(K, dtype=f64)))
         with pyro.plate("components", K):
-            mu = pyro.sample("means", dist.Beta(torch.full((64,), 1.1, dtype=f64),
-                                                torch.full((64,), 1.1, dtype=f64)).to_event(1))
+            mu = pyro.sample(
+                "means",
+                dist.Beta(
+                    torch.full((64,), 1.1, dtype=f64), torch.full((64,), 1.1, dtype=f64)
+                ).to_event(1),
+            )
         with pyro.plate("data", n):
             z = pyro.sample("z", dist.Categorical(w), infer={"enumerate": "parallel"})
             return pyro.sample("x", dist.Bernoulli(mu[z]).to_event(1), obs=x)
@@ -65,8 +75,9 @@ def make_mixture(K: int):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--components", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="reports/examples")
@@ -81,20 +92,22 @@ def main(argv=None):
 
     fits = {
         "Independent": inference.fit(Independent(64), split.train, "exact", seed=args.seed),
-        "Markov order 1": inference.fit(Markov(64, order=1), split.train, "exact",
-                                        seed=args.seed),
-        "shared chain (yours)": inference.fit(shared_markov, split.train, "mle",
-                                              seed=args.seed),
+        "Markov order 1": inference.fit(Markov(64, order=1), split.train, "exact", seed=args.seed),
+        "shared chain (yours)": inference.fit(shared_markov, split.train, "mle", seed=args.seed),
         f"mixture K={args.components} (yours)": inference.fit(
-            mixture, split.train, "map", seed=args.seed, **mixture_options),
+            mixture, split.train, "map", seed=args.seed, **mixture_options
+        ),
     }
     print("held-out digits (250 test images):")
     print(inference.compare(fits, split.test).to_string())
 
     samples = {k: f.sample(12, seed=args.seed).numpy() for k, f in fits.items()}
-    plots.image_rows({"data": split.test[:12].numpy(), **samples}, out /
-                     "own_variant_samples.png", kind="digits",
-                     title="your programs and the built-ins: real digits (top) and samples")
+    plots.image_rows(
+        {"data": split.test[:12].numpy(), **samples},
+        out / "own_variant_samples.png",
+        kind="digits",
+        title="your programs and the built-ins: real digits (top) and samples",
+    )
 
     # PSIS-LOO from posterior draws, on 400 training images (the exact posterior for ours,
     # NUTS for the 3-parameter chain, SVI for the mixture)
@@ -104,18 +117,34 @@ def main(argv=None):
     bayes = {
         "Independent": inference.fit(Independent(64), x, "exact", num_samples=draws),
         "Markov order 1": inference.fit(Markov(64, order=1), x, "exact", num_samples=draws),
-        "shared chain (yours)": inference.fit(shared_markov, x, "nuts", num_samples=draws // 2,
-                                              warmup_steps=draws // 2, num_chains=2,
-                                              jit_compile=True, seed=args.seed),
+        "shared chain (yours)": inference.fit(
+            shared_markov,
+            x,
+            "nuts",
+            num_samples=draws // 2,
+            warmup_steps=draws // 2,
+            num_chains=2,
+            jit_compile=True,
+            seed=args.seed,
+        ),
         f"mixture K={args.components} (yours)": inference.fit(  # started at the MAP above
-            mixture, x, "svi", steps=steps, num_samples=draws, seed=args.seed,
-            init=fits[f"mixture K={args.components} (yours)"]),
+            mixture,
+            x,
+            "svi",
+            steps=steps,
+            num_samples=draws,
+            seed=args.seed,
+            init=fits[f"mixture K={args.components} (yours)"],
+        ),
     }
     table = inference.compare(bayes)
     print("\nPSIS-LOO on 400 training images (az.compare):")
     print(table[["rank", "elpd_loo", "p_loo", "elpd_diff", "se", "pareto_k_max"]].to_string())
-    plots.compare(table, out / "own_variant_compare.png",
-                  title="PSIS-LOO: your programs beside the built-in assumptions")
+    plots.compare(
+        table,
+        out / "own_variant_compare.png",
+        title="PSIS-LOO: your programs beside the built-in assumptions",
+    )
     print(f"wrote {out / 'own_variant_samples.png'} and {out / 'own_variant_compare.png'}")
 
 

@@ -9,7 +9,19 @@ from inference.result import Fit, Report
 from ppl_models import moved
 from ppl_models.programs.program import Program, as_program
 
-__all__ = ["LFO", "METHODS", "Fit", "OrderSelection", "Program", "Report", "as_program",
-           "compare", "fit", "lfo", "load", "select_order"]
+__all__ = [
+    "LFO",
+    "METHODS",
+    "Fit",
+    "OrderSelection",
+    "Program",
+    "Report",
+    "as_program",
+    "compare",
+    "fit",
+    "lfo",
+    "load",
+    "select_order",
+]
 
 moved.install()

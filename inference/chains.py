@@ -46,20 +46,34 @@ def processes_for(num_chains: int, device: torch.device) -> int:
         return 1
     if free_cores() < num_chains - 0.5:  # a busy machine: processes would only compete
         return 1
-    if multiprocessing.current_process().daemon or "fork" not in \
-            multiprocessing.get_all_start_methods():
+    if (
+        multiprocessing.current_process().daemon
+        or "fork" not in multiprocessing.get_all_start_methods()
+    ):
         return 1
     return num_chains
 
 
-def run_chains(make_kernel, z0: torch.Tensor, seeds: list[int], num_samples: int,
-               warmup_steps: int, progress_bar: bool):
+def run_chains(
+    make_kernel,
+    z0: torch.Tensor,
+    seeds: list[int],
+    num_samples: int,
+    warmup_steps: int,
+    progress_bar: bool,
+):
     """[(draws of z (num_samples, dim), the kernel's statistics)] per chain, from starts z0
     (chains, dim)."""
     num_chains = len(z0)
     procs = processes_for(num_chains, z0.device)
-    _JOB.update(make_kernel=make_kernel, z0=z0, seeds=seeds, num_samples=num_samples,
-                warmup_steps=warmup_steps, progress_bar=progress_bar and procs == 1)
+    _JOB.update(
+        make_kernel=make_kernel,
+        z0=z0,
+        seeds=seeds,
+        num_samples=num_samples,
+        warmup_steps=warmup_steps,
+        progress_bar=progress_bar and procs == 1,
+    )
     try:
         if procs > 1:
             with multiprocessing.get_context("fork").Pool(procs) as pool:
@@ -81,8 +95,13 @@ def _chain(c: int):
     if multiprocessing.parent_process() is not None:
         torch.set_num_threads(1)  # one thread per chain process
     kernel = job["make_kernel"]()
-    mcmc = MCMC(kernel, num_samples=job["num_samples"], warmup_steps=job["warmup_steps"],
-                initial_params={"z": job["z0"][c]}, disable_progbar=not job["progress_bar"])
+    mcmc = MCMC(
+        kernel,
+        num_samples=job["num_samples"],
+        warmup_steps=job["warmup_steps"],
+        initial_params={"z": job["z0"][c]},
+        disable_progbar=not job["progress_bar"],
+    )
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         torch.manual_seed(job["seeds"][c])

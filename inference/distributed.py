@@ -70,8 +70,14 @@ class Shards:
     def __init__(self, n: int, batch_size: int, seed: int):
         from torch.utils.data import DistributedSampler
 
-        self.sampler = DistributedSampler(range(n), num_replicas=world_size(), rank=rank(),
-                                          shuffle=True, seed=seed, drop_last=False)
+        self.sampler = DistributedSampler(
+            range(n),
+            num_replicas=world_size(),
+            rank=rank(),
+            shuffle=True,
+            seed=seed,
+            drop_last=False,
+        )
         self.batch_size = batch_size
 
     def epoch(self, epoch: int, device) -> list[torch.Tensor]:
@@ -106,8 +112,8 @@ class Parameters(torch.nn.Module):
         super().__init__()
         self.objective = objective
         self.leaves = torch.nn.ParameterDict(
-            {_key(k): torch.nn.Parameter(v.detach().clone()) for k, v in
-             objective.leaves.items()})
+            {_key(k): torch.nn.Parameter(v.detach().clone()) for k, v in objective.leaves.items()}
+        )
         objective.leaves = {k: self.leaves[_key(k)] for k in objective.leaves}
 
     def forward(self, batch, idx=None):
@@ -124,6 +130,5 @@ def wrap(objective):
 
     module = Parameters(objective)
     device = next(iter(module.parameters())).device
-    ddp = DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else
-                                  None)
+    ddp = DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None)
     return ddp, list(module.parameters())

@@ -17,29 +17,63 @@ from ppl_models.runtime import seeded
 METHODS = ("mle", "map", "exact", "svi", "nuts")
 
 COMMON = {"seed": 0, "device": None, "dtype": None}
-GRADIENT = {"solver": None, "valid": None, "batch_size": None, "max_epochs": None,
-            "patience": None, "lr": None, "lr_decay": None, "restarts": None,
-            "progress_bar": None}
+GRADIENT = {
+    "solver": None,
+    "valid": None,
+    "batch_size": None,
+    "max_epochs": None,
+    "patience": None,
+    "lr": None,
+    "lr_decay": None,
+    "restarts": None,
+    "progress_bar": None,
+}
 OPTIONS = {
     "mle": GRADIENT,
     "map": GRADIENT,
     "exact": {"num_samples": 1000},
-    "svi": {"guide": "normal", "steps": 2000, "lr": 0.01, "num_samples": 1000,
-            "num_particles": 1, "init": None, "batch_size": None, "progress_bar": None},
-    "nuts": {"num_samples": 1000, "warmup_steps": None, "num_chains": 2, "jit_compile": None,
-             "target_accept_prob": 0.8, "max_tree_depth": 10, "init": None,
-             "progress_bar": None},
+    "svi": {
+        "guide": "normal",
+        "steps": 2000,
+        "lr": 0.01,
+        "num_samples": 1000,
+        "num_particles": 1,
+        "init": None,
+        "batch_size": None,
+        "progress_bar": None,
+    },
+    "nuts": {
+        "num_samples": 1000,
+        "warmup_steps": None,
+        "num_chains": 2,
+        "jit_compile": None,
+        "target_accept_prob": 0.8,
+        "max_tree_depth": 10,
+        "init": None,
+        "progress_bar": None,
+    },
 }
 
 
 # how each numeric option is checked: (kind, lower bound); kinds: int (>= bound), real
 # (finite, > bound), unit (in (0, 1)), decay (in (0, 1]), bool
-RULES = {"steps": ("int", 1), "num_samples": ("int", 1), "warmup_steps": ("int", 0),
-         "num_chains": ("int", 1), "num_particles": ("int", 1), "max_epochs": ("int", 1),
-         "patience": ("int", 1), "batch_size": ("int", 1), "max_tree_depth": ("int", 1),
-         "restarts": ("int", 1), "lr": ("real", 0.0), "lr_decay": ("decay", None),
-         "target_accept_prob": ("unit", None), "jit_compile": ("bool", None),
-         "progress_bar": ("bool", None)}
+RULES = {
+    "steps": ("int", 1),
+    "num_samples": ("int", 1),
+    "warmup_steps": ("int", 0),
+    "num_chains": ("int", 1),
+    "num_particles": ("int", 1),
+    "max_epochs": ("int", 1),
+    "patience": ("int", 1),
+    "batch_size": ("int", 1),
+    "max_tree_depth": ("int", 1),
+    "restarts": ("int", 1),
+    "lr": ("real", 0.0),
+    "lr_decay": ("decay", None),
+    "target_accept_prob": ("unit", None),
+    "jit_compile": ("bool", None),
+    "progress_bar": ("bool", None),
+}
 
 
 def _fits_rule(v, kind: str, bound) -> bool:
@@ -60,9 +94,11 @@ def _requirement(kind: str, bound) -> str:
         return f"an integer >= {bound}"
     if kind == "real":
         return f"a finite number > {bound:g}"
-    return {"unit": "a number strictly between 0 and 1",
-            "decay": "in (0, 1] (the factor applied to the step size after each epoch)",
-            "bool": "True or False"}[kind]
+    return {
+        "unit": "a number strictly between 0 and 1",
+        "decay": "in (0, 1] (the factor applied to the step size after each epoch)",
+        "bool": "True or False",
+    }[kind]
 
 
 def check_options(method: str, options: dict) -> dict:
@@ -74,8 +110,10 @@ def check_options(method: str, options: dict) -> dict:
     allowed = {**COMMON, **OPTIONS[method]}
     unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise ValueError(f"option(s) {', '.join(unknown)} do not apply to method={method!r}; "
-                         f"its options are {', '.join(sorted(allowed))}")
+        raise ValueError(
+            f"option(s) {', '.join(unknown)} do not apply to method={method!r}; "
+            f"its options are {', '.join(sorted(allowed))}"
+        )
     for name, value in options.items():
         if value is None or name not in RULES:
             continue
@@ -86,13 +124,22 @@ def check_options(method: str, options: dict) -> dict:
             raise ValueError(f"{name} must be {need}, got {value!r}")
     seed = options.get("seed", 0)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise ValueError(f"seed must be an integer (or None: draw from the global RNG), got "
-                         f"{seed!r}")
+        raise ValueError(
+            f"seed must be an integer (or None: draw from the global RNG), got {seed!r}"
+        )
     return {**allowed, **options}
 
 
-def fit(model, data, method: str = "mle", *, data_plate: str | None = "data",
-        given: dict | None = None, data_arg: str = "x", **options) -> Fit:
+def fit(
+    model,
+    data,
+    method: str = "mle",
+    *,
+    data_plate: str | None = "data",
+    given: dict | None = None,
+    data_arg: str = "x",
+    **options,
+) -> Fit:
     """Fit `model` to `data` and return a `Fit`.
 
     `model` is any Pyro program: a function ``model(x=None, num_samples=None)`` with
@@ -153,8 +200,9 @@ def fit(model, data, method: str = "mle", *, data_plate: str | None = "data",
             x = program.validate(x)  # in the program's dtype, where it mixed two
         # (a model with its own vectorised path and closed forms needs no trace: the paths
         # that do (gradient fits, svi, nuts) read the roles when they start)
-        result = _RUN[method](program, x, **({"seed": seed} if method in ("mle", "map")
-                                             else {}), **opts)
+        result = _RUN[method](
+            program, x, **({"seed": seed} if method in ("mle", "map") else {}), **opts
+        )
         result.fit_seconds = time.perf_counter() - start
     result.info.setdefault("seed", seed)
     result.index = index
@@ -187,15 +235,25 @@ def _map(program, x, **opts):
 def _exact(program, x, num_samples):
     posterior_of = program.accelerator("posterior")
     if posterior_of is None:
-        raise ValueError(f"{program.label} has no conjugate form, so method='exact' is not "
-                         "available; use method='nuts' or 'svi' for a posterior")
+        raise ValueError(
+            f"{program.label} has no conjugate form, so method='exact' is not "
+            "available; use method='nuts' or 'svi' for a posterior"
+        )
     posterior = posterior_of(x)
     predictive = getattr(posterior, "predictive", None)
-    fitted = program.with_model(predictive) if predictive is not None else \
-        program.with_values(posterior.mean())
+    fitted = (
+        program.with_model(predictive)
+        if predictive is not None
+        else program.with_values(posterior.mean())
+    )
     # draws are exact and cheap to redo: Fit draws them on first use, with this seed
-    return Fit(fitted, "exact", x, posterior=posterior,
-               info={"num_samples": positive_int(num_samples, "num_samples")})
+    return Fit(
+        fitted,
+        "exact",
+        x,
+        posterior=posterior,
+        info={"num_samples": positive_int(num_samples, "num_samples")},
+    )
 
 
 _RUN = {"mle": _mle, "map": _map, "exact": _exact, "svi": svi.svi, "nuts": nuts.nuts}

@@ -56,9 +56,15 @@ class Whitened:
     `constrained(z)` maps z (..., d) back to the program's parameters.
     """
 
-    def __init__(self, program, x, init: dict[str, torch.Tensor],
-                 jit_compile: bool | None = False, names: list[str] | None = None,
-                 prior: bool = True):
+    def __init__(
+        self,
+        program,
+        x,
+        init: dict[str, torch.Tensor],
+        jit_compile: bool | None = False,
+        names: list[str] | None = None,
+        prior: bool = True,
+    ):
         # jit_compile: True / None (trace where it gives the same numbers), False (eager);
         # names: what moves (default: program.sampled); prior: False for the likelihood alone
         self.program, self.x, self.jit_compile, self.prior = program, x, jit_compile, prior
@@ -67,8 +73,9 @@ class Whitened:
         self.fixed = dict(init)
         self.names = list(program.sampled if names is None else names)
         supports = program.supports(init)
-        supports.update({k: program.roles.sites[k].constraint for k in self.names
-                         if k not in supports})
+        supports.update(
+            {k: program.roles.sites[k].constraint for k in self.names if k not in supports}
+        )
         self.transforms = {k: transform_of(supports[k]) for k in self.names}
         u = {k: self.transforms[k].inv(init[k]).detach() for k in self.names}
         self.shapes = {k: v.shape for k, v in u.items()}
@@ -80,8 +87,9 @@ class Whitened:
         self.found_mode = True
         if self.dim <= MAX_DENSE and bool(torch.isfinite(flat).all()):
             self.mu, self.L, self.found_mode = _laplace(self.potential_u, flat)
-        self.dense = not torch.equal(self.L, torch.eye(self.dim, dtype=flat.dtype,
-                                                          device=flat.device))
+        self.dense = not torch.equal(
+            self.L, torch.eye(self.dim, dtype=flat.dtype, device=flat.device)
+        )
         self.scaled = False  # `diagonal()`: the Laplace scales only
 
     @torch.no_grad()
@@ -96,8 +104,9 @@ class Whitened:
         z = torch.randn(draws, self.dim, generator=g, dtype=self.mu.dtype).to(self.mu.device)
         base = self._potential_z(torch.zeros_like(self.mu))
         gap = torch.stack([self._potential_z(zi) - base - 0.5 * zi @ zi for zi in z])
-        return bool(torch.isfinite(gap).all()) and \
-            float(gap.std()) < tolerance * math.sqrt(self.dim)
+        return bool(torch.isfinite(gap).all()) and float(gap.std()) < tolerance * math.sqrt(
+            self.dim
+        )
 
     def diagonal(self) -> None:
         """Keep only the Laplace approximation's standard deviations (no rotation): where the
@@ -122,13 +131,15 @@ class Whitened:
         the log-likelihood, discrete latents summed out; with a minibatch (`idx`: rows of x),
         its log-likelihood scaled to the whole data set."""
         if not self.prior:
-            return self.program.log_joint_terms(self.x, {**self.fixed, **theta},
-                                                prior=False)[0].sum()
+            return self.program.log_joint_terms(self.x, {**self.fixed, **theta}, prior=False)[
+                0
+            ].sum()
         if self.idx is None:
             return self.program.log_joint(self.x, {**self.fixed, **theta})
         args = self.program.args.rows(self.idx, len(self.x)) if self.program.given else None
-        ll, lp = self.program.log_joint_terms(self.x[self.idx], {**self.fixed, **theta},
-                                              prior=True, args=args)
+        ll, lp = self.program.log_joint_terms(
+            self.x[self.idx], {**self.fixed, **theta}, prior=True, args=args
+        )
         return ll.sum() * len(self.x) / len(self.idx) + lp
 
     def potential_u(self, u: torch.Tensor) -> torch.Tensor:
@@ -138,8 +149,10 @@ class Whitened:
         with pyro.validation_enabled(False):
             parts = self.unflatten(u)
             theta = {k: self.transforms[k](v) for k, v in parts.items()}
-            log_det = sum(self.transforms[k].log_abs_det_jacobian(parts[k], theta[k]).sum()
-                          for k in self.names)
+            log_det = sum(
+                self.transforms[k].log_abs_det_jacobian(parts[k], theta[k]).sum()
+                for k in self.names
+            )
             return -(self.log_joint(theta) + log_det)
 
     def _potential_z(self, z: torch.Tensor) -> torch.Tensor:
@@ -168,8 +181,9 @@ class Whitened:
     def __call__(self):
         z = pyro.sample("z", dist.Normal(torch.zeros_like(self.mu), 1.0).to_event(1))
         # the site's N(0, I) density is taken out again: the log joint is -potential
-        pyro.factor("posterior",
-                    -self.potential({"z": z}) - dist.Normal(0.0, 1.0).log_prob(z).sum())
+        pyro.factor(
+            "posterior", -self.potential({"z": z}) - dist.Normal(0.0, 1.0).log_prob(z).sum()
+        )
 
     @torch.no_grad()
     def log_abs_det(self, z: torch.Tensor) -> torch.Tensor:
@@ -214,18 +228,24 @@ def laplace_draws(program, x, values: dict, prior: bool, num_samples: int, chain
     label = f"{program.label} at its {'MAP' if prior else 'MLE'}"
     bad = _off_mode(w, values)
     if bad:
-        raise ValueError(f"{label} has no Laplace approximation: the estimate of "
-                         f"{', '.join(map(repr, bad))} lies on the boundary of the parameter "
-                         "space (a probability of exactly 0 or 1), where the posterior has no "
-                         "Gaussian shape; compare it on held-out data (inference.compare(fits, "
-                         "data)), or fit by nuts or svi for a posterior")
+        raise ValueError(
+            f"{label} has no Laplace approximation: the estimate of "
+            f"{', '.join(map(repr, bad))} lies on the boundary of the parameter "
+            "space (a probability of exactly 0 or 1), where the posterior has no "
+            "Gaussian shape; compare it on held-out data (inference.compare(fits, "
+            "data)), or fit by nuts or svi for a posterior"
+        )
     if w.dim > MAX_DENSE:
-        raise ValueError(f"{label} has no Laplace approximation here: {w.dim} free parameters "
-                         f"(more than {MAX_DENSE}) make its Hessian too large to hold and "
-                         "invert")
+        raise ValueError(
+            f"{label} has no Laplace approximation here: {w.dim} free parameters "
+            f"(more than {MAX_DENSE}) make its Hessian too large to hold and "
+            "invert"
+        )
     if not w.dense:
-        raise ValueError(f"{label} has no Laplace approximation: the Hessian of the log "
-                         "density is not positive definite there (not a strict mode)")
+        raise ValueError(
+            f"{label} has no Laplace approximation: the Hessian of the log "
+            "density is not positive definite there (not a strict mode)"
+        )
     per = -(-num_samples // chains)
     z = torch.randn(chains * per, w.dim, dtype=w.mu.dtype, device=w.mu.device)
     log_q = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1) - w.log_abs_det(z)
@@ -244,8 +264,11 @@ def _off_mode(w, values: dict) -> list[str]:
     with torch.no_grad():
         u = {k: w.transforms[k].inv(values[k]) for k in w.names}
         z = w.unflatten(w.whiten(values).abs()) if torch.isfinite(w.mu).all() else {}
-    return [k for k in w.names if not torch.isfinite(u[k]).all()
-            or (k in z and not bool((z[k] <= OFF_MODE).all()))]
+    return [
+        k
+        for k in w.names
+        if not torch.isfinite(u[k]).all() or (k in z and not bool((z[k] <= OFF_MODE).all()))
+    ]
 
 
 def unflatten(u: torch.Tensor, shapes: dict) -> dict[str, torch.Tensor]:
@@ -254,7 +277,7 @@ def unflatten(u: torch.Tensor, shapes: dict) -> dict[str, torch.Tensor]:
     lead = u.shape[:-1]
     for k, shape in shapes.items():
         n = shape.numel()
-        out[k] = u[..., i:i + n].reshape(lead + shape)
+        out[k] = u[..., i : i + n].reshape(lead + shape)
         i += n
     return out
 
@@ -283,15 +306,16 @@ def _same(eager, traced, z) -> bool:
     """Equal potential and gradient of the eager and traced potentials at z (finite)."""
     a, b = z.clone().requires_grad_(True), z.clone().requires_grad_(True)
     pa, pb = eager(a), traced(b)
-    ga, = torch.autograd.grad(pa, a)
-    gb, = torch.autograd.grad(pb, b)
+    (ga,) = torch.autograd.grad(pa, a)
+    (gb,) = torch.autograd.grad(pb, b)
     if not (torch.isfinite(pa) and torch.isfinite(ga).all()):
         return True  # outside the support: nothing to compare here
     # 1e-9 in float64; a float32 program (HMM model_1 on float32 sequences) is held to its own
     # precision, 100 eps (its traced gradient differs from the eager one by 1.5e-7 relative)
     tol = max(1e-9, 100 * torch.finfo(pa.dtype).eps)
-    return bool(torch.isclose(pa, pb, rtol=tol, atol=tol)) and \
-        bool(torch.allclose(ga, gb, rtol=tol, atol=tol))
+    return bool(torch.isclose(pa, pb, rtol=tol, atol=tol)) and bool(
+        torch.allclose(ga, gb, rtol=tol, atol=tol)
+    )
 
 
 def _laplace(f, u: torch.Tensor, newton_steps: int = 20):
@@ -343,9 +367,14 @@ def _newton(f, u, steps):
 def _lbfgs(f, u, max_iter: int = 500):
     """L-BFGS (strong Wolfe) on f from u; None where it leaves the finite region."""
     v = u.detach().clone().requires_grad_(True)
-    opt = torch.optim.LBFGS([v], max_iter=max_iter, tolerance_grad=1e-10,
-                            tolerance_change=1e-14, history_size=50,
-                            line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        [v],
+        max_iter=max_iter,
+        tolerance_grad=1e-10,
+        tolerance_change=1e-14,
+        history_size=50,
+        line_search_fn="strong_wolfe",
+    )
 
     try:
         opt.step(closure_of(opt, lambda: f(v)))

@@ -2,7 +2,6 @@
 `ppl_models.pyro_internals`), started and whitened as `inference.start` says, chains in
 processes where cores are free (`inference.chains`)."""
 
-
 from __future__ import annotations
 
 import functools
@@ -24,11 +23,23 @@ def nuts(program, x, **options) -> Fit:
         return _nuts(program, x, **options)
 
 
-def _nuts(program, x, *, num_samples, warmup_steps, num_chains, jit_compile, target_accept_prob,
-          max_tree_depth, init, progress_bar) -> Fit:
+def _nuts(
+    program,
+    x,
+    *,
+    num_samples,
+    warmup_steps,
+    num_chains,
+    jit_compile,
+    target_accept_prob,
+    max_tree_depth,
+    init,
+    progress_bar,
+) -> Fit:
     num_samples = positive_int(num_samples, "num_samples")
-    warmup_steps = positive_int(num_samples if warmup_steps is None else warmup_steps,
-                                "warmup_steps", 0)
+    warmup_steps = positive_int(
+        num_samples if warmup_steps is None else warmup_steps, "warmup_steps", 0
+    )
     num_chains = positive_int(num_chains, "num_chains")
     program.discover(x)
     needs_random(program, "nuts")
@@ -39,11 +50,11 @@ def _nuts(program, x, *, num_samples, warmup_steps, num_chains, jit_compile, tar
     # posterior has no mode (a funnel: the MAP ran to the edge of the support), at fresh starts
     # from the priors, as the program's global parameters start.
     z0 = torch.randn(num_chains, w.dim, dtype=w.mu.dtype, device=w.mu.device) * (
-        1.0 if w.dense else 0.1)
+        1.0 if w.dense else 0.1
+    )
     if not w.found_mode and (program.starts or program.local):
         note += "; no posterior mode (the MAP is degenerate): chains start from the priors"
-        z0 = torch.stack([w.whiten({**init, **program.fresh_starts(x)})
-                          for _ in range(num_chains)])
+        z0 = torch.stack([w.whiten({**init, **program.fresh_starts(x)}) for _ in range(num_chains)])
     # Whitened, the Laplace covariance already is the (dense) mass matrix and warm-up only
     # tunes the step size (measured on AR(2) sunspots: 3.5 instead of 4.8 gradients per draw).
     # Where the posterior is far from its Laplace approximation (a hierarchical scale), only
@@ -59,20 +70,34 @@ def _nuts(program, x, *, num_samples, warmup_steps, num_chains, jit_compile, tar
     # whether the chains run in parallel processes or one after the other (`inference.chains`)
     seeds = [int(s) for s in torch.randint(2**62, (num_chains,))]
     w.potential({"z": z0[0]})  # trace (and check) the potential once, here, before any fork
-    kernel = functools.partial(pyro_internals.RecordingNUTS, potential_fn=w.potential,
-                               target_accept_prob=target_accept_prob,
-                               max_tree_depth=max_tree_depth, adapt_mass_matrix=adapt)
+    kernel = functools.partial(
+        pyro_internals.RecordingNUTS,
+        potential_fn=w.potential,
+        target_accept_prob=target_accept_prob,
+        max_tree_depth=max_tree_depth,
+        adapt_mass_matrix=adapt,
+    )
     done = run_chains(kernel, z0, seeds, num_samples, warmup_steps, show_progress(progress_bar))
     zs, stats = [z for z, _ in done], [st for _, st in done]
     draws = w.constrained(torch.stack(zs))
     sample_stats = {k: torch.stack([s[k] for s in stats]) for k in stats[0]}
     _warn_nuts(program, draws, sample_stats, target_accept_prob)
-    return posterior_fit(program, "nuts", x, init, draws, sample_stats=sample_stats,
-                          info={"num_chains": num_chains, "warmup_steps": warmup_steps,
-                                "chain_processes": processes_for(num_chains, z0.device),
-                                "divergences": int(sample_stats["diverging"].sum()),
-                                "init": f"{note}; {whitened_info(w)}",
-                                "potential": w.jit_note})
+    return posterior_fit(
+        program,
+        "nuts",
+        x,
+        init,
+        draws,
+        sample_stats=sample_stats,
+        info={
+            "num_chains": num_chains,
+            "warmup_steps": warmup_steps,
+            "chain_processes": processes_for(num_chains, z0.device),
+            "divergences": int(sample_stats["diverging"].sum()),
+            "init": f"{note}; {whitened_info(w)}",
+            "potential": w.jit_note,
+        },
+    )
 
 
 def _warn_nuts(program, draws, stats, target_accept_prob) -> None:
@@ -87,11 +112,16 @@ def _warn_nuts(program, draws, stats, target_accept_prob) -> None:
             "of high curvature, so the draws may be biased); try "
             f"target_accept_prob={max(0.95, target_accept_prob)} (smaller steps), a "
             "reparameterised (non-centred) program, or more informative priors",
-            RuntimeWarning, stacklevel=4)
+            RuntimeWarning,
+            stacklevel=4,
+        )
     if next(iter(draws.values())).shape[0] > 1:
         r_hat, ess = convergence(draws)
         if r_hat > 1.01 or ess < 100:
             warnings.warn(
                 f"{program.label}: chains disagree or mix slowly (max r_hat {r_hat:.3f}, min "
                 f"bulk ESS {ess:.0f}; aim for r_hat <= 1.01 and ESS >= 100); run longer "
-                "(num_samples, warmup_steps) or reparameterise", RuntimeWarning, stacklevel=4)
+                "(num_samples, warmup_steps) or reparameterise",
+                RuntimeWarning,
+                stacklevel=4,
+            )

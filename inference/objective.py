@@ -31,16 +31,15 @@ class Objective:
         return list(self.leaves.values())
 
     def values(self) -> dict[str, torch.Tensor]:
-        return {**self.program.values,
-                **{k: self.transforms[k](u) for k, u in self.leaves.items()}}
+        return {**self.program.values, **{k: self.transforms[k](u) for k, u in self.leaves.items()}}
 
     def __call__(self, batch, idx=None):
         """The loss on `batch`; `idx`: its rows of the data, which per-datum covariates
         (`given`) follow."""
-        args = self.program.args.rows(idx, self.n) if idx is not None and \
-            self.program.given else None
-        ll, lp = self.program.log_joint_terms(batch, self.values(), prior=self.prior,
-                                              args=args)
+        args = (
+            self.program.args.rows(idx, self.n) if idx is not None and self.program.given else None
+        )
+        ll, lp = self.program.log_joint_terms(batch, self.values(), prior=self.prior, args=args)
         # per datum; a series scores its modelled steps (len(ll)), rows are one datum each
         total = ll.numel() * self.n / len(batch)
         return -(ll.sum() + lp * (ll.numel() / total)) / ll.numel()
@@ -94,7 +93,7 @@ class Objective:
             for k in list(self.leaves):
                 n = int(finite[k].sum())
                 full = base[k].clone()
-                full[finite[k]] = flat[i:i + n]
+                full[finite[k]] = flat[i : i + n]
                 self.leaves[k] = full
                 i += n
             return self(x)
@@ -121,7 +120,7 @@ class Objective:
             for k, u in self.leaves.items():
                 n = int(finite[k].sum())
                 u.copy_(base[k])
-                u[finite[k]] = flat[i:i + n]
+                u[finite[k]] = flat[i : i + n]
                 i += n
         return done
 
@@ -154,6 +153,7 @@ def bounded(t) -> bool:
 
 def closure_of(opt, loss_fn):
     """The closure L-BFGS calls: zero the gradients, evaluate `loss_fn()`, backpropagate."""
+
     def closure():
         opt.zero_grad()
         loss = loss_fn()

@@ -28,13 +28,33 @@ SOLVERS = ("closed", "lbfgs", "adam")
 # modes). Measured on the K=10 Bernoulli mixture of digits (MAP, eight seeds): L-BFGS stalls at
 # 23.3-23.8 test nats; one start reaches 19.41-19.81; five restarts 19.42-19.66 (EM with the
 # same pseudo-counts, best of 5 restarts: 19.476).
-MIXTURE_ADAM = {"lr": 0.05, "max_epochs": 1500, "patience": 200, "full_batch": 10_000,
-                "restarts": 5, "restart_steps": 100}
+MIXTURE_ADAM = {
+    "lr": 0.05,
+    "max_epochs": 1500,
+    "patience": 200,
+    "full_batch": 10_000,
+    "restarts": 5,
+    "restart_steps": 100,
+}
 
 
-def point_fit(program, x, method, *, solver=None, valid=None, batch_size=None, max_epochs=None,
-              patience=None, lr=None, lr_decay=None, restarts=None, progress_bar=None,
-              seed=0, joint: bool = False) -> Fit:
+def point_fit(
+    program,
+    x,
+    method,
+    *,
+    solver=None,
+    valid=None,
+    batch_size=None,
+    max_epochs=None,
+    patience=None,
+    lr=None,
+    lr_decay=None,
+    restarts=None,
+    progress_bar=None,
+    seed=0,
+    joint: bool = False,
+) -> Fit:
     """Fit a point estimate of `program` by MLE (method="mle") or MAP ("map"). With `joint`
     (where NUTS and SVI start), continuous local latents are maximised with the parameters (a
     joint MAP); without, a program that has them is refused."""
@@ -52,8 +72,10 @@ def point_fit(program, x, method, *, solver=None, valid=None, batch_size=None, m
         if m.fit_closed_form(x, prior):
             return Fit(program.with_model(m), method, x, info={"solver": "closed form"})
     if solver == "closed":
-        raise ValueError(f"{program.label} has no closed-form {method.upper()} with these "
-                         "priors; use solver='lbfgs' or 'adam'")
+        raise ValueError(
+            f"{program.label} has no closed-form {method.upper()} with these "
+            "priors; use solver='lbfgs' or 'adam'"
+        )
     program.discover(x)
     local = program.roles.local
     if local and not joint:
@@ -61,15 +83,21 @@ def point_fit(program, x, method, *, solver=None, valid=None, batch_size=None, m
             f"{method} cannot fit {program.label}: site(s) {', '.join(map(repr, local))} are "
             f"continuous latent variables inside the data plate {program.roles.data_plate!r}, "
             "with no exact marginal likelihood to maximise. Use method='nuts' (samples them with "
-            "the parameters) or method='svi' (a guide covers them)")
+            "the parameters) or method='svi' (a guide covers them)"
+        )
     mixture = bool(program.roles.enumerated)
     if solver is None:
-        solver = "adam" if valid is not None or batch_size is not None else \
-            getattr(program.model, "gradient_solver", "adam" if mixture else "lbfgs")
+        solver = (
+            "adam"
+            if valid is not None or batch_size is not None
+            else getattr(program.model, "gradient_solver", "adam" if mixture else "lbfgs")
+        )
     names = program.roles.free + (local if joint else [])
     if not names:
-        raise ValueError(f"{program.label} has no free parameters to optimise: no pyro.param "
-                         "site and no unobserved sample site outside the data plate")
+        raise ValueError(
+            f"{program.label} has no free parameters to optimise: no pyro.param "
+            "site and no unobserved sample site outside the data plate"
+        )
     run = _lbfgs if solver == "lbfgs" else _adam
     if solver == "adam" and mixture:
         lr = lr or MIXTURE_ADAM["lr"]
@@ -81,13 +109,24 @@ def point_fit(program, x, method, *, solver=None, valid=None, batch_size=None, m
     restarts = positive_int(1 if restarts is None else restarts, "restarts")
     objective, first = Objective(program, names, prior, len(x)), {}
     if restarts > 1:
-        objective, first = _best_start(program, names, prior, x, restarts, run, lr=lr,
-                                       batch_size=batch_size)
+        objective, first = _best_start(
+            program, names, prior, x, restarts, run, lr=lr, batch_size=batch_size
+        )
         max_epochs = max(1, (max_epochs or 1000) - MIXTURE_ADAM["restart_steps"])
     extra = {"seed": seed} if run is _adam else {}
-    info = run(objective, x, valid=valid, batch_size=batch_size, max_epochs=max_epochs,
-               patience=patience, lr=lr, lr_decay=lr_decay, progress=show_progress(progress_bar),
-               desc=f"{method} {program.label}", **extra)
+    info = run(
+        objective,
+        x,
+        valid=valid,
+        batch_size=batch_size,
+        max_epochs=max_epochs,
+        patience=patience,
+        lr=lr,
+        lr_decay=lr_decay,
+        progress=show_progress(progress_bar),
+        desc=f"{method} {program.label}",
+        **extra,
+    )
     moved = objective.onto_boundary(x)
     if moved:
         info["boundary"] = f"{moved} values moved onto the boundary of their support"
@@ -96,8 +135,9 @@ def point_fit(program, x, method, *, solver=None, valid=None, batch_size=None, m
         if steps:
             info["newton_steps"] = steps
     fitted = program.with_values(objective.values())
-    return Fit(fitted, method, x, losses=info.pop("losses"), info={"solver": solver, **first,
-                                                                    **info})
+    return Fit(
+        fitted, method, x, losses=info.pop("losses"), info={"solver": solver, **first, **info}
+    )
 
 
 def _best_start(program, names, prior, x, restarts, run, **options):
@@ -107,8 +147,17 @@ def _best_start(program, names, prior, x, restarts, run, **options):
     for r in range(restarts):
         start = program if r == 0 else program.with_values(program.fresh_starts())
         objective = Objective(start, names, prior, len(x))
-        run(objective, x, valid=None, max_epochs=MIXTURE_ADAM["restart_steps"], patience=None,
-            lr_decay=None, progress=False, desc="", **options)
+        run(
+            objective,
+            x,
+            valid=None,
+            max_epochs=MIXTURE_ADAM["restart_steps"],
+            patience=None,
+            lr_decay=None,
+            progress=False,
+            desc="",
+            **options,
+        )
         with torch.no_grad():
             loss = float(objective(x))
         losses.append(loss)
@@ -127,19 +176,26 @@ def _permutation(n: int, seed, epoch: int, device) -> torch.Tensor:
     return torch.randperm(n, generator=g, device="cpu").to(device)  # the same on every device
 
 
-def _lbfgs(objective, x, *, valid, batch_size, max_epochs, patience, lr, lr_decay, progress,
-           desc):
+def _lbfgs(objective, x, *, valid, batch_size, max_epochs, patience, lr, lr_decay, progress, desc):
     """Full-batch L-BFGS with strong-Wolfe line search, 20 iterations per epoch, until the
     gradient vanishes (every entry below 1e-11 per datum) or an epoch no longer moves the
     loss. A loss-change rule alone stops early where the likelihood is flat (a probability of
     1e-3 off by 3e-7 changes the loss by 5e-11); the gradient rule reaches a closed form's
     estimate to ~1e-12."""
     if batch_size is not None or lr_decay is not None:
-        raise ValueError("solver='lbfgs' is full batch with a line search; batch_size and "
-                         "lr_decay apply to solver='adam'")
-    opt = torch.optim.LBFGS(objective.parameters, lr=lr or 1.0, max_iter=20, history_size=50,
-                            tolerance_grad=1e-12, tolerance_change=1e-14,
-                            line_search_fn="strong_wolfe")
+        raise ValueError(
+            "solver='lbfgs' is full batch with a line search; batch_size and "
+            "lr_decay apply to solver='adam'"
+        )
+    opt = torch.optim.LBFGS(
+        objective.parameters,
+        lr=lr or 1.0,
+        max_iter=20,
+        history_size=50,
+        tolerance_grad=1e-12,
+        tolerance_change=1e-14,
+        line_search_fn="strong_wolfe",
+    )
 
     closure = closure_of(opt, lambda: objective(x))
     losses, stop = [], "max_epochs reached"
@@ -154,10 +210,19 @@ def _lbfgs(objective, x, *, valid, batch_size, max_epochs, patience, lr, lr_deca
             break
         best = objective.snapshot()
         losses.append(loss)
-        grad = max((float(u.grad.abs().max()) for u in objective.parameters
-                    if u.grad is not None and u.numel()), default=0.0)
-        if grad < 1e-11 or (len(losses) > 1 and abs(losses[-2] - losses[-1]) < 1e-10 and
-                            (epoch >= 4 or losses[-2] == losses[-1])):
+        grad = max(
+            (
+                float(u.grad.abs().max())
+                for u in objective.parameters
+                if u.grad is not None and u.numel()
+            ),
+            default=0.0,
+        )
+        if grad < 1e-11 or (
+            len(losses) > 1
+            and abs(losses[-2] - losses[-1]) < 1e-10
+            and (epoch >= 4 or losses[-2] == losses[-1])
+        ):
             stop = "converged"
             break
     out = {"losses": losses, "epochs": len(losses), "stop": stop}
@@ -166,8 +231,9 @@ def _lbfgs(objective, x, *, valid, batch_size, max_epochs, patience, lr, lr_deca
     return out
 
 
-def _adam(objective, x, *, valid, batch_size, max_epochs, patience, lr, lr_decay, progress,
-          desc, seed=0):
+def _adam(
+    objective, x, *, valid, batch_size, max_epochs, patience, lr, lr_decay, progress, desc, seed=0
+):
     """Minibatch Adam, the step size multiplied by `lr_decay` after each epoch (default 1: a
     constant step); early stopping on the validation nats (training nats without `valid`);
     the best parameters are kept; a NaN loss stops training with a warning. Data-parallel
@@ -180,8 +246,10 @@ def _adam(objective, x, *, valid, batch_size, max_epochs, patience, lr, lr_decay
     opt = torch.optim.Adam(params, lr=lr or 1e-3)
     decay = 1.0 if lr_decay is None else float(lr_decay)
     if not 0 < decay <= 1:
-        raise ValueError(f"lr_decay must be in (0, 1] (the factor applied to the step size after "
-                         f"each epoch), got {lr_decay!r}")
+        raise ValueError(
+            f"lr_decay must be in (0, 1] (the factor applied to the step size after "
+            f"each epoch), got {lr_decay!r}"
+        )
     schedule = torch.optim.lr_scheduler.ExponentialLR(opt, decay)
     n = len(x)
     batch_size = positive_int(batch_size or min(100, n), "batch_size")
@@ -189,16 +257,20 @@ def _adam(objective, x, *, valid, batch_size, max_epochs, patience, lr, lr_decay
     patience = positive_int(patience or 20, "patience")
     if parallel:
         shards = distributed.Shards(n, batch_size, 0 if seed is None else seed)
-        valid_part = valid[distributed.rank()::distributed.world_size()] \
-            if valid is not None else None
+        valid_part = (
+            valid[distributed.rank() :: distributed.world_size()] if valid is not None else None
+        )
     best_nats, best, best_epoch, bad = math.inf, objective.snapshot(), -1, 0
     losses, valid_curve, stop = [], [], "max_epochs reached"
     show = progress and distributed.is_writer()
     bar = tqdm(range(epochs), desc=desc, disable=not show, leave=False)
     for epoch in bar:
         total, count, finite = 0.0, 0, True
-        batches = shards.epoch(epoch, x.device) if parallel else \
-            _permutation(n, seed, epoch, x.device).split(batch_size)
+        batches = (
+            shards.epoch(epoch, x.device)
+            if parallel
+            else _permutation(n, seed, epoch, x.device).split(batch_size)
+        )
         for idx in batches:
             loss = step_loss(x[idx], idx)
             finite = distributed.all_finite(loss) if parallel else bool(torch.isfinite(loss))
@@ -210,10 +282,12 @@ def _adam(objective, x, *, valid, batch_size, max_epochs, patience, lr, lr_decay
             total += float(loss.detach()) * len(idx)
             count += len(idx)
         if not finite:
-            kept = f"the best parameters (epoch {best_epoch})" if best_epoch >= 0 else \
-                "the initial parameters (no epoch finished); lower lr"
-            what = "non-finite (nan or inf) on some rank" if parallel else \
-                f"{float(loss.detach())}"
+            kept = (
+                f"the best parameters (epoch {best_epoch})"
+                if best_epoch >= 0
+                else "the initial parameters (no epoch finished); lower lr"
+            )
+            what = "non-finite (nan or inf) on some rank" if parallel else f"{float(loss.detach())}"
             stop = f"loss became {what} at epoch {epoch}; stopped and kept {kept}"
             warnings.warn(stop, RuntimeWarning, stacklevel=4)
             break
@@ -228,8 +302,9 @@ def _adam(objective, x, *, valid, batch_size, max_epochs, patience, lr, lr_decay
         else:
             monitor = objective.nats(valid)
         valid_curve.append(monitor)
-        bar.set_postfix(train=f"{losses[-1]:.3f}",
-                        **({"valid": f"{monitor:.3f}"} if valid is not None else {}))
+        bar.set_postfix(
+            train=f"{losses[-1]:.3f}", **({"valid": f"{monitor:.3f}"} if valid is not None else {})
+        )
         if monitor < best_nats - 1e-6:
             best_nats, best, best_epoch, bad = monitor, objective.snapshot(), epoch, 0
         else:
@@ -245,5 +320,3 @@ def _adam(objective, x, *, valid, batch_size, max_epochs, patience, lr, lr_decay
         out["valid_nats"] = best_nats
         out["valid_curve"] = valid_curve
     return out
-
-

@@ -36,11 +36,19 @@ PLAIN = (int, float, str, bool, type(None))
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 # distributions a saved prior may be: class -> its constructor arguments (tensors)
 PRIORS = {
-    "Normal": ("loc", "scale"), "LogNormal": ("loc", "scale"), "HalfNormal": ("scale",),
-    "Cauchy": ("loc", "scale"), "HalfCauchy": ("scale",), "Laplace": ("loc", "scale"),
-    "StudentT": ("df", "loc", "scale"), "Beta": ("concentration1", "concentration0"),
-    "Gamma": ("concentration", "rate"), "InverseGamma": ("concentration", "rate"),
-    "Exponential": ("rate",), "Uniform": ("low", "high"), "Dirichlet": ("concentration",),
+    "Normal": ("loc", "scale"),
+    "LogNormal": ("loc", "scale"),
+    "HalfNormal": ("scale",),
+    "Cauchy": ("loc", "scale"),
+    "HalfCauchy": ("scale",),
+    "Laplace": ("loc", "scale"),
+    "StudentT": ("df", "loc", "scale"),
+    "Beta": ("concentration1", "concentration0"),
+    "Gamma": ("concentration", "rate"),
+    "InverseGamma": ("concentration", "rate"),
+    "Exponential": ("rate",),
+    "Uniform": ("low", "high"),
+    "Dirichlet": ("concentration",),
     "MultivariateNormal": ("loc", "scale_tril"),
 }
 
@@ -48,8 +56,12 @@ PRIORS = {
 def _versions() -> dict:
     import ppl_models
 
-    return {"ppl_models": ppl_models.__version__, "torch": str(torch.__version__),
-            "pyro": str(pyro.__version__), "python": platform.python_version()}
+    return {
+        "ppl_models": ppl_models.__version__,
+        "torch": str(torch.__version__),
+        "pyro": str(pyro.__version__),
+        "python": platform.python_version(),
+    }
 
 
 # -- saving -------------------------------------------------------------------------------------
@@ -63,14 +75,25 @@ def save(fit, path) -> None:
     model = program.model
     builtin = _builtin_name(model)
     blob = {
-        "format": FORMAT, "version": VERSION, "written_by": _versions(),
-        "model": ({"kind": "builtin", "class": builtin, "config": _plain_config(model.config)}
-                  if builtin else {"kind": "program", "name": program.label}),
-        "data_plate": program.data_plate, "data_arg": program.args.data_arg,
+        "format": FORMAT,
+        "version": VERSION,
+        "written_by": _versions(),
+        "model": (
+            {"kind": "builtin", "class": builtin, "config": _plain_config(model.config)}
+            if builtin
+            else {"kind": "program", "name": program.label}
+        ),
+        "data_plate": program.data_plate,
+        "data_arg": program.args.data_arg,
         "state": model.state_dict() if builtin else {},
-        "values": dict(program.values), "method": fit.method, "data": fit.data,
-        "draws": fit.draws, "sample_stats": fit.sample_stats, "losses": list(fit.losses),
-        "info": _plain(fit.info), "fit_seconds": float(fit.fit_seconds),
+        "values": dict(program.values),
+        "method": fit.method,
+        "data": fit.data,
+        "draws": fit.draws,
+        "sample_stats": fit.sample_stats,
+        "losses": list(fit.losses),
+        "info": _plain(fit.info),
+        "fit_seconds": float(fit.fit_seconds),
     }
     blob["priors"], blob["priors_not_saved"] = _priors(model) if builtin else ({}, [])
     blob["given"], blob["given_not_saved"] = _given(program.given)
@@ -87,8 +110,10 @@ def destination(path) -> Path:
     if p.is_dir():
         raise ValueError(f"{p} is a folder; save to a file in it, e.g. {p / 'fit.pt'}")
     if not p.parent.is_dir():
-        raise ValueError(f"cannot save to {p}: the folder {p.parent} does not exist; create it "
-                         "first (mkdir -p) or save elsewhere")
+        raise ValueError(
+            f"cannot save to {p}: the folder {p.parent} does not exist; create it "
+            "first (mkdir -p) or save elsewhere"
+        )
     return p
 
 
@@ -132,9 +157,11 @@ def _plain_config(config: dict) -> dict:
 
 def _plain(info: dict) -> dict:
     """Keep what torch.load(weights_only=True) can read back."""
-    return {k: v for k, v in info.items()
-            if isinstance(v, PLAIN) or (isinstance(v, list) and all(isinstance(i, PLAIN)
-                                                                     for i in v))}
+    return {
+        k: v
+        for k, v in info.items()
+        if isinstance(v, PLAIN) or (isinstance(v, list) and all(isinstance(i, PLAIN) for i in v))
+    }
 
 
 def _given(given: dict) -> tuple[dict, list[str]]:
@@ -143,8 +170,11 @@ def _given(given: dict) -> tuple[dict, list[str]]:
     those back from the caller."""
     saved, lost = {}, []
     for k, v in given.items():
-        if torch.is_tensor(v) or isinstance(v, PLAIN) or (
-                isinstance(v, list) and all(isinstance(i, PLAIN) for i in v)):
+        if (
+            torch.is_tensor(v)
+            or isinstance(v, PLAIN)
+            or (isinstance(v, list) and all(isinstance(i, PLAIN) for i in v))
+        ):
             saved[k] = v
         else:
             lost.append(k)
@@ -175,5 +205,8 @@ def _prior_spec(prior) -> dict | None:
     args = PRIORS.get(name)
     if args is None or getattr(dist, name, None) is not type(prior):
         return None
-    return {"class": name, "args": {a: getattr(prior, a).detach() for a in args},
-            "event_dims": event}
+    return {
+        "class": name,
+        "args": {a: getattr(prior, a).detach() for a in args},
+        "event_dims": event,
+    }

@@ -64,10 +64,12 @@ def _future(index, steps: int):
 def _placed(method):
     """Run a Fit method with torch's tensor factories on the fit's device (a GPU fit builds its
     intermediate tensors there)."""
+
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
         with self.program.placed():
             return method(self, *args, **kwargs)
+
     return wrapper
 
 
@@ -82,9 +84,18 @@ class Fit:
     draw for ``mle``/``map``.
     """
 
-    def __init__(self, program, method: str, data: torch.Tensor, draws: dict | None = None,
-                 posterior=None, sample_stats: dict | None = None, losses: list | None = None,
-                 info: dict | None = None, fit_seconds: float = 0.0):
+    def __init__(
+        self,
+        program,
+        method: str,
+        data: torch.Tensor,
+        draws: dict | None = None,
+        posterior=None,
+        sample_stats: dict | None = None,
+        losses: list | None = None,
+        info: dict | None = None,
+        fit_seconds: float = 0.0,
+    ):
         self.program, self.method, self.data = program, method, data
         self.posterior = posterior
         self._sample_stats = sample_stats or {}
@@ -98,8 +109,10 @@ class Fit:
         self.approximation: str | None = None
 
     def __repr__(self):
-        return (f"Fit({self.program.label}, method={self.method!r}, n={len(self.data)}, "
-                f"fit_seconds={self.fit_seconds:.3g})")
+        return (
+            f"Fit({self.program.label}, method={self.method!r}, n={len(self.data)}, "
+            f"fit_seconds={self.fit_seconds:.3g})"
+        )
 
     @property
     def model(self):
@@ -116,8 +129,7 @@ class Fit:
                 per = -(-total // chains)
                 with seeded(self.info.get("seed", 0)):
                     sample = self.posterior.sample(chains * per)
-                self._draws = {k: v.reshape(chains, per, *v.shape[1:]) for k, v in
-                               sample.items()}
+                self._draws = {k: v.reshape(chains, per, *v.shape[1:]) for k, v in sample.items()}
             else:
                 self._draws = {k: v[None, None] for k, v in self.program.values.items()}
         return self._draws
@@ -150,10 +162,12 @@ class Fit:
     def require_draws(self) -> None:
         """A ValueError where the fit holds no parameters (a sparse full joint keeps counts)."""
         if not self.draws:
-            raise ValueError(f"{self.program.label} fitted by {self.method} holds no parameters "
-                             "to draw (a sparse full joint keeps counts); fit it by "
-                             "method='exact' for a posterior in ArviZ, or compare it on "
-                             "held-out data")
+            raise ValueError(
+                f"{self.program.label} fitted by {self.method} holds no parameters "
+                "to draw (a sparse full joint keeps counts); fit it by "
+                "method='exact' for a posterior in ArviZ, or compare it on "
+                "held-out data"
+            )
 
     def laplace(self, num_samples: int = LAPLACE_DRAWS, seed: int | None = 0) -> Fit:
         """A point fit (mle, map) as its Laplace approximation at the estimate: a fit with
@@ -174,13 +188,19 @@ class Fit:
         p = self.program
         with p.placed(), seeded(seed):
             p.discover(self.data)
-            draws, log_p, log_q, train = laplace_draws(p, self.data, dict(p.values),
-                                                prior=self.method == "map",
-                                                num_samples=num_samples)
-        out = Fit(p, self.method, self.data, draws=draws,
-                  sample_stats={"log_p": log_p, "log_q": log_q}, losses=self.losses,
-                  info={**self.info, "posterior": f"Laplace approximation at the "
-                        f"{self.method.upper()}"}, fit_seconds=self.fit_seconds)
+            draws, log_p, log_q, train = laplace_draws(
+                p, self.data, dict(p.values), prior=self.method == "map", num_samples=num_samples
+            )
+        out = Fit(
+            p,
+            self.method,
+            self.data,
+            draws=draws,
+            sample_stats={"log_p": log_p, "log_q": log_q},
+            losses=self.losses,
+            info={**self.info, "posterior": f"Laplace approximation at the {self.method.upper()}"},
+            fit_seconds=self.fit_seconds,
+        )
         out.approximation, out.index, out._train = "laplace", self.index, train
         self._laplace = ((num_samples, seed), out)
         return out
@@ -204,8 +224,9 @@ class Fit:
 
     @_placed
     @torch.no_grad()
-    def log_density(self, x, given: dict | None = None,
-                    particles: int | None = None) -> torch.Tensor:
+    def log_density(
+        self, x, given: dict | None = None, particles: int | None = None
+    ) -> torch.Tensor:
         """Per-datum log-density in nats: the model's for MLE/MAP, the exact posterior predictive
         for ``exact``, and ``log mean_s p(x | theta_s)`` over the draws for SVI/NUTS, continuous
         local latents integrated by Monte Carlo from their prior (``particles`` per draw; the
@@ -272,9 +293,11 @@ class Fit:
             if roles is not None and roles.discrete_data:
                 above = lp > DISCRETE_SLACK
                 if above.any():
-                    out.append(f"discrete likelihood above 0 for {int(above.sum())} data "
-                               f"(max log p {float(lp[above].max()):.4g}): impossible for "
-                               "counts, a numerical failure (float32? a degenerate fit?)")
+                    out.append(
+                        f"discrete likelihood above 0 for {int(above.sum())} data "
+                        f"(max log p {float(lp[above].max()):.4g}): impossible for "
+                        "counts, a numerical failure (float32? a degenerate fit?)"
+                    )
         r = self.r_hat if self.method == "nuts" else math.nan
         if r > RHAT_LIMIT:
             out.append(f"chains did not mix (max r_hat {r:.3g} > {RHAT_LIMIT})")
@@ -291,13 +314,20 @@ class Fit:
         mc_se = float(torch.sqrt((se[~zero] ** 2).sum()) / n) if se is not None else 0.0
         p = self.program
         return Report(
-            model=p.label, method=self.method, factorization=p.factorization,
-            num_parameters=p.num_parameters, n=n, nats=nats,
+            model=p.label,
+            method=self.method,
+            factorization=p.factorization,
+            num_parameters=p.num_parameters,
+            n=n,
+            nats=nats,
             bits_per_dim=nats / (p.num_dims * math.log(2)),
             num_zero_prob=int(zero.sum()),
             nats_nonzero=float(-finite.mean()) if finite.numel() else math.nan,
-            fit_seconds=self.fit_seconds, particles=int(k), mc_se=mc_se,
-            flags="; ".join(self.flags(lp)))
+            fit_seconds=self.fit_seconds,
+            particles=int(k),
+            mc_se=mc_se,
+            flags="; ".join(self.flags(lp)),
+        )
 
     # -- generation -----------------------------------------------------------------------------
     @_placed
@@ -347,8 +377,10 @@ class Fit:
         forecast (a `forecast(x, steps, prob, draws)` method, e.g. AutoRegressive)."""
         forecast = self.program.accelerator("forecast")
         if forecast is None:
-            raise ValueError(f"{self.program.label} does not forecast: its data are not a "
-                             "series; forecasts are for series models such as AutoRegressive")
+            raise ValueError(
+                f"{self.program.label} does not forecast: its data are not a "
+                "series; forecasts are for series models such as AutoRegressive"
+            )
         x = self.data if history is None else history
         with self.program.model.using(self.program.values):
             out = forecast(x, steps, prob, draws=self.draws if self.bayesian else None)
@@ -360,9 +392,9 @@ class Fit:
     @_placed
     def to_arviz(self, **options):
         """`arviz.InferenceData` with posterior, pointwise log_likelihood (variable ``x``, one
-        entry per training datum), observed_data and sample_stats (`inference.evaluation.arviz_io`). A
-        point fit (mle, map) enters as its Laplace approximation (`laplace()`), flagged in the
-        attributes; where it has none, a ValueError says why."""
+        entry per training datum), observed_data and sample_stats
+        (`inference.evaluation.arviz_io`). A point fit (mle, map) enters as its Laplace
+        approximation (`laplace()`), flagged in the attributes; where it has none, a ValueError says why."""
         from inference.evaluation.arviz_io import to_inference_data
 
         return to_inference_data(self if self.bayesian else self.laplace(), **options)

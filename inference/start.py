@@ -9,7 +9,6 @@ parameters (``pyro.param`` sites, no prior) are held at their MAP values (empiri
 the parameters with a prior are sampled.
 """
 
-
 from __future__ import annotations
 
 import warnings
@@ -48,8 +47,7 @@ def initial_values(program, x, init=None) -> tuple[dict[str, torch.Tensor], str]
         if not torch.equal(safe, u):
             moved.append(f"{name} ({int((safe != u).sum())} values)")
         values[name] = t(safe).detach()
-    note += (f"; moved inside the support from the boundary: {', '.join(moved)}"
-             if moved else "")
+    note += f"; moved inside the support from the boundary: {', '.join(moved)}" if moved else ""
     return values, note
 
 
@@ -69,19 +67,24 @@ def _given(init, program) -> dict[str, torch.Tensor]:
     """Start values from `init`: a Fit (its estimate) or a dict name -> value."""
     values = init.params if hasattr(init, "params") and hasattr(init, "program") else init
     if not isinstance(values, dict):
-        raise ValueError(f"init must be a dict of parameter values or a Fit, got "
-                         f"{type(init).__name__}")
+        raise ValueError(
+            f"init must be a dict of parameter values or a Fit, got {type(init).__name__}"
+        )
     free = set(program.roles.free) | set(program.local)
     unknown = sorted(set(values) - free)
     if unknown:
-        raise ValueError(f"init names {', '.join(map(repr, unknown))}, not parameters of "
-                         f"{program.label} (its parameters: {', '.join(sorted(free))})")
+        raise ValueError(
+            f"init names {', '.join(map(repr, unknown))}, not parameters of "
+            f"{program.label} (its parameters: {', '.join(sorted(free))})"
+        )
     out = {}
     for k, v in values.items():
         v = torch.as_tensor(v, dtype=program.values[k].dtype, device=program.values[k].device)
         if v.shape != program.values[k].shape:
-            raise ValueError(f"init[{k!r}] has shape {tuple(v.shape)}, the parameter has "
-                             f"{tuple(program.values[k].shape)}")
+            raise ValueError(
+                f"init[{k!r}] has shape {tuple(v.shape)}, the parameter has "
+                f"{tuple(program.values[k].shape)}"
+            )
         out[k] = v
     return out
 
@@ -91,10 +94,12 @@ def needs_random(program, method):
     if callable(hook) and is_builtin(program.model):
         hook()  # a Model says itself why it has no random version (sparse FullJoint)
     if not program.sampled:
-        raise ValueError(f"{program.label} has no random parameters for method={method!r}: "
-                         "every parameter is a point parameter (pyro.param). Give the ones to "
-                         "infer a prior (pyro.sample('name', prior) or a PyroSample attribute), "
-                         "or fit it by 'mle' / 'map'")
+        raise ValueError(
+            f"{program.label} has no random parameters for method={method!r}: "
+            "every parameter is a point parameter (pyro.param). Give the ones to "
+            "infer a prior (pyro.sample('name', prior) or a PyroSample attribute), "
+            "or fit it by 'mle' / 'map'"
+        )
 
 
 def posterior_fit(program, method, x, values, draws, **fields) -> Fit:
@@ -108,10 +113,10 @@ def whitened_info(w) -> str:
     if w.dense:
         return "run in coordinates whitened by the Laplace approximation"
     if w.scaled:
-        return ("the posterior is far from Gaussian: run in coordinates scaled by the Laplace "
-                "approximation's standard deviations, a diagonal mass matrix adapted")
+        return (
+            "the posterior is far from Gaussian: run in coordinates scaled by the Laplace "
+            "approximation's standard deviations, a diagonal mass matrix adapted"
+        )
     if w.dim > MAX_DENSE:
         return f"run in the unconstrained space ({w.dim} > {MAX_DENSE} values to whiten)"
     return "run in the unconstrained space (no mode to whiten at)"
-
-

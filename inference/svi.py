@@ -12,7 +12,6 @@ Minibatches, torch.distributed, continuous local latents and enumerated discrete
 through Pyro's SVI on the program's own sites.
 """
 
-
 from __future__ import annotations
 
 import functools
@@ -43,23 +42,33 @@ from ppl_models import pyro_internals
 from ppl_models.checks import positive_int
 from ppl_models.runtime import few_threads, show_progress
 
-GUIDES = {"normal": AutoNormal, "multivariate_normal": AutoMultivariateNormal,
-          "mvn": AutoMultivariateNormal, "delta": AutoDelta}
+GUIDES = {
+    "normal": AutoNormal,
+    "multivariate_normal": AutoMultivariateNormal,
+    "mvn": AutoMultivariateNormal,
+    "delta": AutoDelta,
+}
+
+
 def _resolve_guide(guide):
     """(autoguide class or None, a guide of the user's or None)."""
     if isinstance(guide, str):
         if guide not in GUIDES:
-            raise ValueError(f"unknown guide {guide!r}; choose one of {', '.join(GUIDES)}, an "
-                             "autoguide class such as AutoLowRankMultivariateNormal, or a guide "
-                             "function over the model's sites")
+            raise ValueError(
+                f"unknown guide {guide!r}; choose one of {', '.join(GUIDES)}, an "
+                "autoguide class such as AutoLowRankMultivariateNormal, or a guide "
+                "function over the model's sites"
+            )
         return GUIDES[guide], None
     factory = guide.func if isinstance(guide, functools.partial) else guide
     if isinstance(factory, type) and issubclass(factory, AutoGuide):
         return guide, None
     if callable(guide):
         return None, guide
-    raise ValueError(f"guide must be a name ({', '.join(GUIDES)}), an autoguide class, or a "
-                     f"guide function, got {guide!r}")
+    raise ValueError(
+        f"guide must be a name ({', '.join(GUIDES)}), an autoguide class, or a "
+        f"guide function, got {guide!r}"
+    )
 
 
 def svi(program, x, **options) -> Fit:
@@ -67,8 +76,9 @@ def svi(program, x, **options) -> Fit:
         return _svi(program, x, **options)
 
 
-def _svi(program, x, *, guide, steps, lr, num_samples, num_particles, init, batch_size,
-         progress_bar) -> Fit:
+def _svi(
+    program, x, *, guide, steps, lr, num_samples, num_particles, init, batch_size, progress_bar
+) -> Fit:
     auto, own_guide = _resolve_guide(guide)
     steps = positive_int(steps, "steps")
     num_samples = positive_int(num_samples, "num_samples")
@@ -76,31 +86,50 @@ def _svi(program, x, *, guide, steps, lr, num_samples, num_particles, init, batc
     needs_random(program, "svi")
     if own_guide is not None:
         if batch_size is not None:
-            raise ValueError("batch_size (minibatch SVI) applies to the autoguides; a guide of "
-                             "your own runs on the whole data (subsample inside your program "
-                             "with pyro.plate(..., subsample_size=...) instead)")
-        return _svi_own_sites(program, x, own_guide, steps, lr, num_samples,
-                              num_particles, progress_bar, guide)
+            raise ValueError(
+                "batch_size (minibatch SVI) applies to the autoguides; a guide of "
+                "your own runs on the whole data (subsample inside your program "
+                "with pyro.plate(..., subsample_size=...) instead)"
+            )
+        return _svi_own_sites(
+            program, x, own_guide, steps, lr, num_samples, num_particles, progress_bar, guide
+        )
     if program.local and batch_size is not None:
-        raise ValueError(f"batch_size (minibatch SVI) needs every latent variable global, but "
-                         f"{', '.join(map(repr, program.local))} are per-datum latents that "
-                         "each minibatch would leave untouched; fit on the whole data "
-                         "(batch_size=None)")
+        raise ValueError(
+            f"batch_size (minibatch SVI) needs every latent variable global, but "
+            f"{', '.join(map(repr, program.local))} are per-datum latents that "
+            "each minibatch would leave untouched; fit on the whole data "
+            "(batch_size=None)"
+        )
     init, note = initial_values(program, x, init)
     if auto is AutoDelta and batch_size is None and not distributed.active():
         return _svi_delta(program, x, init, note, steps, lr, num_samples, progress_bar)
     if auto is AutoDelta:  # a point mass on the program's own sites: the MAP, as in Pyro
-        return _svi_own_sites(program, x, auto, steps, lr, num_samples, num_particles,
-                              progress_bar, guide, init=init, note=note)
+        return _svi_own_sites(
+            program,
+            x,
+            auto,
+            steps,
+            lr,
+            num_samples,
+            num_particles,
+            progress_bar,
+            guide,
+            init=init,
+            note=note,
+        )
     # the guide lives in whitened coordinates, at the mode; the potential jit-traced where it
     # gives the same numbers, as for NUTS (not for minibatches: the trace would fix the batch)
-    w = Whitened(program, x, init,
-                 jit_compile=None if batch_size is None and not distributed.active() else False)
+    w = Whitened(
+        program,
+        x,
+        init,
+        jit_compile=None if batch_size is None and not distributed.active() else False,
+    )
     # The ELBO as a module with a torch optimizer: `pyro.infer.SVI` collects parameters from
     # the global param store, which AutoMultivariateNormal's plain nn.Parameter defeats.
     with pyro.settings.context(module_local_params=True):
-        start = {"init_loc_fn": init_to_value(values={"z": torch.zeros(w.dim,
-                                                                       dtype=w.mu.dtype)})}
+        start = {"init_loc_fn": init_to_value(values={"z": torch.zeros(w.dim, dtype=w.mu.dtype)})}
         if w.dense and "init_scale" in inspect.signature(auto).parameters:
             # half the Laplace approximation's scale. Measured on Markov(16, order=2), 300
             # images: after 300 steps the predictive is 0.51 nats off the exact one from scale
@@ -125,10 +154,16 @@ def _svi(program, x, *, guide, steps, lr, num_samples, num_particles, init, batc
     # the same traces as the pointwise log-likelihood: `Fit.sample_stats`)
     log_q = log_q - w.log_abs_det(z)
     draws = {k: v[None] for k, v in w.constrained(z).items()}
-    return posterior_fit(program, "svi", x, init, draws, losses=losses,
-                          sample_stats={"log_q": log_q[None]},
-                          info={"guide": _guide_name(guide), "steps": steps,
-                                "init": f"{note}; {whitened_info(w)}"})
+    return posterior_fit(
+        program,
+        "svi",
+        x,
+        init,
+        draws,
+        losses=losses,
+        sample_stats={"log_q": log_q[None]},
+        info={"guide": _guide_name(guide), "steps": steps, "init": f"{note}; {whitened_info(w)}"},
+    )
 
 
 def gaussian_elbo(w, g, num_particles: int):
@@ -139,6 +174,7 @@ def gaussian_elbo(w, g, num_particles: int):
     computes on the program `w` (tests/test_svi_paths.py checks it at the same z), at a
     fraction of its per-step cost (AR(2): 2 traces and a PyroModule's attribute lookups)."""
     if isinstance(g, AutoNormal):
+
         def posterior():
             return dist.Normal(*pyro_internals.normal_loc_and_scale(g, "z")).to_event(1)
     elif isinstance(g, AutoContinuous):
@@ -178,8 +214,15 @@ def _svi_delta(program, x, init, note, steps, lr, num_samples, progress_bar) -> 
     losses = _steps(step, steps, len(x), program, progress_bar)
     point = {k: v.detach() for k, v in w.constrained(z.detach()[None]).items()}
     draws = {k: v.expand(num_samples, *v.shape[1:])[None] for k, v in point.items()}
-    return posterior_fit(program, "svi", x, init, draws, losses=losses,
-                          info={"guide": "delta", "steps": steps, "init": note})
+    return posterior_fit(
+        program,
+        "svi",
+        x,
+        init,
+        draws,
+        losses=losses,
+        info={"guide": "delta", "steps": steps, "init": note},
+    )
 
 
 def _minibatch_steps(w, elbo, optim, program, x, batch_size):
@@ -187,8 +230,9 @@ def _minibatch_steps(w, elbo, optim, program, x, batch_size):
     torch.distributed, the ELBO's gradients averaged across ranks by DDP): the
     log-likelihood of the batch scaled to the whole data set, an unbiased ELBO estimate."""
     if not program.exchangeable:
-        raise ValueError("batch_size applies to data in a plate (independent rows); a series "
-                         "is fitted whole")
+        raise ValueError(
+            "batch_size applies to data in a plate (independent rows); a series is fitted whole"
+        )
     n = len(x)
     batch_size = positive_int(batch_size or min(100, n), "batch_size")
     if distributed.active():
@@ -202,8 +246,11 @@ def _minibatch_steps(w, elbo, optim, program, x, batch_size):
 
     def step() -> float:
         if not state["batches"]:
-            state["batches"] = list(shards.epoch(state["epoch"], x.device) if shards else
-                                    torch.randperm(n, device=x.device).split(batch_size))
+            state["batches"] = list(
+                shards.epoch(state["epoch"], x.device)
+                if shards
+                else torch.randperm(n, device=x.device).split(batch_size)
+            )
             state["epoch"] += 1
         w.idx = state["batches"].pop(0)
         loss = loss_fn()
@@ -229,8 +276,12 @@ def _steps(step, steps, n, program, progress_bar) -> list[float]:
     """Run `step()` (returns the loss) `steps` times: Adam whose step size decays to a tenth
     over the run, so the last steps average out noise. Losses are per datum."""
     losses = []
-    bar = tqdm(range(steps), desc=f"svi {program.label}", disable=not show_progress(progress_bar),
-               leave=False)
+    bar = tqdm(
+        range(steps),
+        desc=f"svi {program.label}",
+        disable=not show_progress(progress_bar),
+        leave=False,
+    )
     for _ in bar:
         losses.append(step() / n)
         if len(losses) % 100 == 0:
@@ -238,8 +289,19 @@ def _steps(step, steps, n, program, progress_bar) -> list[float]:
     return losses
 
 
-def _svi_own_sites(program, x, guide, steps, lr, num_samples, num_particles, progress_bar,
-                   name, init=None, note=None) -> Fit:
+def _svi_own_sites(
+    program,
+    x,
+    guide,
+    steps,
+    lr,
+    num_samples,
+    num_particles,
+    progress_bar,
+    name,
+    init=None,
+    note=None,
+) -> Fit:
     """SVI on the program's own sample sites: an autoguide class built on them (started at
     `init` where given), or the user's guide, called with the model's arguments (x=...)."""
     random = program.sampled
@@ -249,46 +311,69 @@ def _svi_own_sites(program, x, guide, steps, lr, num_samples, num_particles, pro
     enumerated = program.roles.enumerated
     autoguide = isinstance(guide, (type, functools.partial))
     if autoguide:
-        kwargs = {"init_loc_fn": init_to_value(values={k: init[k] for k in random})} if init \
-            else {}
+        kwargs = {"init_loc_fn": init_to_value(values={k: init[k] for k in random})} if init else {}
         g = guide(target, **kwargs)
         guide_fn = g
     else:
         g = guide
         guide_fn = functools.partial(guide, x=x)
     fast = not autoguide and not program.local and not enumerated and not distributed.active()
-    elbo = (TraceEnum_ELBO(max_plate_nesting=program.roles.max_plate_nesting,
-                           num_particles=num_particles) if enumerated
-            else Trace_ELBO(num_particles=num_particles))
+    elbo = (
+        TraceEnum_ELBO(
+            max_plate_nesting=program.roles.max_plate_nesting, num_particles=num_particles
+        )
+        if enumerated
+        else Trace_ELBO(num_particles=num_particles)
+    )
     try:
-        step = reparameterised_step(program, x, fixed, guide_fn, lr, steps,
-                                     num_particles) if fast else None
+        step = (
+            reparameterised_step(program, x, fixed, guide_fn, lr, steps, num_particles)
+            if fast
+            else None
+        )
         if step is None:
             optim = PyroClippedAdam({"lr": lr, "lrd": 0.1 ** (1 / steps)})
-            step = SVI(scored(program, x, fixed) if fast else target, guide_fn, optim,
-                       elbo).step
+            step = SVI(scored(program, x, fixed) if fast else target, guide_fn, optim, elbo).step
         losses = _steps(step, steps, len(x), program, progress_bar)
     except (KeyError, RuntimeError, ValueError, TypeError, NotImplementedError) as e:
         if isinstance(guide, type):
             raise
-        raise ValueError(f"SVI with your guide failed: {type(e).__name__}: {e}. A guide takes "
-                         "the model's arguments (x=None, num_samples=None) and samples each "
-                         f"random site of the model ({', '.join(random)}) by its name") from e
-    draws, log_q = _guide_draws(guide_fn, random, num_samples,
-                                {k: program.values[k].shape for k in random
-                                 if k in program.values})
+        raise ValueError(
+            f"SVI with your guide failed: {type(e).__name__}: {e}. A guide takes "
+            "the model's arguments (x=None, num_samples=None) and samples each "
+            f"random site of the model ({', '.join(random)}) by its name"
+        ) from e
+    draws, log_q = _guide_draws(
+        guide_fn,
+        random,
+        num_samples,
+        {k: program.values[k].shape for k in random if k in program.values},
+    )
     missing = [k for k in random if k not in draws]
     if missing:
-        raise ValueError(f"your guide does not sample {', '.join(map(repr, missing))}; a guide "
-                         "must sample every random site of the model (the global parameters "
-                         "with a prior)")
-    info = {"guide": _guide_name(name), "steps": steps,
-            "init": note or ("the guide's own" if g is guide else "the autoguide's default")}
+        raise ValueError(
+            f"your guide does not sample {', '.join(map(repr, missing))}; a guide "
+            "must sample every random site of the model (the global parameters "
+            "with a prior)"
+        )
+    info = {
+        "guide": _guide_name(name),
+        "steps": steps,
+        "init": note or ("the guide's own" if g is guide else "the autoguide's default"),
+    }
     stats = {}
     if not isinstance(g, AutoDelta):
         stats = {"log_q": log_q[None]}  # log p(theta, y) follows lazily (Fit.sample_stats)
-    return posterior_fit(program, "svi", x, {**program.values, **fixed}, draws,
-                          losses=losses, sample_stats=stats, info=info)
+    return posterior_fit(
+        program,
+        "svi",
+        x,
+        {**program.values, **fixed},
+        draws,
+        losses=losses,
+        sample_stats=stats,
+        info=info,
+    )
 
 
 def _flat_log_joint(program, x, fixed):
@@ -325,8 +410,9 @@ def scored(program, x, fixed):
     shapes = {k: program.values[k].shape for k in program.random}
 
     def scored(*args, **kwargs):
-        theta = [pyro.sample(k, dist.ImproperUniform(supports[k], (), v))
-                 for k, v in shapes.items()]
+        theta = [
+            pyro.sample(k, dist.ImproperUniform(supports[k], (), v)) for k, v in shapes.items()
+        ]
         pyro.factor("log_joint", log_joint(_flatten(theta, start)))
 
     return scored
@@ -343,13 +429,16 @@ def reparameterised_step(program, x, fixed, guide_fn, lr, steps, num_particles):
         with poutine.trace(param_only=True) as capture:
             tr = poutine.trace(guide_fn).get_trace()
     sites = [n for n in tr.nodes.values() if n["type"] == "sample" and not n["is_observed"]]
-    if any(k not in tr.nodes for k in random) or \
-            any(not n["fn"].has_rsample or n["scale"] != 1.0 or n["mask"] is not None
-                for n in sites):
+    if any(k not in tr.nodes for k in random) or any(
+        not n["fn"].has_rsample or n["scale"] != 1.0 or n["mask"] is not None for n in sites
+    ):
         return None
     log_joint, start = _flat_log_joint(program, x, fixed)
-    params = list({id(p): p for p in (n["value"].unconstrained()
-                                      for n in capture.trace.nodes.values())}.values())
+    params = list(
+        {
+            id(p): p for p in (n["value"].unconstrained() for n in capture.trace.nodes.values())
+        }.values()
+    )
     optim = ClippedAdam(params, lr=lr, lrd=0.1 ** (1 / steps)) if params else None
 
     def step() -> float:
@@ -393,8 +482,11 @@ def _guide_draws(guide_fn, names, num_samples, shapes=None):
 
 
 def _log_q(tr):
-    return sum(s["log_prob_sum"] for s in tr.nodes.values()
-               if s["type"] == "sample" and not s["is_observed"])
+    return sum(
+        s["log_prob_sum"]
+        for s in tr.nodes.values()
+        if s["type"] == "sample" and not s["is_observed"]
+    )
 
 
 def _plated_draws(guide_fn, names, num_samples, shapes):
@@ -407,11 +499,15 @@ def _plated_draws(guide_fn, names, num_samples, shapes):
         with torch.no_grad(), poutine.block():
             tr = poutine.trace(pyro.plate("_draws", S, dim=-1)(guide_fn)).get_trace()
             tr.compute_log_prob()
-            parts = [n["log_prob"] for n in tr.nodes.values()
-                     if n["type"] == "sample" and not n["is_observed"]]
+            parts = [
+                n["log_prob"]
+                for n in tr.nodes.values()
+                if n["type"] == "sample" and not n["is_observed"]
+            ]
             values = {k: tr.nodes[k]["value"] for k in names if k in tr.nodes}
-            if any(lp.shape != (S,) for lp in parts) or \
-                    any(v.shape != (S, *shapes[k]) for k, v in values.items()):
+            if any(lp.shape != (S,) for lp in parts) or any(
+                v.shape != (S, *shapes[k]) for k, v in values.items()
+            ):
                 return None
             log_q = sum(parts)
             one = poutine.trace(guide_fn).get_trace()
@@ -433,5 +529,3 @@ def _guide_name(guide) -> str:
         return guide
     target = guide.func if isinstance(guide, functools.partial) else guide
     return getattr(target, "__name__", type(target).__name__)
-
-

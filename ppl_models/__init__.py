@@ -15,11 +15,24 @@ from ppl_models.models.nade import NADE
 from ppl_models.programs.program import Program, as_program
 
 # The built-in models by name: the only classes `inference.load` constructs from a file.
-MODELS = {cls.__name__: cls for cls in (AutoRegressive, FullJoint, Independent, LinearGaussian,
-                                        Markov, NADE)}
+MODELS = {
+    cls.__name__: cls
+    for cls in (AutoRegressive, FullJoint, Independent, LinearGaussian, Markov, NADE)
+}
 
-__all__ = ["MODELS", "AutoRegressive", "FullJoint", "Independent", "LinearGaussian", "Markov",
-           "Model", "NADE", "Program", "as_program", "datasets"]
+__all__ = [
+    "MODELS",
+    "AutoRegressive",
+    "FullJoint",
+    "Independent",
+    "LinearGaussian",
+    "Markov",
+    "Model",
+    "NADE",
+    "Program",
+    "as_program",
+    "datasets",
+]
 __version__ = "0.1.0"
 
 moved.install()

@@ -22,13 +22,13 @@ class Split(NamedTuple):
 
 DATASETS = {
     "digits": "scikit-learn 8x8 digits binarised as pixel > 7: (N, 64) int64 in {0, 1}; "
-              "1297 train / 250 valid / 250 test",
+    "1297 train / 250 valid / 250 test",
     "pixels": "RGB pixels of scikit-learn's china and flower images: (N, 3) int64 in 0..255; "
-              "437,248 train / 0 valid / 109,312 test",
+    "437,248 train / 0 valid / 109,312 test",
     "patches": "8x8 grey patches of the same images, dequantised, mean removed, last pixel "
-               "dropped: (N, 63) float32; 20,000 train / 5,000 valid / 5,000 test",
+    "dropped: (N, 63) float32; 20,000 train / 5,000 valid / 5,000 test",
     "sunspots": "yearly sunspot numbers 1700-2008 from statsmodels: (309,) float64, all train "
-                "(evaluate a series by leave-future-out)",
+    "(evaluate a series by leave-future-out)",
 }
 
 
@@ -52,18 +52,21 @@ def load(name: str, num_train: int | None = None) -> Split:
     if num_train is None:
         return _LOADERS[name]()
     if name != "patches":
-        raise ValueError(f"num_train applies to patches (drawn by a recipe); {name} ships "
-                         "with a fixed size")
+        raise ValueError(
+            f"num_train applies to patches (drawn by a recipe); {name} ships with a fixed size"
+        )
     if isinstance(num_train, bool) or not isinstance(num_train, int) or num_train < 1:
-        raise ValueError(f"num_train must be a positive integer (the training patches to draw), "
-                         f"got {num_train!r}")
+        raise ValueError(
+            f"num_train must be a positive integer (the training patches to draw), "
+            f"got {num_train!r}"
+        )
     return _patches_with(num_train)
 
 
 def _split(x: np.ndarray, sizes: tuple[int, int]) -> Split:
     a, b = sizes
     t = torch.from_numpy(np.ascontiguousarray(x))
-    return Split(t[:a], t[a:a + b], t[a + b:])
+    return Split(t[:a], t[a : a + b], t[a + b :])
 
 
 @functools.cache
@@ -80,8 +83,10 @@ def _sample_images() -> list[np.ndarray]:
     from sklearn.datasets import load_sample_images
 
     images = load_sample_images()
-    order = [next(i for i, f in enumerate(images.filenames) if f.endswith(name))
-             for name in ("china.jpg", "flower.jpg")]
+    order = [
+        next(i for i, f in enumerate(images.filenames) if f.endswith(name))
+        for name in ("china.jpg", "flower.jpg")
+    ]
     return [images.images[i] for i in order]
 
 
@@ -131,8 +136,10 @@ def _sunspots() -> Split:
     try:
         from statsmodels.datasets import sunspots
     except ImportError:
-        raise ValueError("the sunspots data ships with statsmodels, which is not installed; "
-                         "pip install statsmodels (or pip install 'ppl-models[dev]')") from None
+        raise ValueError(
+            "the sunspots data ships with statsmodels, which is not installed; "
+            "pip install statsmodels (or pip install 'ppl-models[dev]')"
+        ) from None
     y = sunspots.load_pandas().data["SUNACTIVITY"].to_numpy(dtype=np.float64, copy=True)
     t = torch.from_numpy(y)
     return Split(t, t[:0], t[:0])

@@ -13,15 +13,38 @@ import importlib.util
 import sys
 
 MOVED = {
-    **{f"ppl_models.{m}": f"ppl_models.models.{m}" for m in (
-        "base", "full_joint", "independent", "markov", "linear_gaussian", "autoregressive",
-        "nade", "conjugate", "stationary")},
-    **{f"ppl_models.{m}": f"ppl_models.programs.{m}" for m in (
-        "program", "roles", "arguments", "running", "densities", "montecarlo", "generation",
-        "factorization")},
+    **{
+        f"ppl_models.{m}": f"ppl_models.models.{m}"
+        for m in (
+            "base",
+            "full_joint",
+            "independent",
+            "markov",
+            "linear_gaussian",
+            "autoregressive",
+            "nade",
+            "conjugate",
+            "stationary",
+        )
+    },
+    **{
+        f"ppl_models.{m}": f"ppl_models.programs.{m}"
+        for m in (
+            "program",
+            "roles",
+            "arguments",
+            "running",
+            "densities",
+            "montecarlo",
+            "generation",
+            "factorization",
+        )
+    },
     **{f"ppl_models.{m}": f"ppl_models.app.{m}" for m in ("cli", "suites")},
-    **{f"inference.{m}": f"inference.evaluation.{m}" for m in (
-        "arviz_io", "arviz_generations", "psis", "compare", "timeseries", "plots")},
+    **{
+        f"inference.{m}": f"inference.evaluation.{m}"
+        for m in ("arviz_io", "arviz_generations", "psis", "compare", "timeseries", "plots")
+    },
     "inference.progress": "ppl_models.runtime",
 }
 

@@ -24,9 +24,14 @@ TESTED_PYRO = ("1.9",)  # minor versions the canary and the suite ran under
 
 # (owner, member) pairs this module relies on: the canary checks each one
 MEMBERS = [
-    (PyroModule, "_pyro_context"), (PyroModule, "_pyro_params"), (PyroModule, "_pyro_samples"),
-    (AutoNormal, "_get_loc_and_scale"), (pyro.poutine.subsample_messenger, "_Subsample"),
-    (NUTS, "_sample_r"), (NUTS, "_kinetic_energy"), (NUTS, "_build_basetree"),
+    (PyroModule, "_pyro_context"),
+    (PyroModule, "_pyro_params"),
+    (PyroModule, "_pyro_samples"),
+    (AutoNormal, "_get_loc_and_scale"),
+    (pyro.poutine.subsample_messenger, "_Subsample"),
+    (NUTS, "_sample_r"),
+    (NUTS, "_kinetic_energy"),
+    (NUTS, "_build_basetree"),
     (NUTS, "_fetch_from_cache"),
 ]
 # attributes a NUTS kernel sets when it runs (checked on a kernel that took a step)
@@ -99,20 +104,29 @@ class RecordingNUTS(NUTS):
             pe = self._fetch_from_cache()[1]
             kinetic = self.kinetic if isinstance(self.kinetic, float) else math.nan
             start = float(start_pe) if start_pe is not None else math.nan
-            self.rows.append((len(self._divergences) > divergences, float(self.step_size),
-                              self.leaps, kinetic + start,
-                              self._mean_accept_prob * n - mean * (n - 1) if n > 1
-                              else self._mean_accept_prob,
-                              -float(pe) if pe is not None else math.nan))
+            self.rows.append(
+                (
+                    len(self._divergences) > divergences,
+                    float(self.step_size),
+                    self.leaps,
+                    kinetic + start,
+                    self._mean_accept_prob * n - mean * (n - 1)
+                    if n > 1
+                    else self._mean_accept_prob,
+                    -float(pe) if pe is not None else math.nan,
+                )
+            )
         return z
 
     def statistics(self) -> dict[str, torch.Tensor]:
         rows = list(zip(*self.rows)) if self.rows else [[]] * 6
         steps = torch.tensor(rows[2], dtype=torch.int64)
-        return {"diverging": torch.tensor(rows[0], dtype=torch.bool),
-                "step_size": torch.tensor(rows[1], dtype=torch.float64),
-                "tree_depth": torch.floor(torch.log2(steps.clamp_min(1).double())).long() + 1,
-                "n_steps": steps,
-                "energy": torch.tensor(rows[3], dtype=torch.float64),
-                "acceptance_rate": torch.tensor(rows[4], dtype=torch.float64),
-                "lp": torch.tensor(rows[5], dtype=torch.float64)}
+        return {
+            "diverging": torch.tensor(rows[0], dtype=torch.bool),
+            "step_size": torch.tensor(rows[1], dtype=torch.float64),
+            "tree_depth": torch.floor(torch.log2(steps.clamp_min(1).double())).long() + 1,
+            "n_steps": steps,
+            "energy": torch.tensor(rows[3], dtype=torch.float64),
+            "acceptance_rate": torch.tensor(rows[4], dtype=torch.float64),
+            "lp": torch.tensor(rows[5], dtype=torch.float64),
+        }

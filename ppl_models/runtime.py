@@ -25,8 +25,9 @@ def seeded(seed):
         yield
         return
     if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be an integer (or None for fresh draws from the global "
-                         f"RNG), got {seed!r}")
+        raise ValueError(
+            f"seed must be an integer (or None for fresh draws from the global RNG), got {seed!r}"
+        )
     # the CUDA generators too where CUDA is in use (manual_seed seeds them all)
     cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
     with torch.random.fork_rng(devices=cuda):
@@ -52,8 +53,10 @@ def few_threads(x: torch.Tensor):
 def show_progress(progress_bar=None) -> bool:
     if progress_bar is not None:
         if not isinstance(progress_bar, bool):
-            raise ValueError(f"progress_bar must be True, False or None (the default: on unless "
-                             f"in CI), got {progress_bar!r}")
+            raise ValueError(
+                f"progress_bar must be True, False or None (the default: on unless "
+                f"in CI), got {progress_bar!r}"
+            )
         return progress_bar
     if os.environ.get("PPL_MODELS_PROGRESS", "").strip() in ("0", "false", "no"):
         return False

@@ -34,13 +34,16 @@ def numbers(nc: str, pt: str) -> dict:
         ess = gen.az.ess(groups["posterior"], method="bulk")
         rhat = gen.az.rhat(groups["posterior"])
     fit = inference.load(pt)
-    return {"generation": gen.GENERATION, "elpd_loo": float(gen.field(e, "elpd_loo")),
-            "p_loo": float(gen.field(e, "p_loo")),
-            "pareto_k": np.asarray(gen.field(e, "pareto_k"), dtype=float).tolist(),
-            "ess_bulk": min(float(np.min(ess[v].values)) for v in ess.data_vars),
-            "r_hat": max(float(np.max(rhat[v].values)) for v in rhat.data_vars),
-            "groups": sorted(groups),
-            "log_density": float(fit.log_density(fit.data).sum())}
+    return {
+        "generation": gen.GENERATION,
+        "elpd_loo": float(gen.field(e, "elpd_loo")),
+        "p_loo": float(gen.field(e, "p_loo")),
+        "pareto_k": np.asarray(gen.field(e, "pareto_k"), dtype=float).tolist(),
+        "ess_bulk": min(float(np.min(ess[v].values)) for v in ess.data_vars),
+        "r_hat": max(float(np.max(rhat[v].values)) for v in rhat.data_vars),
+        "groups": sorted(groups),
+        "log_density": float(fit.log_density(fit.data).sum()),
+    }
 
 
 if __name__ == "__main__":

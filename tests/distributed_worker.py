@@ -24,8 +24,17 @@ def one_step_data():
 
 def one_step(out: Path, rank: int) -> None:
     """One Adam step of NADE on a global batch of 16 (8 per rank)."""
-    f = inference.fit(NADE(8, 4, dtype=torch.float64), one_step_data(), "mle", solver="adam",
-                      batch_size=8, max_epochs=1, lr=0.01, seed=0, progress_bar=False)
+    f = inference.fit(
+        NADE(8, 4, dtype=torch.float64),
+        one_step_data(),
+        "mle",
+        solver="adam",
+        batch_size=8,
+        max_epochs=1,
+        lr=0.01,
+        seed=0,
+        progress_bar=False,
+    )
     torch.save({k: v for k, v in f.params.items()}, out / f"params_rank{rank}.pt")
 
 
@@ -36,11 +45,21 @@ def rnade_data():
 
 def rnade(out: Path, rank: int) -> None:
     train, valid = rnade_data()
-    f = inference.fit(NADE(63, 10, "mog", components=3), train, "map", valid=valid,
-                      batch_size=50, max_epochs=3, patience=3, lr=1e-2, seed=0,
-                      progress_bar=False)
-    (out / f"rnade_rank{rank}.json").write_text(json.dumps(
-        {"valid_nats": f.info["valid_nats"], "ranks": f.info.get("ranks", 1)}))
+    f = inference.fit(
+        NADE(63, 10, "mog", components=3),
+        train,
+        "map",
+        valid=valid,
+        batch_size=50,
+        max_epochs=3,
+        patience=3,
+        lr=1e-2,
+        seed=0,
+        progress_bar=False,
+    )
+    (out / f"rnade_rank{rank}.json").write_text(
+        json.dumps({"valid_nats": f.info["valid_nats"], "ranks": f.info.get("ranks", 1)})
+    )
     f.save(out / f"fit_rank{rank}.pt")  # only rank 0 writes
 
 
@@ -58,13 +77,28 @@ def nan(out: Path, rank: int) -> None:
     train = one_step_data().repeat(8, 1)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        f = inference.fit(NADE(8, 4), train, "mle", solver="adam", batch_size=16,
-                          max_epochs=20, lr=0.01, seed=0, progress_bar=False)
+        f = inference.fit(
+            NADE(8, 4),
+            train,
+            "mle",
+            solver="adam",
+            batch_size=16,
+            max_epochs=20,
+            lr=0.01,
+            seed=0,
+            progress_bar=False,
+        )
     NADE._log_prob = original
-    (out / f"nan_rank{rank}.json").write_text(json.dumps({
-        "stop": f.info["stop"], "epochs": f.info["epochs"],
-        "finite": all(bool(torch.isfinite(v).all()) for v in f.params.values()),
-        "warned": any("loss became" in str(w.message) for w in caught)}))
+    (out / f"nan_rank{rank}.json").write_text(
+        json.dumps(
+            {
+                "stop": f.info["stop"],
+                "epochs": f.info["epochs"],
+                "finite": all(bool(torch.isfinite(v).all()) for v in f.params.values()),
+                "warned": any("loss became" in str(w.message) for w in caught),
+            }
+        )
+    )
 
 
 def svi(out: Path, rank: int) -> None:
@@ -72,8 +106,16 @@ def svi(out: Path, rank: int) -> None:
     from ppl_models import Independent
 
     x = datasets.load("digits").train[:600, 20:28]
-    f = inference.fit(Independent(8), x, "svi", batch_size=50, steps=400, num_samples=200,
-                      seed=0, progress_bar=False)
+    f = inference.fit(
+        Independent(8),
+        x,
+        "svi",
+        batch_size=50,
+        steps=400,
+        num_samples=200,
+        seed=0,
+        progress_bar=False,
+    )
     torch.save(f.params, out / f"svi_rank{rank}.pt")
 
 
@@ -82,6 +124,7 @@ if __name__ == "__main__":
     dist.init_process_group("gloo")
     try:
         {"one_step": one_step, "rnade": rnade, "nan": nan, "svi": svi}[scenario](
-            out, dist.get_rank())
+            out, dist.get_rank()
+        )
     finally:
         dist.destroy_process_group()

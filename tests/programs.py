@@ -16,14 +16,16 @@ def shared_markov(x=None, num_samples=None):
     n = len(x) if x is not None else num_samples
     one = torch.ones((), dtype=f64)
     first = pyro.sample("first", dist.Beta(one, one))
-    trans = pyro.sample("trans", dist.Beta(torch.ones(2, dtype=f64),
-                                           torch.ones(2, dtype=f64)).to_event(1))
+    trans = pyro.sample(
+        "trans", dist.Beta(torch.ones(2, dtype=f64), torch.ones(2, dtype=f64)).to_event(1)
+    )
     with pyro.plate("data", n):
         prev = pyro.sample("x_0", dist.Bernoulli(first), obs=None if x is None else x[:, 0])
         xs = [prev]
         for d in pyro.markov(range(1, D)):
-            prev = pyro.sample(f"x_{d}", dist.Bernoulli(trans[prev.long()]),
-                               obs=None if x is None else x[:, d])
+            prev = pyro.sample(
+                f"x_{d}", dist.Bernoulli(trans[prev.long()]), obs=None if x is None else x[:, d]
+            )
             xs.append(prev)
     return torch.stack(xs, -1)
 
@@ -35,8 +37,9 @@ class SharedMarkov(PyroModule):
         super().__init__()
         one = torch.ones((), dtype=f64)
         self.first = PyroSample(dist.Beta(one, one))
-        self.trans = PyroSample(dist.Beta(torch.ones(2, dtype=f64),
-                                          torch.ones(2, dtype=f64)).to_event(1))
+        self.trans = PyroSample(
+            dist.Beta(torch.ones(2, dtype=f64), torch.ones(2, dtype=f64)).to_event(1)
+        )
 
     def forward(self, x=None, num_samples=None):
         n = len(x) if x is not None else num_samples
@@ -45,8 +48,9 @@ class SharedMarkov(PyroModule):
             prev = pyro.sample("x_0", dist.Bernoulli(first), obs=None if x is None else x[:, 0])
             xs = [prev]
             for d in range(1, D):
-                prev = pyro.sample(f"x_{d}", dist.Bernoulli(trans[prev.long()]),
-                                   obs=None if x is None else x[:, d])
+                prev = pyro.sample(
+                    f"x_{d}", dist.Bernoulli(trans[prev.long()]), obs=None if x is None else x[:, d]
+                )
                 xs.append(prev)
         return torch.stack(xs, -1)
 
@@ -54,8 +58,9 @@ class SharedMarkov(PyroModule):
 def independent(x=None, num_samples=None):
     """p(x) = prod_d Bernoulli(x_d | probs_d), Beta(1, 1) priors: Independent(64) by hand."""
     n = len(x) if x is not None else num_samples
-    probs = pyro.sample("probs", dist.Beta(torch.ones(D, dtype=f64),
-                                           torch.ones(D, dtype=f64)).to_event(1))
+    probs = pyro.sample(
+        "probs", dist.Beta(torch.ones(D, dtype=f64), torch.ones(D, dtype=f64)).to_event(1)
+    )
     with pyro.plate("data", n):
         return pyro.sample("x", dist.Bernoulli(probs).to_event(1), obs=x)
 
@@ -63,8 +68,9 @@ def independent(x=None, num_samples=None):
 def independent_params(x=None, num_samples=None):
     """The same with a point parameter (pyro.param): no prior, fitted by MLE or MAP only."""
     n = len(x) if x is not None else num_samples
-    probs = pyro.param("probs", torch.full((D,), 0.5, dtype=f64),
-                       constraint=dist.constraints.unit_interval)
+    probs = pyro.param(
+        "probs", torch.full((D,), 0.5, dtype=f64), constraint=dist.constraints.unit_interval
+    )
     with pyro.plate("data", n):
         return pyro.sample("x", dist.Bernoulli(probs).to_event(1), obs=x)
 
@@ -75,8 +81,12 @@ def mixture(x=None, num_samples=None, K=10):
     n = len(x) if x is not None else num_samples
     w = pyro.sample("weights", dist.Dirichlet(torch.ones(K, dtype=f64)))
     with pyro.plate("components", K):
-        mu = pyro.sample("means", dist.Beta(torch.full((D,), 1.1, dtype=f64),
-                                            torch.full((D,), 1.1, dtype=f64)).to_event(1))
+        mu = pyro.sample(
+            "means",
+            dist.Beta(torch.full((D,), 1.1, dtype=f64), torch.full((D,), 1.1, dtype=f64)).to_event(
+                1
+            ),
+        )
     with pyro.plate("data", n):
         z = pyro.sample("z", dist.Categorical(w), infer={"enumerate": "parallel"})
         return pyro.sample("x", dist.Bernoulli(mu[z]).to_event(1), obs=x)
@@ -107,8 +117,9 @@ def eight_schools_pooled(J, sigma, y=None):
 
 
 # Efron & Morris (1975): hits in the first 45 at-bats of the 1970 season, 18 players
-BASEBALL_HITS = torch.tensor([18, 17, 16, 15, 14, 14, 13, 12, 11, 11, 10, 10, 10, 10, 10, 9, 8,
-                              7], dtype=f64)
+BASEBALL_HITS = torch.tensor(
+    [18, 17, 16, 15, 14, 14, 13, 12, 11, 11, 10, 10, 10, 10, 10, 9, 8, 7], dtype=f64
+)
 BASEBALL_AT_BATS = torch.full((18,), 45.0, dtype=f64)
 
 
@@ -131,8 +142,9 @@ class BayesianRegression(PyroModule):
     def __init__(self, in_features, out_features):
         super().__init__()
         self.linear = PyroModule[torch.nn.Linear](in_features, out_features)
-        self.linear.weight = PyroSample(dist.Normal(0.0, 1.0).expand(
-            [out_features, in_features]).to_event(2))
+        self.linear.weight = PyroSample(
+            dist.Normal(0.0, 1.0).expand([out_features, in_features]).to_event(2)
+        )
         self.linear.bias = PyroSample(dist.Normal(0.0, 10.0).expand([out_features]).to_event(1))
 
     def forward(self, x, y=None):
@@ -146,8 +158,7 @@ class BayesianRegression(PyroModule):
 def known_noise_regression(X, y=None, sigma=0.5):
     """y ~ N(X w, sigma) with sigma known, w ~ N(0, 2^2 I): a Gaussian posterior in closed
     form."""
-    w = pyro.sample("w", dist.Normal(torch.zeros(X.shape[1], dtype=X.dtype),
-                                     2.0).to_event(1))
+    w = pyro.sample("w", dist.Normal(torch.zeros(X.shape[1], dtype=X.dtype), 2.0).to_event(1))
     with pyro.plate("data", X.shape[0]):
         return pyro.sample("y", dist.Normal(X @ w, sigma), obs=y)
 
@@ -168,8 +179,9 @@ def gmm(data):
     with pyro.plate("components", K):
         locs = pyro.sample("locs", dist.Normal(data.new_tensor(0.0), 10.0))
     with pyro.plate("data", len(data)):
-        assignment = pyro.sample("assignment", dist.Categorical(weights),
-                                 infer={"enumerate": "parallel"})
+        assignment = pyro.sample(
+            "assignment", dist.Categorical(weights), infer={"enumerate": "parallel"}
+        )
         pyro.sample("obs", dist.Normal(locs[assignment], scale), obs=data)
 
 
@@ -178,42 +190,48 @@ def hmm_model_0(sequences, lengths, args, batch_size=None, include_prior=True):
     assert not torch._C._get_tracing_state()
     num_sequences, max_length, data_dim = sequences.shape
     with pyro.poutine.mask(mask=include_prior):
-        probs_x = pyro.sample("probs_x",
-                              dist.Dirichlet(0.9 * torch.eye(args.hidden_dim) + 0.1).to_event(1))
-        probs_y = pyro.sample("probs_y",
-                              dist.Beta(0.1, 0.9).expand([args.hidden_dim, data_dim]).to_event(2))
+        probs_x = pyro.sample(
+            "probs_x", dist.Dirichlet(0.9 * torch.eye(args.hidden_dim) + 0.1).to_event(1)
+        )
+        probs_y = pyro.sample(
+            "probs_y", dist.Beta(0.1, 0.9).expand([args.hidden_dim, data_dim]).to_event(2)
+        )
     tones_plate = pyro.plate("tones", data_dim, dim=-1)
     for i in pyro.plate("sequences", len(sequences), batch_size):
         length = lengths[i]
         sequence = sequences[i, :length]
         x = 0
         for t in pyro.markov(range(length)):
-            x = pyro.sample(f"x_{i}_{t}", dist.Categorical(probs_x[x]),
-                            infer={"enumerate": "parallel"})
+            x = pyro.sample(
+                f"x_{i}_{t}", dist.Categorical(probs_x[x]), infer={"enumerate": "parallel"}
+            )
             with tones_plate:
-                pyro.sample(f"y_{i}_{t}", dist.Bernoulli(probs_y[x.squeeze(-1)]),
-                            obs=sequence[t])
+                pyro.sample(f"y_{i}_{t}", dist.Bernoulli(probs_y[x.squeeze(-1)]), obs=sequence[t])
 
 
 def hmm_model_1(sequences, lengths, args, batch_size=None, include_prior=True):
     """Pyro's examples/hmm.py model_1: a vectorised plate over sequences, masked by length."""
     num_sequences, max_length, data_dim = map(int, sequences.shape)
     with pyro.poutine.mask(mask=include_prior):
-        probs_x = pyro.sample("probs_x",
-                              dist.Dirichlet(0.9 * torch.eye(args.hidden_dim) + 0.1).to_event(1))
-        probs_y = pyro.sample("probs_y",
-                              dist.Beta(0.1, 0.9).expand([args.hidden_dim, data_dim]).to_event(2))
+        probs_x = pyro.sample(
+            "probs_x", dist.Dirichlet(0.9 * torch.eye(args.hidden_dim) + 0.1).to_event(1)
+        )
+        probs_y = pyro.sample(
+            "probs_y", dist.Beta(0.1, 0.9).expand([args.hidden_dim, data_dim]).to_event(2)
+        )
     tones_plate = pyro.plate("tones", data_dim, dim=-1)
     with pyro.plate("sequences", num_sequences, batch_size, dim=-2) as batch:
         lengths = lengths[batch]
         x = 0
         for t in pyro.markov(range(max_length if args.jit else lengths.max())):
             with pyro.poutine.mask(mask=(t < lengths).unsqueeze(-1)):
-                x = pyro.sample(f"x_{t}", dist.Categorical(probs_x[x]),
-                                infer={"enumerate": "parallel"})
+                x = pyro.sample(
+                    f"x_{t}", dist.Categorical(probs_x[x]), infer={"enumerate": "parallel"}
+                )
                 with tones_plate:
-                    pyro.sample(f"y_{t}", dist.Bernoulli(probs_y[x.squeeze(-1)]),
-                                obs=sequences[batch, t])
+                    pyro.sample(
+                        f"y_{t}", dist.Bernoulli(probs_y[x.squeeze(-1)]), obs=sequences[batch, t]
+                    )
 
 
 def mixed_dtypes(x=None, num_samples=None):

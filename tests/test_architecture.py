@@ -94,8 +94,12 @@ def cycles() -> list[list[str]]:
 def layer(name: str) -> int:
     """0: the floor (checks, runtime, datasets, Pyro's internals); 1 models; 2 programs;
     3 inference; 4 app."""
-    for prefix, level in (("ppl_models.app", 4), ("inference", 3), ("ppl_models.programs", 2),
-                          ("ppl_models.models", 1)):
+    for prefix, level in (
+        ("ppl_models.app", 4),
+        ("inference", 3),
+        ("ppl_models.programs", 2),
+        ("ppl_models.models", 1),
+    ):
         if name == prefix or name.startswith(prefix + "."):
             return level
     return 0
@@ -125,12 +129,19 @@ def private_uses() -> list[str]:
     for name in MODULES:
         for module, names, line in imports(name):
             if module.split(".")[0] in PACKAGES:
-                bad += [f"{name}:{line} imports {n} from {module}" for n in names
-                        if n.startswith("_") and not n.startswith("__")
-                        and f"{module}.{n}" not in MODULES]
+                bad += [
+                    f"{name}:{line} imports {n} from {module}"
+                    for n in names
+                    if n.startswith("_")
+                    and not n.startswith("__")
+                    and f"{module}.{n}" not in MODULES
+                ]
             elif module.split(".")[0] == "pyro" and name != INTERNALS:
-                bad += [f"{name}:{line} imports Pyro's private {module}.{n}" for n in names
-                        if n.startswith("_")]
+                bad += [
+                    f"{name}:{line} imports Pyro's private {module}.{n}"
+                    for n in names
+                    if n.startswith("_")
+                ]
         for node in ast.walk(TREES[name]):
             if not isinstance(node, ast.Attribute):
                 continue
@@ -154,9 +165,13 @@ def test_no_import_cycles():
 
 
 def test_arrows_point_down():
-    up = [f"{m} (layer {layer(m)}) imports {e} (layer {layer(e)})"
-          for m in MODULES if m not in ANY_LAYER for e in sorted(edges(m))
-          if e not in ANY_LAYER and layer(e) > layer(m)]
+    up = [
+        f"{m} (layer {layer(m)}) imports {e} (layer {layer(e)})"
+        for m in MODULES
+        if m not in ANY_LAYER
+        for e in sorted(edges(m))
+        if e not in ANY_LAYER and layer(e) > layer(m)
+    ]
     assert not up, "imports against the layers:\n" + "\n".join(up)
 
 
@@ -166,8 +181,13 @@ def test_no_private_names_across_modules():
 
 
 def test_every_module_is_read():
-    assert {"ppl_models.models.base", "ppl_models.programs.program", "inference.fitting",
-            "inference.evaluation.arviz_io", "ppl_models.app.cli"} <= set(MODULES)
+    assert {
+        "ppl_models.models.base",
+        "ppl_models.programs.program",
+        "inference.fitting",
+        "inference.evaluation.arviz_io",
+        "ppl_models.app.cli",
+    } <= set(MODULES)
     assert all(edges(m) <= set(MODULES) for m in MODULES)
 
 
@@ -190,16 +210,24 @@ def model_calls() -> dict[str, str]:
             continue
         for node in ast.walk(TREES[name]):
             found = None
-            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and \
-                    node.value.attr == "model":
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Attribute)
+                and node.value.attr == "model"
+            ):
                 found = node.attr
             elif isinstance(node, ast.Call) and node.args:
                 fn = node.func
                 fname = fn.attr if isinstance(fn, ast.Attribute) else getattr(fn, "id", "")
                 first = node.args[0]
                 on_model = isinstance(first, ast.Attribute) and first.attr == "model"
-                arg = node.args[-1] if fname == "accelerator" else \
-                    node.args[1] if fname in ("getattr", "hasattr") and on_model else None
+                arg = (
+                    node.args[-1]
+                    if fname == "accelerator"
+                    else node.args[1]
+                    if fname in ("getattr", "hasattr") and on_model
+                    else None
+                )
                 if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
                     found = arg.value
             if found is not None:
@@ -211,7 +239,8 @@ def test_inference_calls_only_the_protocol():
     from ppl_models.models.protocol import ACCELERATORS, OPTIONAL, BuiltinModel
 
     listed = set(BuiltinModel.__annotations__) | {
-        k for k, v in vars(BuiltinModel).items() if callable(v) and not k.startswith("__")}
+        k for k, v in vars(BuiltinModel).items() if callable(v) and not k.startswith("__")
+    }
     calls = model_calls()
     assert {"using", "validate", "bayesian"} <= set(calls)  # the reader sees the calls
     outside = {k: where for k, where in calls.items() if k not in listed}
@@ -224,10 +253,14 @@ def test_every_builtin_answers_the_protocol():
     from ppl_models.models.protocol import OPTIONAL, BuiltinModel, is_builtin
 
     members = set(BuiltinModel.__annotations__) | {
-        k for k, v in vars(BuiltinModel).items() if callable(v) and not k.startswith("__")}
+        k for k, v in vars(BuiltinModel).items() if callable(v) and not k.startswith("__")
+    }
     for cls in MODELS.values():
-        missing = [m for m in members - set(OPTIONAL) if not hasattr(cls, m)
-                   and m not in ("num_dims", "device", "config", "param_names")]
+        missing = [
+            m
+            for m in members - set(OPTIONAL)
+            if not hasattr(cls, m) and m not in ("num_dims", "device", "config", "param_names")
+        ]
         assert not missing, f"{cls.__name__} lacks {missing}"
     assert not is_builtin(lambda x=None, num_samples=None: None)
 
@@ -237,9 +270,12 @@ def test_importing_the_library_chooses_no_plotting_backend():
     import subprocess
     import sys
 
-    code = ("import matplotlib, inference, ppl_models, ppl_models.app.suites, "
-            "inference.evaluation.plots; print(matplotlib.rcParams._get_backend_or_none())")
+    code = (
+        "import matplotlib, inference, ppl_models, ppl_models.app.suites, "
+        "inference.evaluation.plots; print(matplotlib.rcParams._get_backend_or_none())"
+    )
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         cwd=ROOT, check=True).stdout.strip()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, check=True
+    ).stdout.strip()
     assert out == "None", f"importing the library set the plotting backend to {out}"

@@ -23,8 +23,18 @@ def y():
 
 @pytest.fixture(scope="module")
 def ar_nuts(y):
-    return {p: inference.fit(AutoRegressive(p), y, "nuts", num_samples=500, warmup_steps=500,
-                             jit_compile=True, seed=0) for p in (2, 3)}
+    return {
+        p: inference.fit(
+            AutoRegressive(p),
+            y,
+            "nuts",
+            num_samples=500,
+            warmup_steps=500,
+            jit_compile=True,
+            seed=0,
+        )
+        for p in (2, 3)
+    }
 
 
 def quiet(call, *args, **kwargs):
@@ -44,8 +54,9 @@ def test_ar_series_loo_and_compare_on_a_common_sample(y, ar_nuts):
     for c, s in [(0, 0), (1, 499), (0, 123)]:
         const, phi, sigma = (f.draws[k][c, s].numpy() for k in ("const", "phi", "sigma"))
         mean = const + phi[0] * yy[2:-1] + phi[1] * yy[1:-2]
-        np.testing.assert_allclose(ll[c, s], scipy.stats.norm(mean, sigma).logpdf(yy[3:]),
-                                   rtol=0, atol=1e-10)
+        np.testing.assert_allclose(
+            ll[c, s], scipy.stats.norm(mean, sigma).logpdf(yy[3:]), rtol=0, atol=1e-10
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no warning from az.loo
         loo = az.loo(ids["AR(2)"])
@@ -54,16 +65,26 @@ def test_ar_series_loo_and_compare_on_a_common_sample(y, ar_nuts):
     assert set(table.index) == {"AR(2)", "AR(3)"}
     # without a common start the two fits score different steps and ArviZ refuses
     with pytest.raises(ValueError, match="number of observations"):
-        quiet(az.compare, {k: ff.to_arviz() for k, ff in
-                           {"AR(2)": ar_nuts[2], "AR(3)": ar_nuts[3]}.items()})
+        quiet(
+            az.compare,
+            {k: ff.to_arviz() for k, ff in {"AR(2)": ar_nuts[2], "AR(3)": ar_nuts[3]}.items()},
+        )
     # SVI, its draws importance-corrected: elpd within 2 of NUTS's, Pareto k reported
-    svi = {p: inference.fit(AutoRegressive(p), y, "svi", guide="multivariate_normal", seed=0)
-           for p in (2, 3)}
-    both = inference.compare({**{f"AR({p}) nuts": f for p, f in ar_nuts.items()},
-                              **{f"AR({p}) svi": f for p, f in svi.items()}}, criterion="loo")
+    svi = {
+        p: inference.fit(AutoRegressive(p), y, "svi", guide="multivariate_normal", seed=0)
+        for p in (2, 3)
+    }
+    both = inference.compare(
+        {
+            **{f"AR({p}) nuts": f for p, f in ar_nuts.items()},
+            **{f"AR({p}) svi": f for p, f in svi.items()},
+        },
+        criterion="loo",
+    )
     for p in (2, 3):
         assert both.loc[f"AR({p}) svi", "elpd_loo"] == pytest.approx(
-            both.loc[f"AR({p}) nuts", "elpd_loo"], abs=2.0)
+            both.loc[f"AR({p}) nuts", "elpd_loo"], abs=2.0
+        )
         assert both.loc[f"AR({p}) svi", "criterion"] == "psis-loo (svi-corrected)"
         assert math.isfinite(both.loc[f"AR({p}) svi", "pareto_k_max"])
     assert (both["n"] == len(y) - 3).all()
@@ -73,8 +94,15 @@ def test_ar_series_loo_and_compare_on_a_common_sample(y, ar_nuts):
 def test_nuts_sample_stats_feed_energy_and_bfmi(ar_nuts, tmp_path):
     idata = ar_nuts[2].to_arviz()
     stats = idata.sample_stats
-    for name in ("diverging", "step_size", "tree_depth", "n_steps", "energy",
-                 "acceptance_rate", "lp"):
+    for name in (
+        "diverging",
+        "step_size",
+        "tree_depth",
+        "n_steps",
+        "energy",
+        "acceptance_rate",
+        "lp",
+    ):
         assert stats[name].shape == (2, 500), name
     assert float(stats["acceptance_rate"].mean()) == pytest.approx(0.8, abs=0.12)
     assert (stats["n_steps"].values >= 1).all() and (stats["tree_depth"].values >= 1).all()
@@ -97,10 +125,12 @@ def test_exact_and_nuts_summaries_agree(digits):
 
 def test_every_group_survives_netcdf(tmp_path, digits):
     x = digits.train[:200, 20:28]
-    fits = {"nuts": inference.fit(Independent(8), x, "nuts", num_samples=60, warmup_steps=60),
-            "svi": inference.fit(Independent(8), x, "svi", steps=100, num_samples=50),
-            "exact": inference.fit(Markov(8, order=2), x, "exact", num_samples=50),
-            "map": inference.fit(Independent(4), x[:, :4], "map")}  # no constant pixel
+    fits = {
+        "nuts": inference.fit(Independent(8), x, "nuts", num_samples=60, warmup_steps=60),
+        "svi": inference.fit(Independent(8), x, "svi", steps=100, num_samples=50),
+        "exact": inference.fit(Markov(8, order=2), x, "exact", num_samples=50),
+        "map": inference.fit(Independent(4), x[:, :4], "map"),
+    }  # no constant pixel
     for name, f in fits.items():
         idata = f.to_arviz(posterior_predictive=True, prior=name != "exact", num_prior=20)
         path = tmp_path / f"{name}.nc"
@@ -113,7 +143,8 @@ def test_every_group_survives_netcdf(tmp_path, digits):
                 np.testing.assert_array_equal(a[var].values, b[var].values, err_msg=name + var)
             assert a.attrs["method"] == b.attrs["method"] == name
     assert {"prior", "prior_predictive", "posterior_predictive", "sample_stats"} <= set(
-        fits["svi"].to_arviz(posterior_predictive=True, prior=True, num_prior=5).groups())
+        fits["svi"].to_arviz(posterior_predictive=True, prior=True, num_prior=5).groups()
+    )
     assert "log_q" in fits["svi"].to_arviz().sample_stats
 
 
@@ -121,8 +152,7 @@ def test_point_estimates_and_attributes(digits):
     """A point fit reaches ArviZ as its Laplace approximation (issue 16), flagged as such; where
     it has none (an MLE with probabilities of exactly 0), to_arviz says so."""
     f = inference.fit(Markov(64, order=2), digits.train, "mle")
-    with pytest.raises(ValueError, match="no Laplace approximation.*'probs' lies on the "
-                                         "boundary"):
+    with pytest.raises(ValueError, match="no Laplace approximation.*'probs' lies on the boundary"):
         f.to_arviz()
     # pixels 9-12: every context is seen with both outcomes, so the MAP is interior
     g = inference.fit(Markov(4, order=2), digits.train[:, 9:13], "map")
@@ -133,8 +163,14 @@ def test_point_estimates_and_attributes(digits):
     assert attrs["posterior_approximation"] == "Laplace approximation at the MAP"
     assert attrs["num_parameters"] == 11 and attrs["model"] == "Markov(order=2, num_categories=2)"
     assert attrs["factorization"] == "p(x) = prod_d p(x_d | x_(d-2)..x_(d-1))"
-    for key in ("seed", "fit_seconds", "ppl_models_version", "inference_library_version",
-                "torch_version", "arviz_version"):
+    for key in (
+        "seed",
+        "fit_seconds",
+        "ppl_models_version",
+        "inference_library_version",
+        "torch_version",
+        "arviz_version",
+    ):
         assert key in attrs
     assert idata.log_likelihood["x"].shape == (2, 500, 1297)
     assert {"log_p", "log_q"} <= set(idata.sample_stats)
@@ -153,9 +189,14 @@ def test_posterior_predictive_has_the_observed_shape(digits, tmp_path):
 
 def test_forest_of_exact_nuts_and_svi(tmp_path, digits):
     x = digits.train[:200, 20:24]
-    fits = {m: inference.fit(Independent(4), x, m, **o) for m, o in
-            [("exact", {}), ("nuts", {"num_samples": 80, "warmup_steps": 80}),
-             ("svi", {"steps": 150, "num_samples": 80})]}
+    fits = {
+        m: inference.fit(Independent(4), x, m, **o)
+        for m, o in [
+            ("exact", {}),
+            ("nuts", {"num_samples": 80, "warmup_steps": 80}),
+            ("svi", {"steps": 150, "num_samples": 80}),
+        ]
+    }
     plots.forest(fits, tmp_path / "forest.png", var_names=["probs"])
     assert (tmp_path / "forest.png").stat().st_size > 5000
 
@@ -177,9 +218,11 @@ def test_groups_are_never_dropped_silently(digits):
 
 
 def test_held_out_comparison_and_pictures(digits, tmp_path):
-    fits = {"Independent": inference.fit(Independent(64), digits.train, "exact"),
-            "Markov order 2": inference.fit(Markov(64, order=2), digits.train, "exact"),
-            "shared chain (yours)": inference.fit(shared_markov, digits.train, "mle")}
+    fits = {
+        "Independent": inference.fit(Independent(64), digits.train, "exact"),
+        "Markov order 2": inference.fit(Markov(64, order=2), digits.train, "exact"),
+        "shared chain (yours)": inference.fit(shared_markov, digits.train, "mle"),
+    }
     table = inference.compare(fits, digits.test)
     assert list(table.index) == ["Markov order 2", "Independent", "shared chain (yours)"]
     assert table.loc["Independent", "nats"] == pytest.approx(24.992, abs=1e-3)

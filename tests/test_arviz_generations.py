@@ -1,5 +1,6 @@
 """Both ArviZ generations (issue 17): every test here runs under ArviZ 0.23 (`make test`) and
-under ArviZ 1.x (`make test-arviz1`, Python >= 3.12), through `inference.evaluation.arviz_generations`.
+under ArviZ 1.x (`make test-arviz1`, Python >= 3.12), through
+`inference.evaluation.arviz_generations`.
 The cross-generation test computes the same numbers from the same files in this leg and in the
 other leg's interpreter (found beside this one: .venv and .venv-arviz1)."""
 
@@ -48,16 +49,32 @@ def sunspots():
 
 @pytest.fixture(scope="module")
 def ar_fits(sunspots):
-    return {p: inference.fit(AutoRegressive(p), sunspots, "nuts", num_samples=250,
-                             warmup_steps=250, seed=p, progress_bar=False) for p in (2, 3)}
+    return {
+        p: inference.fit(
+            AutoRegressive(p),
+            sunspots,
+            "nuts",
+            num_samples=250,
+            warmup_steps=250,
+            seed=p,
+            progress_bar=False,
+        )
+        for p in (2, 3)
+    }
 
 
 def test_to_arviz_is_the_installed_generations_container(ar_fits):
     data = ar_fits[2].to_arviz(posterior_predictive=True)
     assert isinstance(data, xr.DataTree if gen.MODERN else gen.az.InferenceData)
     groups = gen.groups(data)
-    assert {"posterior", "log_likelihood", "observed_data", "posterior_predictive",
-            "sample_stats", "constant_data"} <= set(groups)
+    assert {
+        "posterior",
+        "log_likelihood",
+        "observed_data",
+        "posterior_predictive",
+        "sample_stats",
+        "constant_data",
+    } <= set(groups)
     assert groups["posterior"]["phi"].dims == ("chain", "draw", "lag")
     assert groups["log_likelihood"]["x"].shape == (2, 250, 307)
     assert groups["posterior_predictive"]["x"].dims == groups["log_likelihood"]["x"].dims
@@ -70,8 +87,7 @@ def test_ar2_and_ar3_compared_on_the_common_sample(ar_fits):
     assert (table["n"] == 306).all()  # both score t >= 3
     records = {f"AR({p})": gen.loo(f.to_arviz(start=3)) for p, f in ar_fits.items()}
     for k, e in records.items():
-        assert table.loc[k, "elpd_loo"] == pytest.approx(float(gen.field(e, "elpd_loo")),
-                                                         abs=1e-9)
+        assert table.loc[k, "elpd_loo"] == pytest.approx(float(gen.field(e, "elpd_loo")), abs=1e-9)
     direct = gen.compare(records)
     assert set(direct.index) == set(records) and list(direct.columns[:9]) == gen.COLUMNS
 
@@ -85,8 +101,9 @@ def test_loo_pit_of_an_ar_fit(ar_fits):
 
 
 def test_forest_ppc_energy_and_compare_draw(ar_fits, tmp_path):
-    plots.forest({f"AR({p})": f for p, f in ar_fits.items()}, tmp_path / "forest.png",
-                 var_names=["sigma"])
+    plots.forest(
+        {f"AR({p})": f for p, f in ar_fits.items()}, tmp_path / "forest.png", var_names=["sigma"]
+    )
     plots.ppc(ar_fits[2], tmp_path / "ppc.png", draws=20)
     plots.energy(ar_fits[2], tmp_path / "energy.png")
     table = inference.compare({f"AR({p})": f for p, f in ar_fits.items()}, criterion="loo")
@@ -100,25 +117,30 @@ def test_a_users_program_compares_beside_a_builtin(digits):
     Independent(64) by exact: both convert, and inference.compare ranks them (one transition
     table for every pixel is a poor model of digits: 64 free probabilities win)."""
     x = digits.train[:300]
-    fits = {"Independent (exact)": inference.fit(Independent(64), x, "exact", num_samples=400),
-            "shared chain (yours, svi)": inference.fit(shared_markov, x, "svi", steps=300,
-                                                       num_samples=200, progress_bar=False)}
+    fits = {
+        "Independent (exact)": inference.fit(Independent(64), x, "exact", num_samples=400),
+        "shared chain (yours, svi)": inference.fit(
+            shared_markov, x, "svi", steps=300, num_samples=200, progress_bar=False
+        ),
+    }
     data = fits["shared chain (yours, svi)"].to_arviz()
     assert gen.groups(data)["posterior"]["trans"].shape[:2] == (1, 200)
     table = inference.compare(fits)
     assert list(table.index) == ["Independent (exact)", "shared chain (yours, svi)"]
     assert table.loc["shared chain (yours, svi)", "criterion"].startswith("psis-loo (")
-    assert table.loc["Independent (exact)", "nats"] < table.loc["shared chain (yours, svi)",
-                                                                "nats"]
+    assert table.loc["Independent (exact)", "nats"] < table.loc["shared chain (yours, svi)", "nats"]
 
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory, ar_fits, digits):
     """The AR(2) NUTS fit and a digits SVI fit, each as a netCDF file and a saved fit."""
     out = tmp_path_factory.mktemp("generations")
-    fits = {"ar2_nuts": ar_fits[2],
-            "digits_svi": inference.fit(Independent(64), digits.train, "svi", steps=300,
-                                        num_samples=400, progress_bar=False)}
+    fits = {
+        "ar2_nuts": ar_fits[2],
+        "digits_svi": inference.fit(
+            Independent(64), digits.train, "svi", steps=300, num_samples=400, progress_bar=False
+        ),
+    }
     files = {}
     for name, f in fits.items():
         gen.write_netcdf(f.to_arviz(), out / f"{name}.nc")
@@ -134,22 +156,28 @@ def test_the_same_files_give_the_same_numbers_in_both_generations(saved):
     with inference.evaluation.psis under 0.23) in this leg and the other."""
     other = other_python()
     if other is None:
-        pytest.skip("the other ArviZ leg is not installed here (make test-arviz1 builds "
-                    ".venv-arviz1; make test builds .venv)")
+        pytest.skip(
+            "the other ArviZ leg is not installed here (make test-arviz1 builds "
+            ".venv-arviz1; make test builds .venv)"
+        )
     for name, (nc, pt) in saved.items():
         here = numbers(nc, pt)
-        run = subprocess.run([other, str(ROOT / "tests" / "arviz_numbers.py"), nc, pt],
-                             capture_output=True, text=True, timeout=600)
+        run = subprocess.run(
+            [other, str(ROOT / "tests" / "arviz_numbers.py"), nc, pt],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert run.returncode == 0, run.stderr[-3000:]
         there = json.loads(run.stdout.strip().splitlines()[-1])
         assert here["generation"] != there["generation"]
         assert set(here["groups"]) == set(there["groups"]), name
-        # the same PSIS in both (inference.evaluation.psis, which is arviz-stats'): LOO to 1e-8 as well
+        # the same PSIS in both (inference.evaluation.psis, arviz-stats'): LOO to 1e-8 as well
         for key in ("ess_bulk", "r_hat", "log_density", "elpd_loo", "p_loo", "pareto_k"):
-            np.testing.assert_allclose(here[key], there[key], rtol=1e-8, atol=1e-8,
-                                       err_msg=f"{name} {key}")  # SVI: one chain, r_hat NaN
-        print(name, {k: (here[k], there[k]) for k in ("elpd_loo", "p_loo", "ess_bulk",
-                                                       "r_hat")})
+            np.testing.assert_allclose(
+                here[key], there[key], rtol=1e-8, atol=1e-8, err_msg=f"{name} {key}"
+            )  # SVI: one chain, r_hat NaN
+        print(name, {k: (here[k], there[k]) for k in ("elpd_loo", "p_loo", "ess_bulk", "r_hat")})
 
 
 def test_psis_is_arviz_stats_psis():

@@ -37,10 +37,15 @@ def sunspots():
 
 @pytest.fixture(scope="module")
 def ar_fits(sunspots):
-    options = {"exact": {"num_samples": 2000}, "map": {}, "svi": {"steps": 1000},
-               "nuts": {"num_samples": 500, "warmup_steps": 300}}
-    return {m: inference.fit(AutoRegressive(2), sunspots, m, seed=0, **o)
-            for m, o in options.items()}
+    options = {
+        "exact": {"num_samples": 2000},
+        "map": {},
+        "svi": {"steps": 1000},
+        "nuts": {"num_samples": 500, "warmup_steps": 300},
+    }
+    return {
+        m: inference.fit(AutoRegressive(2), sunspots, m, seed=0, **o) for m, o in options.items()
+    }
 
 
 def quiet(fn, *args, **kwargs):
@@ -81,11 +86,13 @@ def test_one_step_replicates_follow_the_observed_lags(sunspots):
     m = f.program.model
     draws = {k: v.expand(1, 4000, *v.shape) for k, v in f.params.items()}
     rep = m.replicate(sunspots, draws)[0]
-    mean = f.params["const"] + f.params["phi"][0] * sunspots[1:-1] + \
-        f.params["phi"][1] * sunspots[:-2]
+    mean = (
+        f.params["const"] + f.params["phi"][0] * sunspots[1:-1] + f.params["phi"][1] * sunspots[:-2]
+    )
     assert rep.shape == (4000, 307)
-    np.testing.assert_allclose(rep.mean(0).numpy(), mean.numpy(),
-                               atol=5 * float(f.params["sigma"]) / np.sqrt(4000))
+    np.testing.assert_allclose(
+        rep.mean(0).numpy(), mean.numpy(), atol=5 * float(f.params["sigma"]) / np.sqrt(4000)
+    )
 
 
 def test_a_free_running_simulation_on_request(ar_fits):
@@ -109,7 +116,8 @@ def small_fits(digits):
     bits = digits.train[:120, 20:24]
     g = torch.Generator().manual_seed(0)
     real = torch.randn(80, 3, generator=g, dtype=torch.float64) @ torch.tensor(
-        [[1.0, 0.5, 0.0], [0.0, 1.0, 0.3], [0.0, 0.0, 1.0]], dtype=torch.float64)
+        [[1.0, 0.5, 0.0], [0.0, 1.0, 0.3], [0.0, 0.0, 1.0]], dtype=torch.float64
+    )
     series = datasets.load("sunspots").train[:120]
     yield "FullJoint", FullJoint(4), bits
     yield "Independent", Independent(4), bits
@@ -122,9 +130,12 @@ def small_fits(digits):
 
 @pytest.mark.slow
 def test_prior_groups_for_every_builtin_and_method(digits):
-    options = {"exact": {"num_samples": 40}, "map": {},
-               "svi": {"steps": 60, "num_samples": 40},
-               "nuts": {"num_samples": 30, "warmup_steps": 30}}
+    options = {
+        "exact": {"num_samples": 40},
+        "map": {},
+        "svi": {"steps": 60, "num_samples": 40},
+        "nuts": {"num_samples": 30, "warmup_steps": 30},
+    }
     done = []
     for label, model, x in small_fits(digits):
         for method, o in options.items():
@@ -169,8 +180,7 @@ def test_a_map_fit_enters_arviz_as_its_laplace_approximation(ar_fits):
     we, wm = quiet(az.waic, exact), quiet(az.waic, lap)
     assert abs(float(wm["p_waic"]) - float(we["p_waic"])) < 1
     assert abs(float(wm["p_waic"]) - 4) < 2
-    table = inference.compare({"map": ar_fits["map"], "exact": ar_fits["exact"]},
-                              criterion="loo")
+    table = inference.compare({"map": ar_fits["map"], "exact": ar_fits["exact"]}, criterion="loo")
     assert table.loc["map", "criterion"] == "psis-loo (laplace-corrected)"
     assert abs(table.loc["map", "elpd_loo"] - table.loc["exact", "elpd_loo"]) < 1
     assert (table["flag"] == "").all()
@@ -181,10 +191,16 @@ def test_a_map_fit_enters_arviz_as_its_laplace_approximation(ar_fits):
 def test_no_unnamed_dims_for_the_builtins_and_exact_fits_have_chains(digits):
     for label, model, x in small_fits(digits):
         method = "map" if label != "NADE" else "svi"
-        method = "exact" if label in ("Independent", "Markov", "FullJoint",
-                                      "AutoRegressive") else method
-        f = quiet(inference.fit, model, x, method, **({"steps": 50, "num_samples": 20} if
-                                                      method == "svi" else {}))
+        method = (
+            "exact" if label in ("Independent", "Markov", "FullJoint", "AutoRegressive") else method
+        )
+        f = quiet(
+            inference.fit,
+            model,
+            x,
+            method,
+            **({"steps": 50, "num_samples": 20} if method == "svi" else {}),
+        )
         idata = quiet(f.to_arviz, posterior_predictive=True, prior=True, num_prior=10)
         for group in idata.groups():
             for name, var in idata[group].data_vars.items():
@@ -200,8 +216,9 @@ def test_no_unnamed_dims_for_the_builtins_and_exact_fits_have_chains(digits):
 
 # -- a corrected LOO you can trust ----------------------------------------------------------------
 @pytest.mark.slow
-@pytest.mark.parametrize("model", [Independent(64), Markov(64, order=1)],
-                         ids=["Independent(64)", "Markov(order=1)"])
+@pytest.mark.parametrize(
+    "model", [Independent(64), Markov(64, order=1)], ids=["Independent(64)", "Markov(order=1)"]
+)
 def test_svi_corrected_loo_within_2_nats_or_flagged_and_ranked_below(digits, model):
     exact = inference.fit(model, digits.train, "exact")
     svi = inference.fit(model, digits.train, "svi", seed=0)

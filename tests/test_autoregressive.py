@@ -100,22 +100,34 @@ def test_exact_likelihood_is_the_stationary_gaussian_of_the_whole_series(y):
     cov = scipy.linalg.toeplitz(acov)
     mu = const / (1 - phi.sum())
     ref = scipy.stats.multivariate_normal(np.full(len(x), mu), cov).logpdf(x)
-    ours = log_prob_steps(torch.from_numpy(x), torch.tensor(const, dtype=torch.float64),
-                          torch.from_numpy(phi), torch.tensor(sigma, dtype=torch.float64), True)
+    ours = log_prob_steps(
+        torch.from_numpy(x),
+        torch.tensor(const, dtype=torch.float64),
+        torch.from_numpy(phi),
+        torch.tensor(sigma, dtype=torch.float64),
+        True,
+    )
     assert ours.shape == (60,)
     assert float(ours.sum()) == pytest.approx(ref, rel=1e-10)
 
 
 def test_nonstationary_parameters_get_minus_inf_not_nan(y):
     model = AutoRegressive(2, likelihood="exact")
-    draws = {"const": torch.tensor([[5.0, 5.0]], dtype=torch.float64),
-             "phi": torch.tensor([[[0.5, 0.6], [1.3, -0.6]]], dtype=torch.float64),
-             "sigma": torch.tensor([[10.0, 10.0]], dtype=torch.float64)}
+    draws = {
+        "const": torch.tensor([[5.0, 5.0]], dtype=torch.float64),
+        "phi": torch.tensor([[[0.5, 0.6], [1.3, -0.6]]], dtype=torch.float64),
+        "sigma": torch.tensor([[10.0, 10.0]], dtype=torch.float64),
+    }
     ll = model.log_likelihood(y, draws)  # (1, 2, T)
     assert torch.isneginf(ll[0, 0]).all() and torch.isfinite(ll[0, 1]).all()
     phi = torch.tensor([0.5, 0.6], dtype=torch.float64, requires_grad=True)
-    lp = log_prob_steps(y, torch.tensor(5.0, dtype=torch.float64), phi,
-                        torch.tensor(10.0, dtype=torch.float64), True).sum()
+    lp = log_prob_steps(
+        y,
+        torch.tensor(5.0, dtype=torch.float64),
+        phi,
+        torch.tensor(10.0, dtype=torch.float64),
+        True,
+    ).sum()
     lp.backward()
     assert torch.isneginf(lp) and not torch.isnan(phi.grad).any()
     with pytest.raises(ValueError, match="not stationary"):
@@ -143,13 +155,14 @@ def test_generated_series_follow_the_stationary_process():
     """Simulated AR(2) series: sample autocovariances close to the theoretical ones."""
     model = AutoRegressive(2)
     phi = np.array([1.0, -0.5])
-    model.set_params({"const": torch.tensor(2.0), "phi": torch.from_numpy(phi),
-                      "sigma": torch.tensor(1.0)})
+    model.set_params(
+        {"const": torch.tensor(2.0), "phi": torch.from_numpy(phi), "sigma": torch.tensor(1.0)}
+    )
     torch.manual_seed(1)
     x = model(num_samples=6000).detach().numpy()
     acov = arma_acovf(np.r_[1, -phi], np.array([1.0]), nobs=3, sigma2=1.0)
     z = x - x.mean()
-    sample = [np.mean(z[k:] * z[:len(z) - k]) for k in range(3)]
+    sample = [np.mean(z[k:] * z[: len(z) - k]) for k in range(3)]
     assert np.allclose(sample, acov, rtol=0.1)
     assert x.mean() == pytest.approx(2.0 / 0.5, rel=0.05)
 
@@ -164,7 +177,8 @@ def test_pacf_transform_roundtrip_jacobian_and_stationarity():
         torch.testing.assert_close(levinson(phi)[0], r)
         jac = torch.autograd.functional.jacobian(pacf_to_phi, r)
         assert float(PacfToPhi().log_abs_det_jacobian(r, phi)) == pytest.approx(
-            float(torch.linalg.slogdet(jac)[1]), abs=1e-10)
+            float(torch.linalg.slogdet(jac)[1]), abs=1e-10
+        )
     bad = torch.tensor([[0.5, 0.6], [1.2, -0.1], [0.0, -1.0]], dtype=torch.float64)
     assert not is_stationary(bad).any()
 
@@ -175,14 +189,16 @@ def test_stationary_prior_and_posterior_draws_are_all_stationary(y):
     prior = inference.fit(model, y, "map").model.priors()["phi"]  # priors in the data's units
     draws = prior.sample((1000,))
     assert all(roots_outside_unit_circle(d) for d in draws.numpy())
-    f = inference.fit(model, y, "nuts", num_samples=500, warmup_steps=200, jit_compile=True,
-                      seed=0)  # 2 chains (the default): 1,000 draws
+    f = inference.fit(
+        model, y, "nuts", num_samples=500, warmup_steps=200, jit_compile=True, seed=0
+    )  # 2 chains (the default): 1,000 draws
     post = f.draws["phi"].flatten(0, 1)
     assert post.shape == (1000, 3)
     assert all(roots_outside_unit_circle(d) for d in post.numpy())
     # the stationary MLE is the unconstrained one here (it is inside the region)
-    torch.testing.assert_close(inference.fit(model, y).params["phi"],
-                               inference.fit(AutoRegressive(3), y).params["phi"])
+    torch.testing.assert_close(
+        inference.fit(model, y).params["phi"], inference.fit(AutoRegressive(3), y).params["phi"]
+    )
 
 
 # -- forecasts ------------------------------------------------------------------------------
@@ -222,18 +238,22 @@ def test_conjugate_posterior_is_prior_times_likelihood(y):
     gaps = []
     gen = torch.Generator().manual_seed(1)
     for _ in range(5):
-        theta = {"const": 14 + 3 * torch.randn((), generator=gen, dtype=torch.float64),
-                 "phi": torch.tensor([1.39, -0.69], dtype=torch.float64)
-                 + 0.05 * torch.randn(2, generator=gen, dtype=torch.float64),
-                 "sigma": 16 + torch.rand((), generator=gen, dtype=torch.float64)}
+        theta = {
+            "const": 14 + 3 * torch.randn((), generator=gen, dtype=torch.float64),
+            "phi": torch.tensor([1.39, -0.69], dtype=torch.float64)
+            + 0.05 * torch.randn(2, generator=gen, dtype=torch.float64),
+            "sigma": 16 + torch.rand((), generator=gen, dtype=torch.float64),
+        }
         m = model.point().set_params(theta)
         joint = float(m.log_prior() + m.log_prob(y).sum())
         beta = torch.cat([theta["const"][None], theta["phi"]])
         s2 = theta["sigma"] ** 2
         cov = s2 * torch.cholesky_inverse(torch.linalg.cholesky(post.precision))
-        log_post = (scipy.stats.multivariate_normal(post.b.numpy(), cov.numpy()).logpdf(
-            beta.numpy()) + scipy.stats.invgamma(float(post.a), scale=float(post.c)).logpdf(
-            float(s2)) + math.log(2 * float(theta["sigma"])))
+        log_post = (
+            scipy.stats.multivariate_normal(post.b.numpy(), cov.numpy()).logpdf(beta.numpy())
+            + scipy.stats.invgamma(float(post.a), scale=float(post.c)).logpdf(float(s2))
+            + math.log(2 * float(theta["sigma"]))
+        )
         gaps.append(log_post - joint)
     assert np.ptp(gaps) < 1e-8
 
@@ -270,8 +290,9 @@ def test_nuts_matches_the_exact_posterior(y):
     """2 chains x (500 warm-up + 500 draws): r_hat <= 1.01, bulk ESS >= 400, every posterior
     mean within 0.2 posterior sd of the exact conjugate posterior under the same prior."""
     mean, sd = exact_reference(y)
-    f = inference.fit(AutoRegressive(2), y, "nuts", num_chains=2, num_samples=500,
-                      warmup_steps=500, seed=0)
+    f = inference.fit(
+        AutoRegressive(2), y, "nuts", num_chains=2, num_samples=500, warmup_steps=500, seed=0
+    )
     summary = az.summary(f.to_arviz(), kind="diagnostics")
     assert summary["r_hat"].max() <= 1.01
     assert summary["ess_bulk"].min() >= 400
@@ -283,8 +304,7 @@ def test_nuts_matches_the_exact_posterior(y):
 @pytest.mark.slow
 def test_svi_multivariate_normal_matches_the_exact_posterior(y):
     mean, sd = exact_reference(y)
-    f = inference.fit(AutoRegressive(2), y, "svi", guide="multivariate_normal", steps=1000,
-                      seed=0)
+    f = inference.fit(AutoRegressive(2), y, "svi", guide="multivariate_normal", steps=1000, seed=0)
     for k in ("const", "phi", "sigma"):
         assert float(((f.params[k] - mean[k]).abs() / sd[k]).max()) < 0.5, k
         draw_sd = f.draws[k].flatten(0, 1).std(0)
@@ -305,8 +325,9 @@ def test_report_arviz_sample_and_save(y, tmp_path):
     torch.testing.assert_close(g.log_density(y), f.log_density(y))
     m = inference.fit(AutoRegressive(2, likelihood="exact"), y)
     m.save(tmp_path / "ar_mle.pt")
-    torch.testing.assert_close(inference.load(tmp_path / "ar_mle.pt").log_density(y),
-                               m.log_density(y))
+    torch.testing.assert_close(
+        inference.load(tmp_path / "ar_mle.pt").log_density(y), m.log_density(y)
+    )
     assert m.report(y).n == len(y) and m.model.num_dims == 1
 
 
@@ -325,20 +346,27 @@ def test_linear_gaussian_order_d_minus_1_is_the_full_covariance_gaussian():
 
 
 # -- the potential NUTS and SVI run on --------------------------------------------------------
-@pytest.mark.parametrize("make, data", [
-    (lambda: AutoRegressive(2), "sunspots"),
-    (lambda: AutoRegressive(3, stationary=True, likelihood="exact"), "sunspots"),
-    (lambda: Independent(3, "normal"), "normal"),
-    (lambda: Markov(6, order=2), "bits"),
-], ids=["ar", "ar-stationary-exact", "independent-normal", "markov"])
+@pytest.mark.parametrize(
+    "make, data",
+    [
+        (lambda: AutoRegressive(2), "sunspots"),
+        (lambda: AutoRegressive(3, stationary=True, likelihood="exact"), "sunspots"),
+        (lambda: Independent(3, "normal"), "normal"),
+        (lambda: Markov(6, order=2), "bits"),
+    ],
+    ids=["ar", "ar-stationary-exact", "independent-normal", "markov"],
+)
 def test_whitened_potential_equals_pyros_trace_potential(y, make, data):
     """`inference.laplace.Whitened` evaluates the log joint by the model's vectorised path and
     its prior hook; Pyro's `initialize_model` computes it from a trace of the `forward` program
     of the Bayesian copy. Same numbers at random unconstrained points, and the whitening is the
     inverse Hessian at the mode."""
     gen = torch.Generator().manual_seed(0)
-    x = {"sunspots": y, "normal": torch.randn(50, 3, generator=gen, dtype=torch.float64) + 2,
-         "bits": torch.randint(0, 2, (80, 6), generator=gen)}[data]
+    x = {
+        "sunspots": y,
+        "normal": torch.randn(50, 3, generator=gen, dtype=torch.float64) + 2,
+        "bits": torch.randint(0, 2, (80, 6), generator=gen),
+    }[data]
     program = Program(make())
     x = program.validate(x)
     program = program.init_from_data(x)
@@ -347,11 +375,13 @@ def test_whitened_potential_equals_pyros_trace_potential(y, make, data):
     w = Whitened(program, x, init)
     bayes = program.bayesian()
     _, pyro_potential, transforms, _ = initialize_model(
-        lambda: bayes(x=x), init_strategy=init_to_value(values=init))
+        lambda: bayes(x=x), init_strategy=init_to_value(values=init)
+    )
     for _ in range(3):
         u = w.mu + 0.3 * torch.randn(w.dim, generator=gen, dtype=torch.float64)
         theirs = pyro_potential(w.unflatten(u))
         assert float(w.potential_u(u)) == pytest.approx(float(theirs), rel=1e-10, abs=1e-8)
     hess = torch.autograd.functional.hessian(w.potential_u, w.mu)
-    torch.testing.assert_close(w.L @ w.L.T @ hess, torch.eye(w.dim, dtype=torch.float64),
-                               atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        w.L @ w.L.T @ hess, torch.eye(w.dim, dtype=torch.float64), atol=1e-6, rtol=0
+    )

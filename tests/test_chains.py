@@ -22,8 +22,15 @@ def test_the_same_seed_gives_the_same_draws_in_processes_and_in_turn(monkeypatch
     for how, n in (("processes", chains.cores()), ("in turn", 1)):
         monkeypatch.setattr(chains, "cores", lambda n=n: n)
         monkeypatch.setattr(chains, "free_cores", lambda n=n: n)  # as on a quiet machine
-        run[how] = inference.fit(AutoRegressive(2), y, "nuts", num_samples=100,
-                                 warmup_steps=100, seed=3, progress_bar=False)
+        run[how] = inference.fit(
+            AutoRegressive(2),
+            y,
+            "nuts",
+            num_samples=100,
+            warmup_steps=100,
+            seed=3,
+            progress_bar=False,
+        )
     assert run["processes"].info["chain_processes"] == 2
     assert run["in turn"].info["chain_processes"] == 1
     for k, v in run["processes"].draws.items():
@@ -48,8 +55,9 @@ def test_a_warning_inside_a_chain_process_reaches_the_caller(monkeypatch):
     z0 = torch.zeros(2, 3, dtype=torch.float64)
     assert chains.processes_for(2, z0.device) == 2
     with pytest.warns(UserWarning, match="raised inside the chain"):
-        out = chains.run_chains(kernel, z0, [0, 1], num_samples=5, warmup_steps=5,
-                                progress_bar=False)
+        out = chains.run_chains(
+            kernel, z0, [0, 1], num_samples=5, warmup_steps=5, progress_bar=False
+        )
     assert [z.shape for z, _ in out] == [(5, 3), (5, 3)]
 
 

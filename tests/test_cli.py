@@ -46,13 +46,29 @@ def test_compare_pixels_writes_the_report(tmp_path, capsys):
 
 def test_fit_then_sample(tmp_path, capsys):
     path = tmp_path / "markov.pt"
-    assert "23.232" in run(["fit", "digits", "Markov", "--arg", "order=2", "--method", "exact",
-                            "--save", str(path)], capsys).out
+    assert (
+        "23.232"
+        in run(
+            [
+                "fit",
+                "digits",
+                "Markov",
+                "--arg",
+                "order=2",
+                "--method",
+                "exact",
+                "--save",
+                str(path),
+            ],
+            capsys,
+        ).out
+    )
     f = inference.load(path)
     assert f.model.order == 2 and f.method == "exact"
     png = tmp_path / "samples.png"
-    assert "wrote 16 samples" in run(["sample", str(path), "-n", "16", "--out", str(png)],
-                                     capsys).out
+    assert (
+        "wrote 16 samples" in run(["sample", str(path), "-n", "16", "--out", str(png)], capsys).out
+    )
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = run(["sample", str(path), "-n", "3"], capsys).out.strip().splitlines()
     x = torch.tensor([[float(v) for v in r.split()] for r in rows])
@@ -75,8 +91,9 @@ def test_samples_without_a_seed_differ_and_with_one_repeat(tmp_path, capsys):
 
 def test_a_series_fit_and_its_picture(tmp_path, capsys):
     path = tmp_path / "ar.pt"
-    out = run(["fit", "sunspots", "AutoRegressive", "--arg", "order=2", "--save", str(path)],
-              capsys).out
+    out = run(
+        ["fit", "sunspots", "AutoRegressive", "--arg", "order=2", "--save", str(path)], capsys
+    ).out
     assert "train nats" in out and "test nats" not in out and "no held-out split" in out
     png = tmp_path / "ar.png"
     run(["sample", str(path), "-n", "50", "--out", str(png)], capsys)
@@ -84,14 +101,28 @@ def test_a_series_fit_and_its_picture(tmp_path, capsys):
 
 
 def test_fit_with_options_runs_nuts(capsys):
-    out = run(["fit", "digits", "Independent", "--method", "NUTS", "--option",
-               "num_samples=30", "--option", "warmup_steps=30"], capsys)
+    out = run(
+        [
+            "fit",
+            "digits",
+            "Independent",
+            "--method",
+            "NUTS",
+            "--option",
+            "num_samples=30",
+            "--option",
+            "warmup_steps=30",
+        ],
+        capsys,
+    )
     assert "nuts" in out.out and "available_cpu" not in out.err
 
 
 MISTAKES = [
-    (["fit", "digits", "Markov", "--arg", "ordr=2"],
-     ["Markov takes no argument 'ordr'", "did you mean --arg order=...?"]),
+    (
+        ["fit", "digits", "Markov", "--arg", "ordr=2"],
+        ["Markov takes no argument 'ordr'", "did you mean --arg order=...?"],
+    ),
     (["fit", "digits", "NADE"], ["NADE needs hidden", "--arg hidden=100"]),
     (["fit", "sunspots", "Markov"], ["sunspots is one series", "AutoRegressive"]),
     (["fit", "patches", "Independent"], ["--arg family=normal"]),
@@ -101,12 +132,18 @@ MISTAKES = [
     (["fit", "digits", "markov"], ["did you mean Markov?"]),
     (["fit", "mnist", "Markov"], ["unknown dataset 'mnist'"]),
     (["compare", "mnist"], ["compare knows", "digits"]),
-    (["fit", "digits", "Markov", "--method", "nuts", "--option", "steps=3"],
-     ["steps", "method='nuts'"]),
-    (["fit", "digits", "Independent", "--method", "svi", "--option", "lr=-1"],
-     ["lr must be a finite number > 0"]),
-    (["fit", "digits", "Markov", "--save", "/nonexistent/dir/m.pt"],
-     ["/nonexistent/dir", "does not exist"]),
+    (
+        ["fit", "digits", "Markov", "--method", "nuts", "--option", "steps=3"],
+        ["steps", "method='nuts'"],
+    ),
+    (
+        ["fit", "digits", "Independent", "--method", "svi", "--option", "lr=-1"],
+        ["lr must be a finite number > 0"],
+    ),
+    (
+        ["fit", "digits", "Markov", "--save", "/nonexistent/dir/m.pt"],
+        ["/nonexistent/dir", "does not exist"],
+    ),
     (["fit", "digits", "Markov", "--arg", "order"], ["--arg expects key=value"]),
     (["fit", "digits", "Markov", "--method", "bfgs"], ["invalid choice: 'bfgs'"]),
     (["sample", "/nonexistent.pt"], ["is not a file"]),
@@ -132,8 +169,20 @@ def test_a_mistake_is_one_line_with_exit_status_2(argv, words, capsys, monkeypat
 
 def test_an_image_picture_for_data_without_one(tmp_path, capsys):
     path = tmp_path / "normal.pt"
-    run(["fit", "digits", "Independent", "--arg", "family=categorical", "--arg",
-         "num_categories=2", "--save", str(path)], capsys)
+    run(
+        [
+            "fit",
+            "digits",
+            "Independent",
+            "--arg",
+            "family=categorical",
+            "--arg",
+            "num_categories=2",
+            "--save",
+            str(path),
+        ],
+        capsys,
+    )
     f = inference.load(path)
     f.data = f.data[:, :5]  # a width with no picture
     f.program.model.num_dims = 5

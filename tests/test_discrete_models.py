@@ -56,33 +56,45 @@ def test_probabilities_of_all_configurations_sum_to_one(name, D, K, make, method
 def test_unfitted_sparse_full_joint_is_uniform():
     m = FullJoint(784, sparse=True)
     x = torch.randint(0, 2, (3, 784))
-    torch.testing.assert_close(m.log_prob(x), torch.full((3,), -784 * math.log(2),
-                                                         dtype=torch.float64))
+    torch.testing.assert_close(
+        m.log_prob(x), torch.full((3,), -784 * math.log(2), dtype=torch.float64)
+    )
 
 
-@pytest.mark.parametrize("model, expected", [
-    (FullJoint(64, sparse=True), 2**64 - 1),
-    (FullJoint(784, sparse=True), 2**784 - 1),
-    (FullJoint(3, 256), 256**3 - 1),
-    (Independent(64), 64),
-    (Independent(3, "categorical", 256), 3 * 255),
-    (Independent(63, "normal"), 126),
-    (Markov(64, order=1), 127),
-    (Markov(64, order=2), 251),
-    (Markov(64, order=4), 975),
-    (Markov(64, order=8), 14_591),
-    (Markov(3, order=1, num_categories=256), 255 + 2 * 256 * 255),
-    (Markov(3, order=2, num_categories=256), 256**3 - 1),  # order D - 1 is the full joint
-], ids=str)
+@pytest.mark.parametrize(
+    "model, expected",
+    [
+        (FullJoint(64, sparse=True), 2**64 - 1),
+        (FullJoint(784, sparse=True), 2**784 - 1),
+        (FullJoint(3, 256), 256**3 - 1),
+        (Independent(64), 64),
+        (Independent(3, "categorical", 256), 3 * 255),
+        (Independent(63, "normal"), 126),
+        (Markov(64, order=1), 127),
+        (Markov(64, order=2), 251),
+        (Markov(64, order=4), 975),
+        (Markov(64, order=8), 14_591),
+        (Markov(3, order=1, num_categories=256), 255 + 2 * 256 * 255),
+        (Markov(3, order=2, num_categories=256), 256**3 - 1),  # order D - 1 is the full joint
+    ],
+    ids=str,
+)
 def test_num_parameters_matches_the_formula(model, expected):
     assert model.num_parameters == expected
     assert isinstance(model.num_parameters, int)
 
 
-@pytest.mark.parametrize("make", [lambda: FullJoint(6), lambda: Independent(7),
-                                  lambda: Independent(4, "categorical", 5),
-                                  lambda: Markov(7, order=3), lambda: Markov(5, 2, 3)],
-                         ids=["fulljoint", "independent", "categorical", "markov", "markov-k3"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: FullJoint(6),
+        lambda: Independent(7),
+        lambda: Independent(4, "categorical", 5),
+        lambda: Markov(7, order=3),
+        lambda: Markov(5, 2, 3),
+    ],
+    ids=["fulljoint", "independent", "categorical", "markov", "markov-k3"],
+)
 def test_num_parameters_counts_the_unconstrained_coordinates(make):
     """An independent count: the dimension of each parameter's support, i.e. the number of
     coordinates of its bijection to R^n (a simplex of K cells has K - 1)."""
@@ -97,8 +109,11 @@ def program_log_likelihood(model, x):
     """Sum of the log-probabilities of the observed sites of the Pyro program `model(x)`."""
     tr = poutine.trace(model).get_trace(x)
     tr.compute_log_prob()
-    return sum(site["log_prob"].sum() for site in tr.nodes.values()
-               if site["type"] == "sample" and site["is_observed"])
+    return sum(
+        site["log_prob"].sum()
+        for site in tr.nodes.values()
+        if site["type"] == "sample" and site["is_observed"]
+    )
 
 
 @pytest.mark.parametrize("name, D, K, make", MODELS, ids=[m[0] for m in MODELS])
@@ -109,8 +124,9 @@ def test_pyro_program_equals_vectorised_log_density(name, D, K, make):
     f = inference.fit(model, x, "exact" if no_map else "map")
     model = f.model
     expected = program_log_likelihood(model, x)
-    torch.testing.assert_close(model.log_prob(x).sum(), expected.to(torch.float64),
-                               rtol=1e-10, atol=1e-9)
+    torch.testing.assert_close(
+        model.log_prob(x).sum(), expected.to(torch.float64), rtol=1e-10, atol=1e-9
+    )
 
 
 def chi_square_against_enumeration(fit, D, K, n=20_000):
@@ -167,8 +183,11 @@ def test_user_prior_changes_the_exact_posterior(digits):
     """Assigning a PyroSample prior is the documented way to change the prior: the exact
     posterior mean becomes (k + 2) / (N + 4) under Beta(2, 2)."""
     m = Independent(64)
-    m.probs = PyroSample(dist.Beta(torch.full((64,), 2.0, dtype=torch.float64),
-                                   torch.full((64,), 2.0, dtype=torch.float64)).to_event(1))
+    m.probs = PyroSample(
+        dist.Beta(
+            torch.full((64,), 2.0, dtype=torch.float64), torch.full((64,), 2.0, dtype=torch.float64)
+        ).to_event(1)
+    )
     f = inference.fit(m, digits.train, "exact")
     k, n = digits.train.sum(0).double(), len(digits.train)
     torch.testing.assert_close(f.params["probs"], (k + 2) / (n + 4))

@@ -19,26 +19,41 @@ def exact_nats(model, split):
     return inference.fit(model, split.train, "exact").report(split.test).nats
 
 
-@pytest.mark.parametrize("model, expected", [
-    (lambda: FullJoint(64, alpha=1.0, sparse=True), 44.300),
-    (lambda: FullJoint(64, alpha=1e-3, sparse=True), 44.038),
-    (lambda: Independent(64), 24.992),
-    (lambda: Markov(64, order=1), 23.961),
-    (lambda: Markov(64, order=2), 23.232),
-    (lambda: Markov(64, order=4), 23.002),
-    (lambda: Markov(64, order=8), 19.596),
-], ids=["fulljoint-a1", "fulljoint-a1e-3", "independent", "markov1", "markov2", "markov4",
-        "markov8"])
+@pytest.mark.parametrize(
+    "model, expected",
+    [
+        (lambda: FullJoint(64, alpha=1.0, sparse=True), 44.300),
+        (lambda: FullJoint(64, alpha=1e-3, sparse=True), 44.038),
+        (lambda: Independent(64), 24.992),
+        (lambda: Markov(64, order=1), 23.961),
+        (lambda: Markov(64, order=2), 23.232),
+        (lambda: Markov(64, order=4), 23.002),
+        (lambda: Markov(64, order=8), 19.596),
+    ],
+    ids=[
+        "fulljoint-a1",
+        "fulljoint-a1e-3",
+        "independent",
+        "markov1",
+        "markov2",
+        "markov4",
+        "markov8",
+    ],
+)
 def test_digits_reference(digits, model, expected):
     assert exact_nats(model(), digits) == pytest.approx(expected, abs=1e-3)
 
 
-@pytest.mark.parametrize("model, expected", [
-    (lambda: FullJoint(3, 256, alpha=1.0), 14.163),
-    (lambda: FullJoint(3, 256, alpha=0.01), 11.867),
-    (lambda: Independent(3, "categorical", 256), 15.404),
-    (lambda: Markov(3, order=1, num_categories=256), 12.722),
-], ids=["fulljoint-a1", "fulljoint-a0.01", "independent", "markov-rgb"])
+@pytest.mark.parametrize(
+    "model, expected",
+    [
+        (lambda: FullJoint(3, 256, alpha=1.0), 14.163),
+        (lambda: FullJoint(3, 256, alpha=0.01), 11.867),
+        (lambda: Independent(3, "categorical", 256), 15.404),
+        (lambda: Markov(3, order=1, num_categories=256), 12.722),
+    ],
+    ids=["fulljoint-a1", "fulljoint-a0.01", "independent", "markov-rgb"],
+)
 def test_pixels_reference(pixels, model, expected):
     assert exact_nats(model(), pixels) == pytest.approx(expected, abs=1e-3)
 
@@ -62,8 +77,7 @@ def test_dense_full_joint_holds_one_rgb_pixel(pixels):
     all_rows, all_counts = np.unique(pixels.train.numpy(), axis=0, return_counts=True)
     lookup = {tuple(r): c for r, c in zip(all_rows, all_counts)}
     expected = np.log([lookup[tuple(r)] / len(pixels.train) for r in rows])
-    np.testing.assert_allclose(f.log_density(torch.from_numpy(rows)).numpy(), expected,
-                               rtol=1e-9)
+    np.testing.assert_allclose(f.log_density(torch.from_numpy(rows)).numpy(), expected, rtol=1e-9)
 
 
 def test_full_joint_mle_reports_zero_probability_honestly(digits):

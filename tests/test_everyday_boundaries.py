@@ -10,10 +10,16 @@ import inference
 from ppl_models import FullJoint, Independent, LinearGaussian, Markov
 
 CONSTANT = [
-    ("Independent normal", lambda x: inference.fit(Independent(64, "normal"), x),
-     ["Independent(family='normal')", "dims 0, 8, 16", "standard deviation 0", "x[:, keep]"]),
-    ("LinearGaussian", lambda x: inference.fit(LinearGaussian(64), x),
-     ["LinearGaussian", "dims 0, 8, 16", "residual standard deviation", "noise"]),
+    (
+        "Independent normal",
+        lambda x: inference.fit(Independent(64, "normal"), x),
+        ["Independent(family='normal')", "dims 0, 8, 16", "standard deviation 0", "x[:, keep]"],
+    ),
+    (
+        "LinearGaussian",
+        lambda x: inference.fit(LinearGaussian(64), x),
+        ["LinearGaussian", "dims 0, 8, 16", "residual standard deviation", "noise"],
+    ),
 ]
 
 

@@ -36,8 +36,10 @@ def test_a_pandas_series_with_dates(y, tmp_path):
 
 INPUTS = [
     ("numpy", lambda x: x.numpy()),
-    ("read-only numpy", lambda x: np.frombuffer(x.numpy().tobytes(), dtype=np.int64)
-     .reshape(x.shape)),
+    (
+        "read-only numpy",
+        lambda x: np.frombuffer(x.numpy().tobytes(), dtype=np.int64).reshape(x.shape),
+    ),
     ("pandas DataFrame", lambda x: pd.DataFrame(x.numpy())),
     ("list of lists", lambda x: x.tolist()),
     ("bool tensor", lambda x: x.bool()),

@@ -32,5 +32,4 @@ def test_init_says_when_a_value_was_moved_off_the_boundary(digits):
     assert "moved inside the support from the boundary: probs (10 values)" in svi.info["init"]
     k, n = digits.train.sum(0).double(), len(digits.train)
     interior = (k > 0) & (k < n)
-    torch.testing.assert_close(svi.params["probs"][interior], (k / n)[interior], atol=2e-3,
-                               rtol=0)
+    torch.testing.assert_close(svi.params["probs"][interior], (k / n)[interior], atol=2e-3, rtol=0)

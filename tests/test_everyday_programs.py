@@ -37,8 +37,11 @@ SCHOOLS = {"given": {"J": 8, "sigma": EIGHT_SIGMA}, "data_arg": "y", "data_plate
 def regression():
     g = torch.Generator().manual_seed(0)
     X = torch.randn(60, 3, generator=g, dtype=f64)
-    y = X @ torch.tensor([1.0, -2.0, 0.5], dtype=f64) + 0.3 + 0.5 * torch.randn(
-        60, generator=g, dtype=f64)
+    y = (
+        X @ torch.tensor([1.0, -2.0, 0.5], dtype=f64)
+        + 0.3
+        + 0.5 * torch.randn(60, generator=g, dtype=f64)
+    )
     X_new = torch.randn(7, 3, generator=g, dtype=f64)
     y_new = X_new @ torch.tensor([1.0, -2.0, 0.5], dtype=f64) + 0.3
     return X, y, X_new, y_new
@@ -64,16 +67,27 @@ def test_regression_mle_is_least_squares_and_scores_new_covariates(regression):
 
 def test_regression_minibatch_adam_slices_the_covariates(regression):
     X, y, _, _ = regression
-    f = inference.fit(BayesianRegression(3, 1), y, "mle", given={"x": X}, data_arg="y",
-                      solver="adam", batch_size=10, lr=0.05, max_epochs=300, patience=50)
+    f = inference.fit(
+        BayesianRegression(3, 1),
+        y,
+        "mle",
+        given={"x": X},
+        data_arg="y",
+        solver="adam",
+        batch_size=10,
+        lr=0.05,
+        max_epochs=300,
+        patience=50,
+    )
     coef = np.linalg.lstsq(np.c_[X.numpy(), np.ones(len(X))], y.numpy(), rcond=None)[0]
     np.testing.assert_allclose(f.params["linear.weight"].numpy().ravel(), coef[:3], atol=0.05)
 
 
 def test_regression_svi_on_the_pyromodule(regression):
     X, y, X_new, _ = regression
-    f = inference.fit(BayesianRegression(3, 1), y, "svi", given={"x": X}, data_arg="y",
-                      steps=500, num_samples=200)
+    f = inference.fit(
+        BayesianRegression(3, 1), y, "svi", given={"x": X}, data_arg="y", steps=500, num_samples=200
+    )
     coef = np.linalg.lstsq(np.c_[X.numpy(), np.ones(len(X))], y.numpy(), rcond=None)[0]
     np.testing.assert_allclose(f.params["linear.weight"].numpy().ravel(), coef[:3], atol=0.1)
     assert f.sample(5, given={"x": X_new}).shape == (5, 7)
@@ -84,19 +98,28 @@ def test_regression_svi_on_the_pyromodule(regression):
 def gaussian_posterior(X, y, sigma=0.5, prior_sd=2.0):
     """The exact posterior of w under known noise: N(m, S), S = (X'X / s^2 + I / p^2)^-1."""
     X, y = X.numpy(), y.numpy()
-    S = np.linalg.inv(X.T @ X / sigma ** 2 + np.eye(X.shape[1]) / prior_sd ** 2)
-    return S @ X.T @ y / sigma ** 2, np.sqrt(np.diag(S))
+    S = np.linalg.inv(X.T @ X / sigma**2 + np.eye(X.shape[1]) / prior_sd**2)
+    return S @ X.T @ y / sigma**2, np.sqrt(np.diag(S))
 
 
 @pytest.mark.slow
 def test_known_noise_regression_nuts_and_svi_match_the_closed_form(regression):
     X, y, _, _ = regression
     mean, sd = gaussian_posterior(X, y)
-    nuts = inference.fit(known_noise_regression, y, "nuts", given={"X": X}, data_arg="y",
-                         num_samples=500, warmup_steps=300, seed=0)
+    nuts = inference.fit(
+        known_noise_regression,
+        y,
+        "nuts",
+        given={"X": X},
+        data_arg="y",
+        num_samples=500,
+        warmup_steps=300,
+        seed=0,
+    )
     assert np.abs((nuts.params["w"].numpy() - mean) / sd).max() < 0.2
-    svi = inference.fit(known_noise_regression, y, "svi", given={"X": X}, data_arg="y",
-                        steps=1000, seed=0)
+    svi = inference.fit(
+        known_noise_regression, y, "svi", given={"X": X}, data_arg="y", steps=1000, seed=0
+    )
     assert np.abs((svi.params["w"].numpy() - mean) / sd).max() < 0.5
 
 
@@ -113,8 +136,11 @@ def songs():
         for t in range(n):
             x = rng.choice(2, p=px[x])
             seqs[i, t] = rng.random(3) < py[x]
-    return torch.tensor(seqs, dtype=f64), torch.tensor(lengths), argparse.Namespace(
-        hidden_dim=2, jit=False)
+    return (
+        torch.tensor(seqs, dtype=f64),
+        torch.tensor(lengths),
+        argparse.Namespace(hidden_dim=2, jit=False),
+    )
 
 
 def forward_algorithm(seqs, lengths, px, py) -> np.ndarray:
@@ -132,11 +158,19 @@ def forward_algorithm(seqs, lengths, px, py) -> np.ndarray:
 @pytest.mark.parametrize("program", [hmm_model_0, hmm_model_1], ids=["model_0", "model_1"])
 def test_hmm_mle_log_density_is_the_forward_algorithm(songs, program):
     seqs, lengths, args = songs
-    f = inference.fit(program, seqs, "mle", given={"lengths": lengths, "args": args},
-                      data_arg="sequences", data_plate="sequences", solver="lbfgs",
-                      max_epochs=3)
-    ref = forward_algorithm(seqs.numpy(), lengths.numpy(), f.params["probs_x"].numpy(),
-                            f.params["probs_y"].numpy())
+    f = inference.fit(
+        program,
+        seqs,
+        "mle",
+        given={"lengths": lengths, "args": args},
+        data_arg="sequences",
+        data_plate="sequences",
+        solver="lbfgs",
+        max_epochs=3,
+    )
+    ref = forward_algorithm(
+        seqs.numpy(), lengths.numpy(), f.params["probs_x"].numpy(), f.params["probs_y"].numpy()
+    )
     lp = f.log_density(seqs).numpy()
     assert lp.shape == (6,)
     np.testing.assert_allclose(lp, ref, rtol=0, atol=1e-6)
@@ -147,14 +181,18 @@ def test_a_sequential_plate_without_enumeration(songs):
     def seq(x=None, num_samples=None):
         mu = pyro.sample("mu", dist.Normal(torch.zeros((), dtype=f64), 10.0))
         for i in pyro.plate("data", len(x) if x is not None else num_samples):
-            pyro.sample(f"x_{i}", dist.Normal(mu, 1.0).expand([2]).to_event(1),
-                        obs=None if x is None else x[i])
+            pyro.sample(
+                f"x_{i}",
+                dist.Normal(mu, 1.0).expand([2]).to_event(1),
+                obs=None if x is None else x[i],
+            )
 
     x = torch.tensor([[0.5, 1.0], [2.0, 1.5], [-0.5, 0.0]], dtype=f64)
     f = inference.fit(seq, x, "mle")
     assert float(f.params["mu"]) == pytest.approx(float(x.mean()), abs=1e-8)
-    np.testing.assert_allclose(f.log_density(x).numpy(),
-                               norm.logpdf(x.numpy(), float(x.mean()), 1.0).sum(1), atol=1e-10)
+    np.testing.assert_allclose(
+        f.log_density(x).numpy(), norm.logpdf(x.numpy(), float(x.mean()), 1.0).sum(1), atol=1e-10
+    )
 
 
 # -- dtypes ----------------------------------------------------------------------------------------
@@ -163,10 +201,12 @@ def test_a_float32_prior_beside_float64_data_fits_by_every_method(digits):
     counts = x.mean(0).numpy()
     f = inference.fit(mixed_dtypes, x, "mle")
     assert f.params["p0"].dtype == f64
-    np.testing.assert_allclose([float(f.params["p0"]), float(f.params["p1"])], counts,
-                               atol=1e-6)
-    for method, options in [("map", {}), ("svi", {"steps": 200, "num_samples": 50}),
-                            ("nuts", {"num_samples": 50, "warmup_steps": 50})]:
+    np.testing.assert_allclose([float(f.params["p0"]), float(f.params["p1"])], counts, atol=1e-6)
+    for method, options in [
+        ("map", {}),
+        ("svi", {"steps": 200, "num_samples": 50}),
+        ("nuts", {"num_samples": 50, "warmup_steps": 50}),
+    ]:
         g = inference.fit(mixed_dtypes, x, method, **options)
         assert abs(float(g.params["p0"]) - counts[0]) < 0.05, method
         assert np.isfinite(g.report(x).nats)
@@ -181,8 +221,11 @@ def test_a_given_key_the_program_does_not_take(regression):
 
 def test_a_data_arg_the_program_does_not_have(regression):
     X, y, _, _ = regression
-    with pytest.raises(ValueError, match=r"no argument 'x' to receive the data \(pass "
-                                         r"data_arg='y'\?\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"no argument 'x' to receive the data \(pass "
+        r"data_arg='y'\?\)",
+    ):
         inference.fit(known_noise_regression, y, "mle", given={"X": X})
     with pytest.raises(ValueError, match="no argument 'target'"):
         inference.fit(known_noise_regression, y, "mle", given={"X": X}, data_arg="target")
@@ -190,8 +233,11 @@ def test_a_data_arg_the_program_does_not_have(regression):
 
 def test_covariates_of_another_length_than_the_data(regression):
     X, y, _, _ = regression
-    with pytest.raises(ValueError, match=r"given\['x'\] has 60 rows but the data \(y\) have "
-                                         "50 rows"):
+    with pytest.raises(
+        ValueError,
+        match=r"given\['x'\] has 60 rows but the data \(y\) have "
+        "50 rows",
+    ):
         inference.fit(BayesianRegression(3, 1), y[:50], "mle", given={"x": X}, data_arg="y")
 
 
@@ -211,8 +257,9 @@ def poisson(x=None, num_samples=None, family=dist.Poisson):
 def test_a_discrete_likelihood_above_zero_is_flagged_and_ranked_last():
     x = torch.tensor([0.0, 1.0, 2.0, 1.0, 0.0, 3.0] * 3, dtype=f64)
     good = inference.fit(poisson, x, "nuts", num_samples=200, warmup_steps=200)
-    bad = inference.fit(poisson, x, "nuts", num_samples=200, warmup_steps=200,
-                        given={"family": TooLikely})
+    bad = inference.fit(
+        poisson, x, "nuts", num_samples=200, warmup_steps=200, given={"family": TooLikely}
+    )
     r = bad.report(x)
     assert "discrete likelihood above 0" in r.flags and good.report(x).flags == ""
     table = inference.compare({"broken": bad, "poisson": good})
@@ -242,8 +289,11 @@ class PooledModule(pyro.nn.PyroModule):
 
 def test_a_pyrosample_read_inside_the_plate_is_named_as_a_local_latent():
     x = torch.tensor([0.1, 0.4, -0.2], dtype=f64)
-    with pytest.raises(ValueError, match=r"'loc' are continuous latent variables inside the "
-                                         r"data plate 'data'.*method='nuts'"):
+    with pytest.raises(
+        ValueError,
+        match=r"'loc' are continuous latent variables inside the "
+        r"data plate 'data'.*method='nuts'",
+    ):
         inference.fit(PooledModule(), x, "mle")
     f = inference.fit(PooledModule(), x, "svi", steps=100, num_samples=20)
     assert f.draws["loc"].shape == (1, 20, 3)
@@ -253,8 +303,9 @@ def test_regressions_on_different_covariates_compare_on_held_out_data(regression
     X, y, X_new, y_new = regression
     full = inference.fit(known_noise_regression, y, "mle", given={"X": X}, data_arg="y")
     two = inference.fit(known_noise_regression, y, "mle", given={"X": X[:, :2]}, data_arg="y")
-    table = inference.compare({"all": full, "two": two}, y_new,
-                              given={"all": {"X": X_new}, "two": {"X": X_new[:, :2]}})
+    table = inference.compare(
+        {"all": full, "two": two}, y_new, given={"all": {"X": X_new}, "two": {"X": X_new[:, :2]}}
+    )
     assert list(table.index) == ["all", "two"]
     for label, f, cols in (("all", full, X_new), ("two", two, X_new[:, :2])):
         ref = norm.logpdf(y_new.numpy(), cols.numpy() @ f.params["w"].numpy(), 0.5).sum()
@@ -266,14 +317,28 @@ def test_given_arguments_are_saved_with_the_fit(regression, songs, tmp_path):
     f = inference.fit(BayesianRegression(3, 1), y, "mle", given={"x": X}, data_arg="y")
     f.save(tmp_path / "regression.pt")
     g = inference.load(tmp_path / "regression.pt", model=BayesianRegression(3, 1))
-    torch.testing.assert_close(g.log_density(y_new, given={"x": X_new}),
-                               f.log_density(y_new, given={"x": X_new}), rtol=0, atol=1e-12)
+    torch.testing.assert_close(
+        g.log_density(y_new, given={"x": X_new}),
+        f.log_density(y_new, given={"x": X_new}),
+        rtol=0,
+        atol=1e-12,
+    )
     seqs, lengths, args = songs
-    h = inference.fit(hmm_model_1, seqs, "mle", given={"lengths": lengths, "args": args},
-                      data_arg="sequences", data_plate="sequences", max_epochs=1)
+    h = inference.fit(
+        hmm_model_1,
+        seqs,
+        "mle",
+        given={"lengths": lengths, "args": args},
+        data_arg="sequences",
+        data_plate="sequences",
+        max_epochs=1,
+    )
     h.save(tmp_path / "hmm.pt")
-    with pytest.raises(ValueError, match=r"given argument\(s\) 'args' that a saved file cannot "
-                                         r"hold.*given=\{'args': \.\.\.\}"):
+    with pytest.raises(
+        ValueError,
+        match=r"given argument\(s\) 'args' that a saved file cannot "
+        r"hold.*given=\{'args': \.\.\.\}",
+    ):
         inference.load(tmp_path / "hmm.pt", model=hmm_model_1)
     k = inference.load(tmp_path / "hmm.pt", model=hmm_model_1, given={"args": args})
     torch.testing.assert_close(k.log_density(seqs), h.log_density(seqs), rtol=0, atol=1e-12)

@@ -8,8 +8,11 @@ from ppl_models import NADE
 from ppl_models.runtime import show_progress
 
 CASES = [  # (environment, progress_bar, shown)
-    ({}, None, True), ({"CI": "true"}, None, False), ({"CI": "true"}, True, True),
-    ({}, False, False), ({"PPL_MODELS_PROGRESS": "0"}, None, False),
+    ({}, None, True),
+    ({"CI": "true"}, None, False),
+    ({"CI": "true"}, True, True),
+    ({}, False, False),
+    ({"PPL_MODELS_PROGRESS": "0"}, None, False),
 ]
 
 

@@ -10,11 +10,15 @@ from ppl_models import NADE, AutoRegressive, Independent, Markov, datasets
 FITS = [
     ("Independent exact", lambda d: inference.fit(Independent(64), d, "exact")),
     ("Markov mle", lambda d: inference.fit(Markov(64, order=2), d, "mle")),
-    ("Independent svi", lambda d: inference.fit(Independent(64), d, "svi", steps=20,
-                                                num_samples=20)),
+    (
+        "Independent svi",
+        lambda d: inference.fit(Independent(64), d, "svi", steps=20, num_samples=20),
+    ),
     ("NADE map", lambda d: inference.fit(NADE(64, 5), d, "map", max_epochs=1)),
-    ("AR(2) mle", lambda d: inference.fit(AutoRegressive(2),
-                                          datasets.load("sunspots").train, "mle")),
+    (
+        "AR(2) mle",
+        lambda d: inference.fit(AutoRegressive(2), datasets.load("sunspots").train, "mle"),
+    ),
 ]
 
 

@@ -40,11 +40,22 @@ def funnel(x=None, num_samples=None):
 
 
 def test_divergences_warn_with_what_to_try():
-    with pytest.warns(RuntimeWarning, match=r"(?s)NUTS draws diverged.*target_accept_prob=0.95"
-                                            r".*reparameterised"):
+    with pytest.warns(
+        RuntimeWarning,
+        match=r"(?s)NUTS draws diverged.*target_accept_prob=0.95"
+        r".*reparameterised",
+    ):
         # a low target acceptance: adaptation picks large steps, which the neck cannot take
-        f = inference.fit(funnel, Y / 10, "nuts", num_samples=100, warmup_steps=100,
-                          max_tree_depth=5, target_accept_prob=0.25, seed=0)
+        f = inference.fit(
+            funnel,
+            Y / 10,
+            "nuts",
+            num_samples=100,
+            warmup_steps=100,
+            max_tree_depth=5,
+            target_accept_prob=0.25,
+            seed=0,
+        )
     assert f.info["divergences"] > 0
     assert int(f.sample_stats["diverging"].sum()) == f.info["divergences"]
 
@@ -53,23 +64,36 @@ def test_a_funnel_that_does_not_move_says_so():
     """The centred eight schools from its degenerate MAP (tau -> 0) used to freeze both chains
     (r_hat 1e16); the chains now start from the priors, and poor mixing is still reported."""
     with pytest.warns(RuntimeWarning, match="r_hat"):
-        f = inference.fit(eight_schools, Y, "nuts", num_samples=100, warmup_steps=100,
-                          max_tree_depth=4, seed=0)
+        f = inference.fit(
+            eight_schools, Y, "nuts", num_samples=100, warmup_steps=100, max_tree_depth=4, seed=0
+        )
     assert float(f.draws["tau"].std()) > 0.1
     assert "no posterior mode" in f.info["init"]
 
 
 def test_poor_mixing_warns_with_r_hat_and_ess(digits):
     with pytest.warns(RuntimeWarning, match="r_hat.*ESS"):
-        inference.fit(Independent(8), digits.train[:200, 20:28], "nuts", num_samples=15,
-                      warmup_steps=5, seed=0)
+        inference.fit(
+            Independent(8),
+            digits.train[:200, 20:28],
+            "nuts",
+            num_samples=15,
+            warmup_steps=5,
+            seed=0,
+        )
 
 
 def test_two_chains_by_default_and_no_noise_when_all_is_well(digits):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # neither our warnings nor Pyro's available_cpu one
-        f = inference.fit(Independent(8), digits.train[:300, 20:28], "nuts", num_samples=300,
-                          warmup_steps=300, seed=0)
+        f = inference.fit(
+            Independent(8),
+            digits.train[:300, 20:28],
+            "nuts",
+            num_samples=300,
+            warmup_steps=300,
+            seed=0,
+        )
         summary = az.summary(f.to_arviz())
     assert f.draws["probs"].shape[:2] == (2, 300)
     assert not summary["r_hat"].isna().any() and summary["r_hat"].max() < 1.02

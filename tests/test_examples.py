@@ -35,8 +35,9 @@ USE_ARVIZ = {"discrete_digits", "sunspots_ar", "your_own_variant"}  # also under
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.arviz) if n in USE_ARVIZ
-                                  else n for n in PICTURES])
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.arviz) if n in USE_ARVIZ else n for n in PICTURES]
+)
 def test_example_runs_in_quick_mode(name, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(sys, "argv", [name])
     load(name).main(["--quick", "--out", str(tmp_path)])

@@ -18,8 +18,10 @@ from ppl_models import (
     datasets,
 )
 
-pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"),
+]
 CUDA = torch.device("cuda")
 
 
@@ -71,12 +73,18 @@ def test_log_prob_on_cuda_equals_cpu(name, make, kind, method, digits):
         assert ours == ref or abs(ours - ref) <= 1e-4 * max(1.0, abs(ref)), (ours, ref)
 
 
-METHODS = [("mle", {}), ("map", {}), ("svi", {"steps": 100, "num_samples": 50}),
-           ("nuts", {"num_samples": 50, "warmup_steps": 50})]
-FIT_MODELS = [("Independent", lambda: Independent(64), "bits"),
-              ("Markov order 2", lambda: Markov(64, order=2), "bits"),
-              ("AutoRegressive", lambda: AutoRegressive(2), "series"),
-              ("NADE", lambda: NADE(64, 10), "bits")]
+METHODS = [
+    ("mle", {}),
+    ("map", {}),
+    ("svi", {"steps": 100, "num_samples": 50}),
+    ("nuts", {"num_samples": 50, "warmup_steps": 50}),
+]
+FIT_MODELS = [
+    ("Independent", lambda: Independent(64), "bits"),
+    ("Markov order 2", lambda: Markov(64, order=2), "bits"),
+    ("AutoRegressive", lambda: AutoRegressive(2), "series"),
+    ("NADE", lambda: NADE(64, 10), "bits"),
+]
 
 
 @pytest.mark.parametrize("method, options", METHODS, ids=[m[0] for m in METHODS])
@@ -85,10 +93,18 @@ def test_every_method_runs_on_cuda(name, make, kind, method, options, digits, tm
     x = data(kind, digits).to(CUDA)
     if isinstance(make(), NADE):  # runs, not converges: 714 parameters, unwhitened NUTS,
         # started where the program starts (init={}) rather than at a MAP of 13,000 Adam steps
-        options = {"mle": {"max_epochs": 3}, "map": {"max_epochs": 3},
-                   "svi": {"steps": 50, "num_samples": 20, "init": {}},
-                   "nuts": {"num_samples": 5, "warmup_steps": 5, "num_chains": 1,
-                            "max_tree_depth": 4, "init": {}}}[method]
+        options = {
+            "mle": {"max_epochs": 3},
+            "map": {"max_epochs": 3},
+            "svi": {"steps": 50, "num_samples": 20, "init": {}},
+            "nuts": {
+                "num_samples": 5,
+                "warmup_steps": 5,
+                "num_chains": 1,
+                "max_tree_depth": 4,
+                "init": {},
+            },
+        }[method]
     f = inference.fit(make(), x, method, seed=0, **options)
     r = f.report(x)
     assert math.isfinite(r.nats) and r.n == len(f.pointwise_log_likelihood()[0, 0])
@@ -97,15 +113,24 @@ def test_every_method_runs_on_cuda(name, make, kind, method, options, digits, tm
     assert idata.log_likelihood["x"].shape[-1] == r.n
     f.save(tmp_path / "fit.pt")
     g = inference.load(tmp_path / "fit.pt", map_location="cpu")
-    torch.testing.assert_close(g.log_density(x.cpu()), f.log_density(x).cpu(), rtol=1e-5,
-                               atol=1e-5)
+    torch.testing.assert_close(g.log_density(x.cpu()), f.log_density(x).cpu(), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.slow
 def test_the_digits_nade_on_the_gpu(digits):
-    f = inference.fit(NADE(64, 100), digits.train, "map", valid=digits.valid, lr=1e-2,
-                      lr_decay=0.99, batch_size=100, patience=20, max_epochs=250, seed=0,
-                      device="cuda")
+    f = inference.fit(
+        NADE(64, 100),
+        digits.train,
+        "map",
+        valid=digits.valid,
+        lr=1e-2,
+        lr_decay=0.99,
+        batch_size=100,
+        patience=20,
+        max_epochs=250,
+        seed=0,
+        device="cuda",
+    )
     assert f.report(digits.test).nats <= 16.9
 
 

@@ -32,8 +32,9 @@ SCHOOLS = {"given": {"J": 8, "sigma": EIGHT_SIGMA}, "data_arg": "y", "data_plate
 @pytest.fixture(scope="module")
 def schools():
     """NUTS, 2 chains x (400 + 400), seed 0, on ArviZ's non-centred eight schools."""
-    return inference.fit(eight_schools, EIGHT_Y, "nuts", num_samples=400, warmup_steps=400,
-                         seed=0, **SCHOOLS)
+    return inference.fit(
+        eight_schools, EIGHT_Y, "nuts", num_samples=400, warmup_steps=400, seed=0, **SCHOOLS
+    )
 
 
 @pytest.mark.slow
@@ -56,8 +57,9 @@ def test_eight_schools_log_likelihood_is_scipy_per_school_at_each_draw(schools):
     assert ll.shape == (2, 400, 8)
     for c, s in [(0, 0), (1, 250), (0, 399)]:
         theta = float(post["mu"][c, s]) + float(post["tau"][c, s]) * post["eta"][c, s].values
-        np.testing.assert_allclose(ll[c, s], norm.logpdf(EIGHT_Y.numpy(), theta,
-                                                         EIGHT_SIGMA.numpy()), rtol=0, atol=1e-8)
+        np.testing.assert_allclose(
+            ll[c, s], norm.logpdf(EIGHT_Y.numpy(), theta, EIGHT_SIGMA.numpy()), rtol=0, atol=1e-8
+        )
     assert idata.posterior_predictive["x"].shape == (2, 400, 8)
     loo = az.loo(idata, pointwise=True)
     assert np.isfinite(float(loo["elpd_loo"])) and loo["pareto_k"].shape == (8,)
@@ -71,8 +73,9 @@ def test_eight_schools_held_out_density_integrates_eta_by_monte_carlo(schools):
     mu = schools.draws["mu"].flatten().numpy()
     tau = schools.draws["tau"].flatten().numpy()
     y, sigma = EIGHT_Y.numpy(), EIGHT_SIGMA.numpy()
-    ref = logsumexp(norm.logpdf(y, mu[:, None], np.sqrt(sigma ** 2 + tau[:, None] ** 2)),
-                    axis=0) - math.log(len(mu))
+    ref = logsumexp(
+        norm.logpdf(y, mu[:, None], np.sqrt(sigma**2 + tau[:, None] ** 2)), axis=0
+    ) - math.log(len(mu))
     lp, se, particles = schools._log_density(EIGHT_Y, None, None)
     assert particles == 100_000
     assert np.all(np.abs(lp.numpy() - ref) < 4 * se.numpy() + 1e-6), (lp, ref, se)
@@ -83,17 +86,18 @@ def test_eight_schools_held_out_density_integrates_eta_by_monte_carlo(schools):
 
 @pytest.mark.slow
 def test_eight_schools_compares_with_the_pooled_model(schools):
-    pooled = inference.fit(eight_schools_pooled, EIGHT_Y, "nuts", num_samples=400,
-                           warmup_steps=200, seed=0, **SCHOOLS)
+    pooled = inference.fit(
+        eight_schools_pooled, EIGHT_Y, "nuts", num_samples=400, warmup_steps=200, seed=0, **SCHOOLS
+    )
     table = inference.compare({"hierarchical": schools, "pooled": pooled})
     assert set(table.index) == {"hierarchical", "pooled"}
     assert (table["criterion"] == "psis-loo").all() and (table["flag"] == "").all()
     assert table["pareto_k_max"].notna().all()
     # ArviZ's own loo on our InferenceData gives the same elpd, to the precision of PSIS (0.23
-    # fits a Pareto tail one draw longer than arviz-stats and inference.evaluation.psis: 2e-4 nats here)
+    # fits a Pareto tail one draw longer than arviz-stats and inference.evaluation.psis: 2e-4
+    # nats here)
     own = az.loo(pooled.to_arviz())
-    assert float(table.loc["pooled", "elpd_loo"]) == pytest.approx(float(own["elpd_loo"]),
-                                                                   abs=0.01)
+    assert float(table.loc["pooled", "elpd_loo"]) == pytest.approx(float(own["elpd_loo"]), abs=0.01)
 
 
 # -- baseball partial pooling beside plain Pyro ----------------------------------------------------
@@ -103,12 +107,25 @@ def test_baseball_partial_pooling_agrees_with_plain_pyro_nuts():
     (pyro.set_rng_seed(1)), both 2 x (400 + 400): posterior means of m, kappa and every phi
     within 0.3 posterior sd (measured: 0.01, 0.14, 0.05; kappa's heavy right tail makes its
     mean the slowest to settle: 0.36 with 250 draws per chain)."""
-    ours = inference.fit(partially_pooled, BASEBALL_HITS, "nuts", num_samples=400,
-                         warmup_steps=400, seed=0, given={"at_bats": BASEBALL_AT_BATS},
-                         data_arg="hits", data_plate="num_players")
+    ours = inference.fit(
+        partially_pooled,
+        BASEBALL_HITS,
+        "nuts",
+        num_samples=400,
+        warmup_steps=400,
+        seed=0,
+        given={"at_bats": BASEBALL_AT_BATS},
+        data_arg="hits",
+        data_plate="num_players",
+    )
     pyro.set_rng_seed(1)
-    mcmc = MCMC(NUTS(partially_pooled, jit_compile=True, ignore_jit_warnings=True),
-                num_samples=400, warmup_steps=400, num_chains=2, disable_progbar=True)
+    mcmc = MCMC(
+        NUTS(partially_pooled, jit_compile=True, ignore_jit_warnings=True),
+        num_samples=400,
+        warmup_steps=400,
+        num_chains=2,
+        disable_progbar=True,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         mcmc.run(BASEBALL_AT_BATS, BASEBALL_HITS)
@@ -138,5 +155,4 @@ def test_the_potential_with_local_latents_is_pyros():
     g = torch.Generator().manual_seed(0)
     for _ in range(3):
         u = torch.randn(10, generator=g, dtype=torch.float64)
-        assert float(w.potential_u(u)) == pytest.approx(float(theirs(w.unflatten(u))),
-                                                        rel=1e-10)
+        assert float(w.potential_u(u)) == pytest.approx(float(theirs(w.unflatten(u))), rel=1e-10)

@@ -18,9 +18,16 @@ def train_nats(f, x):
     return float(-f.log_density(x).mean())
 
 
-@pytest.mark.parametrize("make", [lambda: Independent(64), lambda: Markov(64, order=1),
-                                  lambda: Markov(64, order=2), lambda: Markov(64, order=8)],
-                         ids=["independent", "markov1", "markov2", "markov8"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Independent(64),
+        lambda: Markov(64, order=1),
+        lambda: Markov(64, order=2),
+        lambda: Markov(64, order=8),
+    ],
+    ids=["independent", "markov1", "markov2", "markov8"],
+)
 def test_gradient_mle_reaches_the_closed_form(digits, make):
     closed = inference.fit(make(), digits.train, "mle")
     grad = inference.fit(make(), digits.train, "mle", solver="lbfgs", max_epochs=300)
@@ -31,18 +38,31 @@ def test_gradient_mle_reaches_the_closed_form(digits, make):
 
 def test_adam_mle_reaches_the_closed_form(digits):
     closed = inference.fit(Independent(64), digits.train, "mle")
-    adam = inference.fit(Independent(64), digits.train, "mle", solver="adam", lr=0.05,
-                         batch_size=200, max_epochs=400, patience=400)
+    adam = inference.fit(
+        Independent(64),
+        digits.train,
+        "mle",
+        solver="adam",
+        lr=0.05,
+        batch_size=200,
+        max_epochs=400,
+        patience=400,
+    )
     gap = train_nats(adam, digits.train) - train_nats(closed, digits.train)
     assert 0 <= gap < 1e-2
 
 
 def test_gradient_map_equals_the_closed_form_map(digits):
     """MAP with a Beta(2, 3) prior: closed form (k + 1) / (N + 3); L-BFGS on the log joint."""
+
     def make():
         m = Independent(64)
-        m.probs = PyroSample(dist.Beta(torch.full((64,), 2.0, dtype=torch.float64),
-                                       torch.full((64,), 3.0, dtype=torch.float64)).to_event(1))
+        m.probs = PyroSample(
+            dist.Beta(
+                torch.full((64,), 2.0, dtype=torch.float64),
+                torch.full((64,), 3.0, dtype=torch.float64),
+            ).to_event(1)
+        )
         return m
 
     k, n = digits.train.sum(0).double(), len(digits.train)
@@ -70,8 +90,9 @@ def test_nuts_matches_the_exact_beta_posterior(digits):
     """seed 0, one chain of 400 warm-up + 400 draws: every posterior mean within 0.2 posterior
     sd of the exact Beta(k + 1, N - k + 1) mean; sds within 20%."""
     mean, sd = beta_posterior(digits)
-    f = inference.fit(Independent(64), digits.train, "nuts", num_samples=400, warmup_steps=400,
-                      seed=0)
+    f = inference.fit(
+        Independent(64), digits.train, "nuts", num_samples=400, warmup_steps=400, seed=0
+    )
     assert float(((f.params["probs"] - mean).abs() / sd).max()) < 0.2
     draw_sd = f.draws["probs"].flatten(0, 1).std(0)
     assert float((draw_sd / sd - 1).abs().max()) < 0.2
@@ -91,15 +112,16 @@ def test_svi_delta_guide_is_the_map(digits):
     f = inference.fit(Independent(64), digits.train, "svi", guide="delta", steps=1500, lr=0.05)
     k, n = digits.train.sum(0).double(), len(digits.train)
     interior = (k > 0) & (k < n)
-    torch.testing.assert_close(f.params["probs"][interior], (k / n)[interior], atol=2e-3,
-                               rtol=0)
+    torch.testing.assert_close(f.params["probs"][interior], (k / n)[interior], atol=2e-3, rtol=0)
 
 
 def test_svi_and_nuts_run_on_markov(digits):
     x = digits.train[:300, :16]
     exact = inference.fit(Markov(16, order=2), x, "exact")
-    for method, opts in [("svi", {"steps": 300}), ("nuts", {"num_samples": 60,
-                                                             "warmup_steps": 60})]:
+    for method, opts in [
+        ("svi", {"steps": 300}),
+        ("nuts", {"num_samples": 60, "warmup_steps": 60}),
+    ]:
         f = inference.fit(Markov(16, order=2), x, method, **opts)
         assert f.draws["probs"].shape[-2:] == (1 + 2 + 4 * 14, 2)
         # posterior predictive density close to the exact one on the training data
@@ -167,17 +189,17 @@ def test_two_models_with_the_same_parameter_names_never_share_values(digits):
     """Pyro's global param store would give both models the site name 'probs'."""
     a = inference.fit(Independent(64), digits.train, "mle")
     b = inference.fit(Independent(64), 1 - digits.train, "mle")
-    torch.testing.assert_close(a.model.probs + b.model.probs,
-                               torch.ones(64, dtype=torch.float64))
+    torch.testing.assert_close(a.model.probs + b.model.probs, torch.ones(64, dtype=torch.float64))
     a.model(digits.train), b.model(digits.train)  # running the programs syncs nothing
-    torch.testing.assert_close(a.model.probs + b.model.probs,
-                               torch.ones(64, dtype=torch.float64))
+    torch.testing.assert_close(a.model.probs + b.model.probs, torch.ones(64, dtype=torch.float64))
 
 
 def test_to_arviz_supports_loo_and_compare(digits):
     x = digits.train[:400]
-    fits = {"independent": inference.fit(Independent(64), x, "exact", num_samples=500),
-            "markov2": inference.fit(Markov(64, order=2), x, "exact", num_samples=500)}
+    fits = {
+        "independent": inference.fit(Independent(64), x, "exact", num_samples=500),
+        "markov2": inference.fit(Markov(64, order=2), x, "exact", num_samples=500),
+    }
     idatas = {k: f.to_arviz() for k, f in fits.items()}
     for idata in idatas.values():
         assert {"posterior", "log_likelihood", "observed_data"} <= set(idata.groups())
@@ -193,14 +215,20 @@ def test_to_arviz_supports_loo_and_compare(digits):
         keep = torch.ones(400, dtype=torch.bool)
         keep[i] = False
         f = inference.fit(Independent(64), x[keep], "exact")
-        exact_loo += float(f.log_density(x[i:i + 1]))
+        exact_loo += float(f.log_density(x[i : i + 1]))
     assert loo.elpd_loo / 400 == pytest.approx(exact_loo / 10, abs=1.0)
     assert table.index[0] == "markov2"
 
 
 def test_nuts_sample_stats_in_arviz(digits):
-    f = inference.fit(Independent(8), digits.train[:, 20:28], "nuts", num_samples=200,
-                      warmup_steps=100, num_chains=2)
+    f = inference.fit(
+        Independent(8),
+        digits.train[:, 20:28],
+        "nuts",
+        num_samples=200,
+        warmup_steps=100,
+        num_chains=2,
+    )
     idata = f.to_arviz()
     assert idata.sample_stats["diverging"].shape == (2, 200)
     assert idata.posterior["probs"].shape == (2, 200, 8)
@@ -210,8 +238,10 @@ def test_nuts_sample_stats_in_arviz(digits):
     assert summary["r_hat"].max() < 1.1
 
 
-@pytest.mark.parametrize("method, opts", [("mle", {}), ("exact", {"num_samples": 20}),
-                                          ("svi", {"steps": 30, "num_samples": 20})])
+@pytest.mark.parametrize(
+    "method, opts",
+    [("mle", {}), ("exact", {"num_samples": 20}), ("svi", {"steps": 30, "num_samples": 20})],
+)
 def test_save_and_load_round_trip(tmp_path, digits, method, opts):
     for model in [Markov(64, order=2), FullJoint(64, sparse=True)]:
         if method == "svi" and isinstance(model, FullJoint):
@@ -227,8 +257,16 @@ def test_save_and_load_round_trip(tmp_path, digits, method, opts):
 
 
 def test_adam_keeps_the_best_parameters_and_stops_early(digits):
-    f = inference.fit(Markov(64, order=8), digits.train, "mle", solver="adam", lr=0.1,
-                      valid=digits.valid, max_epochs=60, patience=5)
+    f = inference.fit(
+        Markov(64, order=8),
+        digits.train,
+        "mle",
+        solver="adam",
+        lr=0.1,
+        valid=digits.valid,
+        max_epochs=60,
+        patience=5,
+    )
     curve = f.info["valid_curve"]
     assert f.info["valid_nats"] == min(curve)
     assert float(-f.log_density(digits.valid).mean()) == pytest.approx(min(curve))
@@ -247,8 +285,9 @@ def test_nan_loss_stops_with_a_warning_and_keeps_the_best(digits, monkeypatch):
 
     monkeypatch.setattr(Independent, "_log_prob", flaky)
     with pytest.warns(RuntimeWarning, match="loss became nan"):
-        f = inference.fit(model, digits.train, "mle", solver="adam", lr=0.05, batch_size=100,
-                          max_epochs=10)
+        f = inference.fit(
+            model, digits.train, "mle", solver="adam", lr=0.05, batch_size=100, max_epochs=10
+        )
     monkeypatch.setattr(Independent, "_log_prob", original)
     assert torch.isfinite(f.model.probs).all()
     assert f.info["epochs"] >= 1

@@ -85,7 +85,7 @@ def test_changing_x_j_leaves_earlier_conditionals_unchanged(output):
         y = x.clone()
         y[:, order[j]] = 1 - y[:, order[j]] if output == "bernoulli" else y[:, order[j]] + 1.5
         after = m.conditional_log_prob(y)
-        earlier, later = order[:j], order[j + 1:]
+        earlier, later = order[:j], order[j + 1 :]
         assert torch.equal(after[:, earlier], before[:, earlier])  # exactly
         if later:  # ... and the later ones do see x_j
             assert (after[:, later] != before[:, later]).any()
@@ -96,8 +96,9 @@ def test_changing_x_j_leaves_earlier_conditionals_unchanged(output):
 def test_vectorised_density_equals_the_pyro_program(output, dtype, tol):
     D = 9
     kind = {"output": output, "components": 3 if output == "mog" else None}
-    x = (torch.randint(0, 2, (64, D)) if output == "bernoulli"
-         else 2 + 5 * torch.randn(64, D)).to(dtype)
+    x = (torch.randint(0, 2, (64, D)) if output == "bernoulli" else 2 + 5 * torch.randn(64, D)).to(
+        dtype
+    )
     m = shaken(NADE(D, 11, order=[4, 2, 0, 8, 6, 1, 3, 5, 7], dtype=dtype, **kind), x)
     sites = program_log_prob(m, x)  # one pyro.sample site per dim
     torch.testing.assert_close(m.conditional_log_prob(x), sites, rtol=tol, atol=tol)
@@ -110,8 +111,9 @@ def test_num_parameters_counts_every_weight(output):
     kind = {"output": output, "components": 5 if output == "mog" else None}
     m = NADE(13, 7, **kind)
     assert m.num_parameters == sum(p.numel() for p in m.parameters())
-    assert m.num_parameters == (13 * (2 * 7 + 1) if output == "bernoulli"
-                                else 13 * (7 + 1) * (3 * 5 + 1))
+    assert m.num_parameters == (
+        13 * (2 * 7 + 1) if output == "bernoulli" else 13 * (7 + 1) * (3 * 5 + 1)
+    )
     assert set(m.default_priors()) == set(m.param_names)  # MAP and Bayesian copies need all
 
 
@@ -119,8 +121,18 @@ def test_num_parameters_counts_every_weight(output):
 @pytest.fixture(scope="module")
 def digits_fit():
     split = datasets.load("digits")
-    f = inference.fit(NADE(64, 100), split.train, "map", valid=split.valid, lr=1e-2,
-                      lr_decay=0.99, batch_size=100, patience=20, max_epochs=250, seed=0)
+    f = inference.fit(
+        NADE(64, 100),
+        split.train,
+        "map",
+        valid=split.valid,
+        lr=1e-2,
+        lr_decay=0.99,
+        batch_size=100,
+        patience=20,
+        max_epochs=250,
+        seed=0,
+    )
     return split, f
 
 
@@ -130,8 +142,9 @@ def test_nade_on_digits_beats_16_9_nats(digits_fit):
     r = f.report(split.test)
     assert r.nats <= 16.9, f"NADE H=100: {r.nats:.3f} test nats after {f.info['epochs']} epochs"
     assert f.info["valid_nats"] == min(f.info["valid_curve"])  # the best parameters were kept
-    assert float(-f.log_density(split.valid).mean()) == pytest.approx(f.info["valid_nats"],
-                                                                      abs=1e-4)
+    assert float(-f.log_density(split.valid).mean()) == pytest.approx(
+        f.info["valid_nats"], abs=1e-4
+    )
 
 
 @pytest.mark.slow
@@ -149,8 +162,15 @@ def test_rnade_beats_the_full_covariance_gaussian_after_two_epochs():
     form, the best Gaussian: 88.8 nats per patch) on held-out data by more than 50 nats."""
     split = datasets.load("patches")
     gauss = inference.fit(LinearGaussian(63), split.train)
-    f = inference.fit(NADE(63, 30, "mog", components=5), split.train, valid=split.valid,
-                      lr=1e-2, batch_size=100, max_epochs=2, seed=0)
+    f = inference.fit(
+        NADE(63, 30, "mog", components=5),
+        split.train,
+        valid=split.valid,
+        lr=1e-2,
+        batch_size=100,
+        max_epochs=2,
+        seed=0,
+    )
     gauss_ll = float(gauss.log_density(split.valid).mean())
     rnade_ll = float(f.log_density(split.valid).mean())
     assert rnade_ll > gauss_ll + 50, (rnade_ll, gauss_ll)
@@ -162,8 +182,15 @@ def test_rnade_stops_on_nan_and_keeps_the_best_parameters():
     split = datasets.load("patches")
     train, valid = split.train[:3000], split.valid[:500]
     with pytest.warns(RuntimeWarning, match="loss became nan"):
-        f = inference.fit(NADE(63, 10, "mog", components=3), train, valid=valid, lr=1.0,
-                          max_epochs=60, patience=60, seed=0)
+        f = inference.fit(
+            NADE(63, 10, "mog", components=3),
+            train,
+            valid=valid,
+            lr=1.0,
+            max_epochs=60,
+            patience=60,
+            seed=0,
+        )
     curve = f.info["valid_curve"]
     assert "kept the best parameters" in f.info["stop"] and len(curve) < 60
     assert all(torch.isfinite(v).all() for v in f.params.values())
@@ -176,8 +203,14 @@ def test_rnade_reports_nats_on_the_users_scale():
     x = datasets.load("patches").train[:1000].double()
     fit = {}
     for name, data in {"raw": x, "scaled": 10 * x + 3}.items():
-        fit[name] = inference.fit(NADE(63, 8, "mog", components=2, dtype=torch.float64), data,
-                                  solver="adam", lr=1e-2, max_epochs=2, seed=0)
+        fit[name] = inference.fit(
+            NADE(63, 8, "mog", components=2, dtype=torch.float64),
+            data,
+            solver="adam",
+            lr=1e-2,
+            max_epochs=2,
+            seed=0,
+        )
     raw = fit["raw"].log_density(x)
     scaled = fit["scaled"].log_density(10 * x + 3)
     torch.testing.assert_close(scaled, raw - 63 * math.log(10), rtol=0, atol=1e-6)
@@ -185,8 +218,13 @@ def test_rnade_reports_nats_on_the_users_scale():
 
 def test_samples_run_the_chain_in_order_and_survive_save_and_load(tmp_path):
     x = datasets.load("patches").train[:500]
-    f = inference.fit(NADE(63, 6, "mog", components=2, order=list(range(62, -1, -1))), x,
-                      solver="adam", max_epochs=1, seed=0)
+    f = inference.fit(
+        NADE(63, 6, "mog", components=2, order=list(range(62, -1, -1))),
+        x,
+        solver="adam",
+        max_epochs=1,
+        seed=0,
+    )
     s = f.sample(7, seed=1)
     assert s.shape == (7, 63) and torch.isfinite(s).all()
     torch.testing.assert_close(f.sample(7, seed=1), s)

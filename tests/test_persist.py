@@ -19,18 +19,40 @@ from ppl_models.app import cli
 
 # -- crafted files ----------------------------------------------------------------------------
 def v2(cls, config=None, state=None, **extra):
-    return {"format": persist.FORMAT, "version": persist.VERSION,
-            "written_by": {"ppl_models": "0.1.0"},
-            "model": {"kind": "builtin", "class": cls, "config": config or {}},
-            "state": state or {}, "values": {}, "method": "mle",
-            "data": torch.zeros(4, 3), "draws": {}, "sample_stats": {}, "losses": [], "info": {},
-            "fit_seconds": 0.0, "priors": {}, "priors_not_saved": [], **extra}
+    return {
+        "format": persist.FORMAT,
+        "version": persist.VERSION,
+        "written_by": {"ppl_models": "0.1.0"},
+        "model": {"kind": "builtin", "class": cls, "config": config or {}},
+        "state": state or {},
+        "values": {},
+        "method": "mle",
+        "data": torch.zeros(4, 3),
+        "draws": {},
+        "sample_stats": {},
+        "losses": [],
+        "info": {},
+        "fit_seconds": 0.0,
+        "priors": {},
+        "priors_not_saved": [],
+        **extra,
+    }
 
 
 def v1(cls, config):
-    return {"format": 1, "class": cls, "config": config, "state": {}, "method": "mle",
-            "data": torch.zeros(4, 3), "draws": {}, "sample_stats": {}, "losses": [],
-            "info": {}, "fit_seconds": 0.0}
+    return {
+        "format": 1,
+        "class": cls,
+        "config": config,
+        "state": {},
+        "method": "mle",
+        "data": torch.zeros(4, 3),
+        "draws": {},
+        "sample_stats": {},
+        "losses": [],
+        "info": {},
+        "fit_seconds": 0.0,
+    }
 
 
 def marker_command(marker):
@@ -38,40 +60,77 @@ def marker_command(marker):
 
 
 CRAFTED = [
-    ("os.system", lambda m: v2("os.system", {"command": marker_command(m)}),
-     ["'os.system'", "not a ppl-models model", "model="]),
-    ("os.system, first format", lambda m: v1("os.system", {"command": marker_command(m)}),
-     ["'os.system'", "nothing was imported or run"]),
-    ("subprocess.getoutput", lambda m: v1("subprocess.getoutput",
-                                          {"cmd": marker_command(m)}),
-     ["'subprocess.getoutput'"]),
-    ("builtins.open", lambda m: v2("builtins.open", {"file": str(m), "mode": "w"}),
-     ["'builtins.open'"]),
-    ("builtins.eval", lambda m: v2("builtins.eval",
-                                   {"source": f"open({str(m)!r}, 'w').write('x')"}),
-     ["'builtins.eval'"]),
-    ("private name of our package", lambda m: v2("_write_atomic", {}),
-     ["'_write_atomic'", "not a ppl-models model"]),
-    ("our function by path", lambda m: v1("ppl_models.cli.main", {"argv": ["datasets"]}),
-     ["'ppl_models.cli.main'"]),
-    ("our class, an argument it does not take",
-     lambda m: v2("Markov", {"num_dims": 3, "order": 1, "command": marker_command(m)}),
-     ["takes no argument(s) command"]),
-    ("our class, a callable as argument", lambda m: v2("Markov", {"num_dims": 3,
-                                                                  "order": [1, 2]}),
-     ["Markov", "not a valid model"]),
-    ("our class, state of the wrong shape",
-     lambda m: v2("Markov", {"num_dims": 3, "order": 1},
-                  state={"probs_unconstrained": torch.zeros(99, 1)}),
-     ["'probs_unconstrained'", "(99, 1)", "(5, 2)"]),
-    ("our class, unknown state key",
-     lambda m: v2("Independent", {"num_dims": 3}, state={"os_system": torch.zeros(1)}),
-     ["does not fit Independent", "unexpected os_system"]),
-    ("no model at all", lambda m: {"format": persist.FORMAT, "version": 2},
-     ["does not say which model"]),
-    ("newer format", lambda m: {**v2("Markov", {"num_dims": 3}), "version": 99,
-                                "written_by": {"ppl_models": "9.0"}},
-     ["ppl-models 9.0", "format 99", "upgrade"]),
+    (
+        "os.system",
+        lambda m: v2("os.system", {"command": marker_command(m)}),
+        ["'os.system'", "not a ppl-models model", "model="],
+    ),
+    (
+        "os.system, first format",
+        lambda m: v1("os.system", {"command": marker_command(m)}),
+        ["'os.system'", "nothing was imported or run"],
+    ),
+    (
+        "subprocess.getoutput",
+        lambda m: v1("subprocess.getoutput", {"cmd": marker_command(m)}),
+        ["'subprocess.getoutput'"],
+    ),
+    (
+        "builtins.open",
+        lambda m: v2("builtins.open", {"file": str(m), "mode": "w"}),
+        ["'builtins.open'"],
+    ),
+    (
+        "builtins.eval",
+        lambda m: v2("builtins.eval", {"source": f"open({str(m)!r}, 'w').write('x')"}),
+        ["'builtins.eval'"],
+    ),
+    (
+        "private name of our package",
+        lambda m: v2("_write_atomic", {}),
+        ["'_write_atomic'", "not a ppl-models model"],
+    ),
+    (
+        "our function by path",
+        lambda m: v1("ppl_models.cli.main", {"argv": ["datasets"]}),
+        ["'ppl_models.cli.main'"],
+    ),
+    (
+        "our class, an argument it does not take",
+        lambda m: v2("Markov", {"num_dims": 3, "order": 1, "command": marker_command(m)}),
+        ["takes no argument(s) command"],
+    ),
+    (
+        "our class, a callable as argument",
+        lambda m: v2("Markov", {"num_dims": 3, "order": [1, 2]}),
+        ["Markov", "not a valid model"],
+    ),
+    (
+        "our class, state of the wrong shape",
+        lambda m: v2(
+            "Markov", {"num_dims": 3, "order": 1}, state={"probs_unconstrained": torch.zeros(99, 1)}
+        ),
+        ["'probs_unconstrained'", "(99, 1)", "(5, 2)"],
+    ),
+    (
+        "our class, unknown state key",
+        lambda m: v2("Independent", {"num_dims": 3}, state={"os_system": torch.zeros(1)}),
+        ["does not fit Independent", "unexpected os_system"],
+    ),
+    (
+        "no model at all",
+        lambda m: {"format": persist.FORMAT, "version": 2},
+        ["does not say which model"],
+    ),
+    (
+        "newer format",
+        lambda m: {
+            **v2("Markov", {"num_dims": 3}),
+            "version": 99,
+            "written_by": {"ppl_models": "9.0"},
+        },
+        ["ppl-models 9.0", "format 99", "upgrade"],
+    ),
 ]
 
 
@@ -154,9 +213,22 @@ def test_the_file_records_versions(tmp_path, digits):
 def test_a_file_of_the_first_format_is_read(tmp_path, digits):
     f = inference.fit(Markov(64, order=2), digits.train, "mle")
     path = tmp_path / "old.pt"
-    torch.save({"format": 1, "class": "ppl_models.markov.Markov", "config": f.model.config,
-                "state": f.model.state_dict(), "method": "mle", "data": f.data, "draws": {},
-                "sample_stats": {}, "losses": [], "info": {}, "fit_seconds": 1.0}, path)
+    torch.save(
+        {
+            "format": 1,
+            "class": "ppl_models.markov.Markov",
+            "config": f.model.config,
+            "state": f.model.state_dict(),
+            "method": "mle",
+            "data": f.data,
+            "draws": {},
+            "sample_stats": {},
+            "losses": [],
+            "info": {},
+            "fit_seconds": 1.0,
+        },
+        path,
+    )
     g = inference.load(path)
     torch.testing.assert_close(g.log_density(digits.test), f.log_density(digits.test))
 
@@ -168,7 +240,8 @@ def data_for(name, digits):
         return torch.sin(torch.arange(80.0) / 4) * 10 + torch.randn(80, generator=g)
     if name == "real":
         return torch.randn(60, 4, generator=g, dtype=torch.float64) @ torch.tensor(
-            [[1.0, 0.3, 0, 0], [0, 1, 0.2, 0], [0, 0, 1, 0.5], [0, 0, 0, 1]], dtype=torch.float64)
+            [[1.0, 0.3, 0, 0], [0, 1, 0.2, 0], [0, 0, 1, 0.5], [0, 0, 0, 1]], dtype=torch.float64
+        )
     if name == "categories":
         return torch.randint(0, 3, (60, 4), generator=g)
     return digits.train[:120, 20:28]
@@ -178,26 +251,31 @@ MODELS = [
     ("FullJoint dense", lambda: FullJoint(8), "bits", ("mle", "map", "exact", "svi")),
     ("FullJoint sparse", lambda: FullJoint(8, sparse=True), "bits", ("exact",)),
     ("Independent", lambda: Independent(8), "bits", ("mle", "map", "exact", "svi", "nuts")),
-    ("Independent categorical", lambda: Independent(4, "categorical", 3), "categories",
-     ("mle", "exact", "svi")),
+    (
+        "Independent categorical",
+        lambda: Independent(4, "categorical", 3),
+        "categories",
+        ("mle", "exact", "svi"),
+    ),
     ("Independent normal", lambda: Independent(4, "normal"), "real", ("mle", "map", "svi")),
     ("Markov", lambda: Markov(8, order=2), "bits", ("mle", "map", "exact", "svi", "nuts")),
     ("LinearGaussian", lambda: LinearGaussian(4), "real", ("mle", "map", "svi")),
-    ("AutoRegressive", lambda: AutoRegressive(2), "series",
-     ("mle", "map", "exact", "svi", "nuts")),
+    ("AutoRegressive", lambda: AutoRegressive(2), "series", ("mle", "map", "exact", "svi", "nuts")),
     ("NADE", lambda: NADE(8, 4), "bits", ("mle", "map")),
     ("RNADE", lambda: NADE(4, 3, "mog", components=2), "real", ("mle",)),
     ("your program", lambda: shared_markov, "digits", ("mle", "svi")),
 ]
-OPTIONS = {"svi": {"steps": 30, "num_samples": 20},
-           "nuts": {"num_samples": 20, "warmup_steps": 20, "num_chains": 1},
-           "exact": {"num_samples": 20}, "mle": {"max_epochs": 5}, "map": {"max_epochs": 5}}
-CASES = [(name, make, data, method) for name, make, data, methods in MODELS
-         for method in methods]
+OPTIONS = {
+    "svi": {"steps": 30, "num_samples": 20},
+    "nuts": {"num_samples": 20, "warmup_steps": 20, "num_chains": 1},
+    "exact": {"num_samples": 20},
+    "mle": {"max_epochs": 5},
+    "map": {"max_epochs": 5},
+}
+CASES = [(name, make, data, method) for name, make, data, methods in MODELS for method in methods]
 
 
-@pytest.mark.parametrize("name, make, data, method", CASES,
-                         ids=[f"{c[0]}-{c[3]}" for c in CASES])
+@pytest.mark.parametrize("name, make, data, method", CASES, ids=[f"{c[0]}-{c[3]}" for c in CASES])
 def test_round_trip(name, make, data, method, tmp_path, digits):
     x = digits.train[:60] if data == "digits" else data_for(data, digits)
     options = dict(OPTIONS[method])
@@ -222,8 +300,9 @@ def test_round_trip(name, make, data, method, tmp_path, digits):
     b = g.to_arviz()
     for group in ("posterior", "log_likelihood", "observed_data"):
         for var in getattr(a, group).data_vars:
-            np.testing.assert_array_equal(getattr(a, group)[var].values,
-                                          getattr(b, group)[var].values)
+            np.testing.assert_array_equal(
+                getattr(a, group)[var].values, getattr(b, group)[var].values
+            )
     if name == "your program":
         with pytest.raises(ValueError, match="model=shared_markov"):
             inference.load(path)
@@ -231,8 +310,11 @@ def test_round_trip(name, make, data, method, tmp_path, digits):
 
 def test_custom_priors_are_saved_as_data(tmp_path, digits):
     m = Independent(64)
-    m.probs = PyroSample(dist.Beta(torch.full((64,), 2.0, dtype=torch.float64),
-                                   torch.full((64,), 3.0, dtype=torch.float64)).to_event(1))
+    m.probs = PyroSample(
+        dist.Beta(
+            torch.full((64,), 2.0, dtype=torch.float64), torch.full((64,), 3.0, dtype=torch.float64)
+        ).to_event(1)
+    )
     f = inference.fit(m, digits.train, "map")
     path = tmp_path / "fit.pt"
     f.save(path)
@@ -246,9 +328,11 @@ def test_custom_priors_are_saved_as_data(tmp_path, digits):
 
 def test_a_prior_that_is_code_is_reported(tmp_path, digits):
     m = Independent(8)
-    m.probs = PyroSample(lambda self: dist.Beta(torch.full((8,), 2.0, dtype=torch.float64),
-                                                torch.full((8,), 2.0, dtype=torch.float64))
-                         .to_event(1))
+    m.probs = PyroSample(
+        lambda self: dist.Beta(
+            torch.full((8,), 2.0, dtype=torch.float64), torch.full((8,), 2.0, dtype=torch.float64)
+        ).to_event(1)
+    )
     f = inference.fit(m, digits.train[:, 20:28], "map")
     path = tmp_path / "fit.pt"
     f.save(path)

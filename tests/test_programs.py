@@ -30,8 +30,14 @@ def chain_counts(x):
     """(k1, n, ones after 0, zeros after 0, ones after 1, zeros after 1) of binary images."""
     x = np.asarray(x, dtype=np.int64)
     prev, cur = x[:, :-1].ravel(), x[:, 1:].ravel()
-    return (x[:, 0].sum(), len(x), ((prev == 0) & (cur == 1)).sum(), ((prev == 0) & (cur == 0))
-            .sum(), ((prev == 1) & (cur == 1)).sum(), ((prev == 1) & (cur == 0)).sum())
+    return (
+        x[:, 0].sum(),
+        len(x),
+        ((prev == 0) & (cur == 1)).sum(),
+        ((prev == 0) & (cur == 0)).sum(),
+        ((prev == 1) & (cur == 1)).sum(),
+        ((prev == 1) & (cur == 0)).sum(),
+    )
 
 
 def chain_log_lik(x, first, trans) -> np.ndarray:
@@ -70,8 +76,9 @@ def test_shared_chain_mle_equals_numpy_counts(digits):
     assert r.num_parameters == 3 and r.n == 250 and r.method == "mle"
     assert r.bits_per_dim == pytest.approx(r.nats / (64 * math.log(2)))
     assert r.model == "shared_markov"
-    assert r.factorization == ("p(x) = p(first) p(trans) prod_n [p(x_0 | first) "
-                               "prod_(d=1..63) p(x_d | x_(d-1), trans)]")
+    assert r.factorization == (
+        "p(x) = p(first) p(trans) prod_n [p(x_0 | first) prod_(d=1..63) p(x_d | x_(d-1), trans)]"
+    )
     np.testing.assert_allclose(f.params["trans"].numpy(), trans, atol=1e-6)
     assert f.sample(5, seed=0).shape == (5, 64)
 
@@ -79,8 +86,9 @@ def test_shared_chain_mle_equals_numpy_counts(digits):
 def test_pyromodule_equals_the_function(digits):
     a = inference.fit(shared_markov, digits.train, "mle")
     b = inference.fit(SharedMarkov(), digits.train, "mle")
-    torch.testing.assert_close(b.log_density(digits.test), a.log_density(digits.test),
-                               rtol=0, atol=1e-10)
+    torch.testing.assert_close(
+        b.log_density(digits.test), a.log_density(digits.test), rtol=0, atol=1e-10
+    )
     assert b.report(digits.test).num_parameters == 3
     assert b.report(digits.test).model == "SharedMarkov"
 
@@ -91,8 +99,16 @@ def test_shared_chain_nuts_and_svi_match_the_exact_beta_posterior(digits):
     posterior sd, SVI (normal guide, 500 steps) within 0.5; the pointwise log-likelihood in
     ArviZ equals numpy's per-image log-likelihood at every draw."""
     x = digits.train[:500]
-    nuts = inference.fit(shared_markov, x, "nuts", num_samples=150, warmup_steps=150,
-                         num_chains=2, jit_compile=True, seed=0)
+    nuts = inference.fit(
+        shared_markov,
+        x,
+        "nuts",
+        num_samples=150,
+        warmup_steps=150,
+        num_chains=2,
+        jit_compile=True,
+        seed=0,
+    )
     assert posterior_gap(nuts, x).max() < 0.2
     svi = inference.fit(shared_markov, x, "svi", steps=500, num_samples=100, seed=0)
     assert posterior_gap(svi, x).max() < 0.5
@@ -102,8 +118,9 @@ def test_shared_chain_nuts_and_svi_match_the_exact_beta_posterior(digits):
     trans = idata.posterior["trans"].values
     assert ll.shape == (2, 150, len(x))
     for c, s in [(0, 0), (0, 149), (1, 17)]:
-        np.testing.assert_allclose(ll[c, s], chain_log_lik(x, first[c, s], trans[c, s]),
-                                   rtol=0, atol=1e-8)
+        np.testing.assert_allclose(
+            ll[c, s], chain_log_lik(x, first[c, s], trans[c, s]), rtol=0, atol=1e-8
+        )
 
 
 # -- Independent(64) written by hand --------------------------------------------------------------
@@ -111,8 +128,9 @@ def test_user_independent_equals_the_builtin(digits):
     for program in (independent, independent_params):
         mine = inference.fit(program, digits.train, "mle")
         ours = inference.fit(Independent(64), digits.train, "mle")
-        torch.testing.assert_close(mine.log_density(digits.test), ours.log_density(digits.test),
-                                   rtol=0, atol=1e-10)
+        torch.testing.assert_close(
+            mine.log_density(digits.test), ours.log_density(digits.test), rtol=0, atol=1e-10
+        )
         assert mine.report(digits.test).num_parameters == 64
     # MAP: the Beta(1, 1) prior is flat, so the MAP is the MLE; a pyro.param has no prior
     mine = inference.fit(independent, digits.train, "map")
@@ -130,18 +148,27 @@ def test_user_programs_rank_beside_builtins_in_arviz(digits):
     x = digits.train[:400]
     fits = {
         "Independent (ours, exact)": inference.fit(Independent(64), x, "exact", num_samples=400),
-        "Markov order 2 (ours, exact)": inference.fit(Markov(64, order=2), x, "exact",
-                                                      num_samples=400),
+        "Markov order 2 (ours, exact)": inference.fit(
+            Markov(64, order=2), x, "exact", num_samples=400
+        ),
         "independent (yours, svi)": inference.fit(independent, x, "svi", num_samples=1000),
-        "shared chain (yours, svi)": inference.fit(shared_markov, x, "svi", steps=600,
-                                                   num_samples=200),
+        "shared chain (yours, svi)": inference.fit(
+            shared_markov, x, "svi", steps=600, num_samples=200
+        ),
     }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         raw = az.compare({k: f.to_arviz() for k, f in fits.items()})
-    assert list(raw.index) == ["Markov order 2 (ours, exact)", "Independent (ours, exact)",
-                               "independent (yours, svi)", "shared chain (yours, svi)"] or \
-        list(raw.index)[0] == "Markov order 2 (ours, exact)"
+    assert (
+        list(raw.index)
+        == [
+            "Markov order 2 (ours, exact)",
+            "Independent (ours, exact)",
+            "independent (yours, svi)",
+            "shared chain (yours, svi)",
+        ]
+        or list(raw.index)[0] == "Markov order 2 (ours, exact)"
+    )
     table = inference.compare(fits)
     order = list(table.index)
     assert order[0] == "Markov order 2 (ours, exact)"
@@ -150,7 +177,8 @@ def test_user_programs_rank_beside_builtins_in_arviz(digits):
     assert trusted == sorted(trusted, reverse=True)  # a flagged fit below every trusted one
     elpd = table["elpd_loo"]
     assert elpd["independent (yours, svi)"] == pytest.approx(
-        elpd["Independent (ours, exact)"], abs=5.0)
+        elpd["Independent (ours, exact)"], abs=5.0
+    )
     assert table.loc["independent (yours, svi)", "criterion"] == "psis-loo (svi-corrected)"
     assert table.loc["independent (yours, svi)", "warning"]
     assert np.isfinite(table["pareto_k_max"]).all()
@@ -167,12 +195,16 @@ def test_mixture_of_bernoullis_by_map(digits):
     assert r.nats <= 19.7
     w, mu = f.params["weights"].numpy(), f.params["means"].numpy()
     te = digits.test.numpy()
-    ref = logsumexp(np.log(w)[None] + (te[:, None] * np.log(mu)[None]
-                                       + (1 - te[:, None]) * np.log1p(-mu)[None]).sum(-1), 1)
+    ref = logsumexp(
+        np.log(w)[None]
+        + (te[:, None] * np.log(mu)[None] + (1 - te[:, None]) * np.log1p(-mu)[None]).sum(-1),
+        1,
+    )
     np.testing.assert_allclose(f.log_density(digits.test).numpy(), ref, rtol=0, atol=1e-6)
     assert r.num_parameters == 9 + 10 * 64  # a 10-simplex counts 9
-    assert r.factorization == ("p(x) = p(weights) p(means) prod_n [sum_z p(z | weights) "
-                               "p(x | means, z)]")
+    assert r.factorization == (
+        "p(x) = p(weights) p(means) prod_n [sum_z p(z | weights) p(x | means, z)]"
+    )
     x = f.sample(2000, seed=0)
     assert x.shape == (2000, 64)
     np.testing.assert_allclose(x.mean(0).numpy(), (w @ mu), atol=0.05)
@@ -188,8 +220,11 @@ def test_enumerated_log_density_equals_numpy_on_random_values():
     mu = torch.rand(10, 64, generator=g, dtype=f64) * 0.9 + 0.05
     got = p.log_prob(x, {"weights": w, "means": mu}).numpy()
     xn, wn, mn = x.numpy(), w.numpy(), mu.numpy()
-    ref = logsumexp(np.log(wn)[None] + (xn[:, None] * np.log(mn)[None]
-                                        + (1 - xn[:, None]) * np.log1p(-mn)[None]).sum(-1), 1)
+    ref = logsumexp(
+        np.log(wn)[None]
+        + (xn[:, None] * np.log(mn)[None] + (1 - xn[:, None]) * np.log1p(-mn)[None]).sum(-1),
+        1,
+    )
     np.testing.assert_allclose(got, ref, rtol=0, atol=1e-10)
 
 
@@ -202,12 +237,14 @@ class SharedRows(Markov):
         x, n = self._data_or_size(x, num_samples)
         probs = self.probs
         with pyro.plate("data", n):
-            prev = pyro.sample("x_0", dist.Categorical(probs[0]),
-                               obs=None if x is None else x[:, 0])
+            prev = pyro.sample(
+                "x_0", dist.Categorical(probs[0]), obs=None if x is None else x[:, 0]
+            )
             xs = [prev]
             for d in pyro.markov(range(1, self.num_dims)):
-                prev = pyro.sample(f"x_{d}", dist.Categorical(probs[1 + prev]),
-                                   obs=None if x is None else x[:, d])
+                prev = pyro.sample(
+                    f"x_{d}", dist.Categorical(probs[1 + prev]), obs=None if x is None else x[:, d]
+                )
                 xs.append(prev)
         return torch.stack(xs, -1)
 
@@ -219,13 +256,16 @@ def test_a_subclass_that_overrides_forward_is_fitted_through_it(digits):
     mine = inference.fit(SharedRows(64), digits.train, "mle")
     shared = inference.fit(shared_markov, digits.train, "mle")
     assert mine.info["solver"] == "lbfgs"  # not Markov's per-position closed form
-    torch.testing.assert_close(mine.log_density(digits.test), shared.log_density(digits.test),
-                               rtol=0, atol=1e-6)
-    np.testing.assert_allclose(mine.params["probs"][1:3, 1].numpy(),
-                               shared.params["trans"].numpy(), atol=1e-6)
+    torch.testing.assert_close(
+        mine.log_density(digits.test), shared.log_density(digits.test), rtol=0, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        mine.params["probs"][1:3, 1].numpy(), shared.params["trans"].numpy(), atol=1e-6
+    )
     # the model's own log_prob runs the new forward too
-    torch.testing.assert_close(mine.model.log_prob(digits.test),
-                               shared.log_density(digits.test), rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        mine.model.log_prob(digits.test), shared.log_density(digits.test), rtol=0, atol=1e-6
+    )
     assert math.isfinite(mine.report(digits.test).nats)
 
 
@@ -276,8 +316,9 @@ def test_a_hand_written_guide(digits):
 
     def guide(x=None, num_samples=None):
         loc = pyro.param("loc", torch.tensor([-5.0, -1.0, 0.0], dtype=f64))  # a rough start
-        scale = pyro.param("scale", torch.full((3,), 0.1, dtype=f64),
-                           constraint=dist.constraints.positive)
+        scale = pyro.param(
+            "scale", torch.full((3,), 0.1, dtype=f64), constraint=dist.constraints.positive
+        )
         pyro.sample("first", logit_normal(loc[0], scale[0]))
         pyro.sample("trans", logit_normal(loc[1:], scale[1:]).to_event(1))
 
@@ -289,8 +330,15 @@ def test_a_hand_written_guide(digits):
         c = pyro.param("c", torch.ones(8, 2, dtype=f64), constraint=dist.constraints.positive)
         pyro.sample("probs", dist.Beta(c[:, 0], c[:, 1]).to_event(1))
 
-    g = inference.fit(Independent(8), digits.train[:, 20:28], "svi", guide=probs_guide,
-                      steps=300, lr=0.05, num_samples=100)
+    g = inference.fit(
+        Independent(8),
+        digits.train[:, 20:28],
+        "svi",
+        guide=probs_guide,
+        steps=300,
+        lr=0.05,
+        num_samples=100,
+    )
     assert g.draws["probs"].shape == (1, 100, 8)
 
 
@@ -306,22 +354,25 @@ def test_a_guide_of_yours_runs_against_the_vectorised_density():
 
     def ar_guide(x=None, num_samples=None):
         loc = pyro.param("loc", torch.tensor([10.0, 1.3, -0.6], dtype=f64))
-        scale = pyro.param("scale", torch.tensor([1.0, 0.05, 0.05], dtype=f64),
-                           constraint=dist.constraints.positive)
+        scale = pyro.param(
+            "scale",
+            torch.tensor([1.0, 0.05, 0.05], dtype=f64),
+            constraint=dist.constraints.positive,
+        )
         pyro.sample("sigma", dist.LogNormal(torch.tensor(3.0, dtype=f64), scale[1]))
         pyro.sample("phi", dist.Normal(loc[1:], scale[1:]).to_event(1))
         pyro.sample("const", dist.Normal(loc[0], scale[0]))
 
     def chain_guide(x=None, num_samples=None):
         pyro.sample("first", logit_normal(torch.tensor(-2.0, dtype=f64), 0.2))
-        pyro.sample("trans", logit_normal(torch.tensor([-1.0, 0.5], dtype=f64), 0.2)
-                    .to_event(1))
+        pyro.sample("trans", logit_normal(torch.tensor([-1.0, 0.5], dtype=f64), 0.2).to_event(1))
 
     y = datasets.load("sunspots").train
     digits = datasets.load("digits").train[:200]
-    for model, plain, guide, x in ((AutoRegressive(2), AutoRegressive(2).bayesian(), ar_guide,
-                                    y),
-                                   (shared_markov, shared_markov, chain_guide, digits)):
+    for model, plain, guide, x in (
+        (AutoRegressive(2), AutoRegressive(2).bayesian(), ar_guide, y),
+        (shared_markov, shared_markov, chain_guide, digits),
+    ):
         p = Program(model)
         x = p.validate(x)
         p.discover(x)
@@ -330,8 +381,9 @@ def test_a_guide_of_yours_runs_against_the_vectorised_density():
             pyro.set_rng_seed(seed)
             ours = Trace_ELBO().loss(scored(p, x, {}), functools.partial(guide, x=x))
             pyro.clear_param_store()
-            step = reparameterised_step(p, x, {}, functools.partial(guide, x=x), lr=0.01,
-                                         steps=10, num_particles=1)
+            step = reparameterised_step(
+                p, x, {}, functools.partial(guide, x=x), lr=0.01, steps=10, num_particles=1
+            )
             pyro.set_rng_seed(seed)
             direct = step()  # the loss before its Adam step
             pyro.clear_param_store()
@@ -357,8 +409,9 @@ def test_a_program_fit_saves_and_loads_with_the_program(tmp_path, digits):
 # -- bad input ------------------------------------------------------------------------------------
 def no_observed_site(x=None, num_samples=None):
     n = len(x) if x is not None else num_samples
-    p = pyro.sample("p", dist.Beta(torch.ones(64, dtype=f64), torch.ones(64, dtype=f64))
-                    .to_event(1))
+    p = pyro.sample(
+        "p", dist.Beta(torch.ones(64, dtype=f64), torch.ones(64, dtype=f64)).to_event(1)
+    )
     with pyro.plate("data", n):
         pyro.sample("x", dist.Bernoulli(p).to_event(1))  # forgot obs=x
 
@@ -370,8 +423,9 @@ def no_x(num_samples=None):
 
 
 def fixed_plate(x=None, num_samples=None):
-    p = pyro.sample("p", dist.Beta(torch.ones(64, dtype=f64), torch.ones(64, dtype=f64))
-                    .to_event(1))
+    p = pyro.sample(
+        "p", dist.Beta(torch.ones(64, dtype=f64), torch.ones(64, dtype=f64)).to_event(1)
+    )
     with pyro.plate("data", 100):
         pyro.sample("x", dist.Bernoulli(p).to_event(1), obs=x)
 
@@ -390,24 +444,51 @@ def broken(x=None, num_samples=None):
 
 BITS = datasets.load("digits").train[:50]
 CASES = [
-    ("no observed site", lambda: inference.fit(no_observed_site, BITS),
-     ["observes nothing", "'x'", "obs=x"]),
-    ("program that takes no x", lambda: inference.fit(no_x, BITS),
-     ["no argument 'x'", "takes num_samples", "data_arg="]),
-    ("data plate of the wrong size", lambda: inference.fit(fixed_plate, BITS),
-     ["data plate", "100", "50", "len(x)"]),
-    ("no plate of the given name", lambda: inference.fit(independent, BITS, data_plate="obs"),
-     ["data_plate='obs'", "no pyro.plate named 'obs'"]),
-    ("continuous local latent under mle", lambda: inference.fit(continuous_local, BITS, "mle"),
-     ["'z'", "continuous latent", "svi", "nuts"]),
-    ("continuous local latent under map", lambda: inference.fit(continuous_local, BITS, "map"),
-     ["'z'", "method='svi'"]),
-    ("program that raises inside", lambda: inference.fit(broken, BITS),
-     ["raised RuntimeError", "boom"]),
-    ("exact for a program", lambda: inference.fit(independent, BITS, "exact"),
-     ["no conjugate form", "nuts"]),
-    ("nuts without random parameters", lambda: inference.fit(independent_params, BITS, "nuts"),
-     ["no random parameters", "pyro.sample"]),
+    (
+        "no observed site",
+        lambda: inference.fit(no_observed_site, BITS),
+        ["observes nothing", "'x'", "obs=x"],
+    ),
+    (
+        "program that takes no x",
+        lambda: inference.fit(no_x, BITS),
+        ["no argument 'x'", "takes num_samples", "data_arg="],
+    ),
+    (
+        "data plate of the wrong size",
+        lambda: inference.fit(fixed_plate, BITS),
+        ["data plate", "100", "50", "len(x)"],
+    ),
+    (
+        "no plate of the given name",
+        lambda: inference.fit(independent, BITS, data_plate="obs"),
+        ["data_plate='obs'", "no pyro.plate named 'obs'"],
+    ),
+    (
+        "continuous local latent under mle",
+        lambda: inference.fit(continuous_local, BITS, "mle"),
+        ["'z'", "continuous latent", "svi", "nuts"],
+    ),
+    (
+        "continuous local latent under map",
+        lambda: inference.fit(continuous_local, BITS, "map"),
+        ["'z'", "method='svi'"],
+    ),
+    (
+        "program that raises inside",
+        lambda: inference.fit(broken, BITS),
+        ["raised RuntimeError", "boom"],
+    ),
+    (
+        "exact for a program",
+        lambda: inference.fit(independent, BITS, "exact"),
+        ["no conjugate form", "nuts"],
+    ),
+    (
+        "nuts without random parameters",
+        lambda: inference.fit(independent_params, BITS, "nuts"),
+        ["no random parameters", "pyro.sample"],
+    ),
     ("not a program", lambda: inference.fit(42, BITS), ["Pyro program", "int"]),
 ]
 
@@ -428,16 +509,21 @@ def test_svi_covers_a_continuous_local_latent():
     from scipy.stats import multivariate_normal
 
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(40, 64, generator=g, dtype=f64) + torch.randn(40, 1, generator=g,
-                                                                  dtype=f64) + 0.5
+    x = (
+        torch.randn(40, 64, generator=g, dtype=f64)
+        + torch.randn(40, 1, generator=g, dtype=f64)
+        + 0.5
+    )
     f = inference.fit(continuous_local, x, "svi", steps=300, lr=0.05, num_samples=50)
     assert f.draws["loc"].shape == (1, 50, 64) and f.draws["z"].shape == (1, 50, 40)
     assert abs(float(f.params["loc"].mean()) - 0.5) < 0.4
     new = x[:5] + 0.1
     lp, se, particles = f._log_density(new, None, None)
     cov = np.eye(64) + np.ones((64, 64))
-    ref = logsumexp([multivariate_normal(loc, cov).logpdf(new.numpy())
-                     for loc in f.draws["loc"][0].numpy()], axis=0) - np.log(50)
+    ref = logsumexp(
+        [multivariate_normal(loc, cov).logpdf(new.numpy()) for loc in f.draws["loc"][0].numpy()],
+        axis=0,
+    ) - np.log(50)
     assert particles == 50 * 2000
     assert np.all(np.abs(lp.numpy() - ref) < 4 * se.numpy() + 1e-9), (lp, ref, se)
     r = f.report(new)

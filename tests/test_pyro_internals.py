@@ -10,23 +10,27 @@ from pyro.infer import MCMC
 from ppl_models import pyro_internals
 
 
-@pytest.mark.parametrize("owner, member", pyro_internals.MEMBERS,
-                         ids=[f"{getattr(o, '__name__', o)}.{m}" for o, m in
-                              pyro_internals.MEMBERS])
+@pytest.mark.parametrize(
+    "owner, member",
+    pyro_internals.MEMBERS,
+    ids=[f"{getattr(o, '__name__', o)}.{m}" for o, m in pyro_internals.MEMBERS],
+)
 def test_pyro_still_has_the_member(owner, member):
     probe = owner
     if owner is pyro.nn.PyroModule:
         probe = owner()  # the module's state lives on instances
     assert hasattr(probe, member), (
         f"Pyro {pyro.__version__} has no {getattr(owner, '__name__', owner)}.{member}; "
-        "ppl_models.pyro_internals relies on it: adapt that module to this release")
+        "ppl_models.pyro_internals relies on it: adapt that module to this release"
+    )
 
 
 def test_the_tested_pyro_version():
     minor = ".".join(pyro.__version__.split(".")[:2])
     assert minor in pyro_internals.TESTED_PYRO, (
         f"Pyro {pyro.__version__} is not among the tested minor versions "
-        f"{pyro_internals.TESTED_PYRO}: run this suite, then add it")
+        f"{pyro_internals.TESTED_PYRO}: run this suite, then add it"
+    )
 
 
 def test_recording_nuts_reads_the_kernel_state():

@@ -18,9 +18,13 @@ ARVIZ = ("arviz", "to_arviz", "inference.compare", "plots.")  # blocks run under
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("index", [
-    pytest.param(i, marks=pytest.mark.arviz) if any(a in b for a in ARVIZ) else i
-    for i, b in enumerate(BLOCKS)])
+@pytest.mark.parametrize(
+    "index",
+    [
+        pytest.param(i, marks=pytest.mark.arviz) if any(a in b for a in ARVIZ) else i
+        for i, b in enumerate(BLOCKS)
+    ],
+)
 def test_readme_block_runs_as_copied(index, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("CI", "1")

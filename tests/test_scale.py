@@ -13,13 +13,10 @@ from ppl_models import NADE, AutoRegressive, Independent, LinearGaussian, Markov
 # -- dtypes ---------------------------------------------------------------------------------------
 DTYPES = [
     ("Markov float32", lambda: Markov(64, order=2).float(), "bits", "mle", torch.float32),
-    ("Markov float32 exact", lambda: Markov(64, order=2).float(), "bits", "exact",
-     torch.float32),
+    ("Markov float32 exact", lambda: Markov(64, order=2).float(), "bits", "exact", torch.float32),
     ("Independent float32", lambda: Independent(64).float(), "bits", "mle", torch.float32),
-    ("AutoRegressive float32", lambda: AutoRegressive(2).float(), "series", "mle",
-     torch.float32),
-    ("LinearGaussian float32", lambda: LinearGaussian(4).float(), "real", "mle",
-     torch.float32),
+    ("AutoRegressive float32", lambda: AutoRegressive(2).float(), "series", "mle", torch.float32),
+    ("LinearGaussian float32", lambda: LinearGaussian(4).float(), "real", "mle", torch.float32),
     ("NADE float64 by .double()", lambda: NADE(64, 10).double(), "bits", "mle", torch.float64),
     ("NADE float32", lambda: NADE(64, 10), "bits", "map", torch.float32),
 ]
@@ -29,8 +26,7 @@ def data(kind, digits):
     if kind == "series":
         return datasets.load("sunspots").train
     if kind == "real":
-        return torch.randn(100, 4, generator=torch.Generator().manual_seed(0),
-                           dtype=torch.float64)
+        return torch.randn(100, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     return digits.train
 
 
@@ -54,8 +50,16 @@ def test_a_dtype_option(digits):
 @pytest.mark.filterwarnings("ignore:.*NUTS draws diverged")
 def test_a_float32_posterior_is_sampled_in_float32(digits):
     # Pyro draws NUTS momenta in torch's default dtype (float64 here): the potential casts
-    f = inference.fit(NADE(64, 4), digits.train[:200], "nuts", num_samples=3, warmup_steps=3,
-                      num_chains=1, max_tree_depth=3, init={})
+    f = inference.fit(
+        NADE(64, 4),
+        digits.train[:200],
+        "nuts",
+        num_samples=3,
+        warmup_steps=3,
+        num_chains=1,
+        max_tree_depth=3,
+        init={},
+    )
     assert all(v.dtype == torch.float32 for v in f.draws.values())
     assert torch.isfinite(f.log_density(digits.test[:20])).all()
 
@@ -80,9 +84,10 @@ def test_the_cpu_device_and_the_datas_device(digits):
     assert f.program.device.type == "cpu"
 
 
-@pytest.mark.parametrize("device, words", [("tpu", ["device must be 'cpu', 'cuda'"]),
-                                           (3.5, ["device must be"]),
-                                           ("cuda:9", ["cuda"])])
+@pytest.mark.parametrize(
+    "device, words",
+    [("tpu", ["device must be 'cpu', 'cuda'"]), (3.5, ["device must be"]), ("cuda:9", ["cuda"])],
+)
 def test_a_device_that_is_not_there(device, words, digits):
     with pytest.raises(ValueError) as err:
         inference.fit(Independent(64), digits.train, device=device)
@@ -114,10 +119,15 @@ def test_num_train_is_for_patches():
 
 
 # -- sampling at the speed of the math ------------------------------------------------------------
-@pytest.mark.parametrize("make, kind", [(lambda: NADE(64, 12), "bits"),
-                                        (lambda: NADE(63, 8, "mog", components=3), "patches"),
-                                        (lambda: NADE(64, 6, order=list(range(63, -1, -1))),
-                                         "bits")], ids=["nade", "rnade", "nade-reversed"])
+@pytest.mark.parametrize(
+    "make, kind",
+    [
+        (lambda: NADE(64, 12), "bits"),
+        (lambda: NADE(63, 8, "mog", components=3), "patches"),
+        (lambda: NADE(64, 6, order=list(range(63, -1, -1))), "bits"),
+    ],
+    ids=["nade", "rnade", "nade-reversed"],
+)
 def test_the_fast_sampler_draws_what_the_program_draws(make, kind, digits):
     x = digits.train if kind == "bits" else datasets.load("patches").train[:2000]
     f = inference.fit(make(), x, "mle", max_epochs=2)
@@ -146,5 +156,6 @@ def test_minibatch_svi_in_one_process(digits):
     sd = exact.draws["probs"].flatten(0, 1).std(0)
     assert float(((f.params["probs"] - exact.params["probs"]).abs() / sd).max()) < 0.5
     with pytest.raises(ValueError, match="a series is fitted whole"):
-        inference.fit(AutoRegressive(2), datasets.load("sunspots").train, "svi", batch_size=50,
-                      steps=10)
+        inference.fit(
+            AutoRegressive(2), datasets.load("sunspots").train, "svi", batch_size=50, steps=10
+        )

@@ -22,8 +22,9 @@ from ppl_models import AutoRegressive, datasets
 from ppl_models.programs.program import Program
 
 
-@pytest.mark.parametrize("guide", [AutoNormal, AutoMultivariateNormal,
-                                   AutoLowRankMultivariateNormal])
+@pytest.mark.parametrize(
+    "guide", [AutoNormal, AutoMultivariateNormal, AutoLowRankMultivariateNormal]
+)
 def test_the_gaussian_elbo_is_trace_elbos_at_the_same_draw(guide):
     y = datasets.load("sunspots").train
     p = Program(AutoRegressive(2))
@@ -32,17 +33,22 @@ def test_the_gaussian_elbo_is_trace_elbos_at_the_same_draw(guide):
     init = inference.fit(AutoRegressive(2), y, "map").params
     with pyro.settings.context(module_local_params=True):
         w = Whitened(p, x, init, jit_compile=False)
-        g = guide(w, init_loc_fn=init_to_value(values={"z": 0.1 * torch.ones(w.dim,
-                                                                           dtype=w.mu.dtype)}))
+        g = guide(
+            w, init_loc_fn=init_to_value(values={"z": 0.1 * torch.ones(w.dim, dtype=w.mu.dtype)})
+        )
         Trace_ELBO()(w, g)()  # creates the guide's parameters
         loss = gaussian_elbo(w, g, num_particles=1)
         for seed in range(3):
             torch.manual_seed(seed)
             ours = float(loss().detach())
             torch.manual_seed(seed)  # the same draw, as gaussian_elbo takes it
-            q = (torch.distributions.Independent(torch.distributions.Normal(
-                *g._get_loc_and_scale("z")), 1) if isinstance(g, AutoNormal)
-                else g.get_posterior())
+            q = (
+                torch.distributions.Independent(
+                    torch.distributions.Normal(*g._get_loc_and_scale("z")), 1
+                )
+                if isinstance(g, AutoNormal)
+                else g.get_posterior()
+            )
             z = q.rsample().detach()
             tr = poutine.trace(g).get_trace()
             for node in tr.nodes.values():  # the guide's latent and its site z, both at z

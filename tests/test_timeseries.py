@@ -55,8 +55,9 @@ def test_psis_lfo_agrees_with_exact_refits(y):
     """PSIS-LFO from exact posterior draws vs refitting the exact posterior at every step:
     the same elpd within 0.5 nats over 209 predictions, with only a few refits."""
     exact = inference.lfo(AutoRegressive(2), y, min_train=100, method="exact")
-    psis = inference.lfo(AutoRegressive(2), y, min_train=100, method="exact", psis=True,
-                         num_samples=2000)
+    psis = inference.lfo(
+        AutoRegressive(2), y, min_train=100, method="exact", psis=True, num_samples=2000
+    )
     assert exact.refits == 209 and psis.refits <= 10
     assert abs(psis.elpd - exact.elpd) < 0.5
     assert float((psis.pointwise - exact.pointwise).abs().max()) < 0.2

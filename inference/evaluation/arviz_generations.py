@@ -11,8 +11,9 @@ plotting in arviz-plots. `inference.evaluation.arviz_io` builds the groups once,
   one opens under the other with every group).
 - `loo(data)`, `loo_approximate(data, log_p, log_q)` (arviz-stats' `loo` and
   `loo_approximate_posterior` under 1.x; the same formulas by hand under 0.23, with
-  `inference.evaluation.psis`, the PSIS of arviz-stats, so the numbers agree), `held_out(...)` (an ELPD
-  record of held-out or leave-future-out pointwise values, which `compare` ranks beside LOO),
+  `inference.evaluation.psis`, the PSIS of arviz-stats, so the numbers agree), `held_out(...)`
+  (an ELPD record of held-out or leave-future-out pointwise values, which `compare` ranks
+  beside LOO),
   `compare(records)`: ArviZ's table with the same columns under both (rank, elpd_loo, p_loo,
   elpd_diff, weight, se, dse, warning, scale).
 - `field(record, name)` reads an ELPD record by the 0.23 names (elpd_loo, se, p_loo, loo_i,
@@ -45,9 +46,18 @@ MODERN = int(az.__version__.split(".")[0]) >= 1
 GENERATION = f"ArviZ {az.__version__} ({'DataTree' if MODERN else 'InferenceData'})"
 
 # 0.23 names of an ELPD record -> 1.x attribute names
-_FIELDS = {"elpd_loo": "elpd", "p_loo": "p", "loo_i": "elpd_i", "se": "se",
-           "pareto_k": "pareto_k", "n_samples": "n_samples", "n_data_points": "n_data_points",
-           "warning": "warning", "scale": "scale", "good_k": "good_k"}
+_FIELDS = {
+    "elpd_loo": "elpd",
+    "p_loo": "p",
+    "loo_i": "elpd_i",
+    "se": "se",
+    "pareto_k": "pareto_k",
+    "n_samples": "n_samples",
+    "n_data_points": "n_data_points",
+    "warning": "warning",
+    "scale": "scale",
+    "good_k": "good_k",
+}
 COLUMNS = ["rank", "elpd_loo", "p_loo", "elpd_diff", "weight", "se", "dse", "warning", "scale"]
 
 
@@ -104,8 +114,15 @@ def noted(record, name: str, default=None):
     return record[name] if name in record else default
 
 
-def held_out(pointwise, *, n_samples: int, p_eff: float = 0.0, pareto_k=None,
-             name: str = "x", like: xr.DataArray | None = None):
+def held_out(
+    pointwise,
+    *,
+    n_samples: int,
+    p_eff: float = 0.0,
+    pareto_k=None,
+    name: str = "x",
+    like: xr.DataArray | None = None,
+):
     """An ELPD record of pointwise held-out (or leave-future-out) log predictive densities,
     which `compare` ranks like a LOO result. p_eff: the effective number of parameters; like:
     a DataArray whose dims and coords the pointwise values take (else one `{name}_dim_0`)."""
@@ -118,31 +135,61 @@ def held_out(pointwise, *, n_samples: int, p_eff: float = 0.0, pareto_k=None,
     def shaped(values, label=None):
         if like is None:
             return xr.DataArray(values, dims=[f"{name}_dim_0"], name=label)
-        return xr.DataArray(values.reshape(like.shape), dims=like.dims, coords=like.coords,
-                            name=label)
+        return xr.DataArray(
+            values.reshape(like.shape), dims=like.dims, coords=like.coords, name=label
+        )
 
     warning = bool((k > good_k).any())
     if MODERN:
         from arviz_stats.utils import ELPDDataLOO
 
-        return ELPDDataLOO(elpd=float(pointwise.sum()), se=se, p=float(p_eff),
-                           n_samples=int(n_samples), n_data_points=n, scale="log",
-                           warning=warning, good_k=good_k, elpd_i=shaped(pointwise),
-                           pareto_k=shaped(k))
+        return ELPDDataLOO(
+            elpd=float(pointwise.sum()),
+            se=se,
+            p=float(p_eff),
+            n_samples=int(n_samples),
+            n_data_points=n,
+            scale="log",
+            warning=warning,
+            good_k=good_k,
+            elpd_i=shaped(pointwise),
+            pareto_k=shaped(k),
+        )
     from arviz.stats.stats_utils import ELPDData
 
     return ELPDData(
-        data=[float(pointwise.sum()), se, float(p_eff), int(n_samples), n, warning,
-              shaped(pointwise, "loo_i"), shaped(k), "log", good_k],
-        index=["elpd_loo", "se", "p_loo", "n_samples", "n_data_points", "warning", "loo_i",
-               "pareto_k", "scale", "good_k"])
+        data=[
+            float(pointwise.sum()),
+            se,
+            float(p_eff),
+            int(n_samples),
+            n,
+            warning,
+            shaped(pointwise, "loo_i"),
+            shaped(k),
+            "log",
+            good_k,
+        ],
+        index=[
+            "elpd_loo",
+            "se",
+            "p_loo",
+            "n_samples",
+            "n_data_points",
+            "warning",
+            "loo_i",
+            "pareto_k",
+            "scale",
+            "good_k",
+        ],
+    )
 
 
 def loo(data, var: str = "x"):
     """PSIS-LOO (pointwise) of the container's log_likelihood `var`. Under 1.x arviz-stats'
-    `loo`; under 0.23 the same steps with `inference.evaluation.psis` (the PSIS arviz-stats uses, where
-    0.23's own `psislw` fits a tail one draw longer), so both generations give the same numbers
-    for the same draws. r_eff as both ArviZ generations take it: the mean relative ESS ("mean"
+    `loo`; under 0.23 the same steps with `inference.evaluation.psis` (the PSIS arviz-stats
+    uses, where 0.23's own `psislw` fits a tail one draw longer), so both generations give the
+    same numbers for the same draws. r_eff as both ArviZ generations take it: the mean relative ESS ("mean"
     method) over every posterior value, 1 for a single chain."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -171,8 +218,9 @@ def _pointwise_record(ll, lw, k, like=None):
     S = ll.shape[1]
     elpd_i = logsumexp(lw + ll, 1)
     lppd_i = logsumexp(ll, 1) - np.log(S)
-    return held_out(elpd_i, n_samples=S, p_eff=float((lppd_i - elpd_i).sum()), pareto_k=k,
-                    like=like)
+    return held_out(
+        elpd_i, n_samples=S, p_eff=float((lppd_i - elpd_i).sum()), pareto_k=k, like=like
+    )
 
 
 def loo_approximate(data, log_p, log_q):
@@ -188,8 +236,12 @@ def loo_approximate(data, log_p, log_q):
         if MODERN:
             dims = ["chain", "draw"]
             return az.loo_approximate_posterior(
-                data, xr.DataArray(log_p, dims=dims), xr.DataArray(log_q, dims=dims),
-                pointwise=True, var_name="x")
+                data,
+                xr.DataArray(log_p, dims=dims),
+                xr.DataArray(log_q, dims=dims),
+                pointwise=True,
+                var_name="x",
+            )
         ll = groups(data)["log_likelihood"]["x"]
     values = _per_datum(ll)
     lw, k = psis((log_p - log_q).reshape(-1)[None, :] - values)
@@ -223,17 +275,23 @@ def loo_pit(data, var: str = "x") -> np.ndarray:
 
 
 # -- plots ------------------------------------------------------------------------------------
-def plot_forest(datas: dict, path, var_names=None, coords=None, title: str = "",
-                hdi_prob: float = 0.9) -> None:
+def plot_forest(
+    datas: dict, path, var_names=None, coords=None, title: str = "", hdi_prob: float = 0.9
+) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if MODERN:
             pc = az.plot_forest(datas, var_names=var_names, coords=coords, backend="matplotlib")
             _save(pc, path, title)
             return
-        axes = az.plot_forest(list(datas.values()), model_names=list(datas),
-                              var_names=var_names, coords=coords, combined=True,
-                              hdi_prob=hdi_prob)
+        axes = az.plot_forest(
+            list(datas.values()),
+            model_names=list(datas),
+            var_names=var_names,
+            coords=coords,
+            combined=True,
+            hdi_prob=hdi_prob,
+        )
     _save_axes(axes, path, title)
 
 
@@ -241,8 +299,11 @@ def plot_ppc(data, path, title: str = "", num_pp_samples: int | None = None) -> 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if MODERN:
-            _save(az.plot_ppc_dist(data, num_samples=num_pp_samples or 50, backend="matplotlib"),
-                  path, title)
+            _save(
+                az.plot_ppc_dist(data, num_samples=num_pp_samples or 50, backend="matplotlib"),
+                path,
+                title,
+            )
             return
         ax = az.plot_ppc(data, num_pp_samples=num_pp_samples, random_seed=0)
     _save_axes(ax, path, title)
@@ -289,6 +350,24 @@ def _save_axes(ax, path, title: str) -> None:
     plt.close(fig)
 
 
-__all__ = ["COLUMNS", "GENERATION", "MODERN", "compare", "field", "groups", "held_out", "loo",
-           "loo_approximate", "loo_pit", "note", "noted", "plot_compare", "plot_energy",
-           "plot_forest", "plot_ppc", "read_netcdf", "wrap", "write_netcdf"]
+__all__ = [
+    "COLUMNS",
+    "GENERATION",
+    "MODERN",
+    "compare",
+    "field",
+    "groups",
+    "held_out",
+    "loo",
+    "loo_approximate",
+    "loo_pit",
+    "note",
+    "noted",
+    "plot_compare",
+    "plot_energy",
+    "plot_forest",
+    "plot_ppc",
+    "read_netcdf",
+    "wrap",
+    "write_netcdf",
+]

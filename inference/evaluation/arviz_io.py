@@ -85,10 +85,18 @@ def numpy_of(t) -> np.ndarray:
 
 
 # -- the conversion -----------------------------------------------------------------------------
-def to_inference_data(fit, *, posterior_predictive: bool = False, prior: bool = False,
-                      start: int | None = None, log_likelihood: bool = True,
-                      num_prior: int = 500, predictive_draws: int | None = None,
-                      simulate: bool = False, seed: int | None = 0):
+def to_inference_data(
+    fit,
+    *,
+    posterior_predictive: bool = False,
+    prior: bool = False,
+    start: int | None = None,
+    log_likelihood: bool = True,
+    num_prior: int = 500,
+    predictive_draws: int | None = None,
+    simulate: bool = False,
+    seed: int | None = 0,
+):
     """InferenceData of `fit` (see the module docstring). `start`: for a series, score the
     steps t >= start only (0-based), so that fits of different orders share one sample.
     `num_prior`: prior draws when ``prior=True``. `predictive_draws`: replicate the data for
@@ -99,28 +107,42 @@ def to_inference_data(fit, *, posterior_predictive: bool = False, prior: bool = 
     from ppl_models.runtime import seeded
 
     fit.require_draws()
-    groups = {"posterior": _dataset(fit, {k: numpy_of(v) for k, v in fit.draws.items()},
-                                    ["chain", "draw"])}
+    groups = {
+        "posterior": _dataset(
+            fit, {k: numpy_of(v) for k, v in fit.draws.items()}, ["chain", "draw"]
+        )
+    }
     obs = numpy_of(fit.data)
     obs_dims = _data_dims(fit, obs.ndim)
     first = _first_scored(fit, start)
     groups["observed_data"] = _observed(fit, obs[first:], obs_dims, first)
     if first:  # the values a series' likelihood conditions on
-        groups["constant_data"] = xr.Dataset({"x_start": xr.DataArray(
-            obs[:first], dims=["start"], coords={"start": np.arange(first)})})
+        groups["constant_data"] = xr.Dataset(
+            {
+                "x_start": xr.DataArray(
+                    obs[:first], dims=["start"], coords={"start": np.arange(first)}
+                )
+            }
+        )
     if log_likelihood:
         groups["log_likelihood"] = _log_likelihood(fit, obs_dims[0], first)
     if fit.sample_stats:
         stats = {k: numpy_of(v) for k, v in fit.sample_stats.items()}
-        groups["sample_stats"] = xr.Dataset({
-            k: xr.DataArray(v, dims=(dims := ["chain", "draw"] + [f"{k}_dim_{i}" for i in
-                                                                 range(v.ndim - 2)]),
-                            coords=_coords(dims, v.shape))
-            for k, v in stats.items()})
+        groups["sample_stats"] = xr.Dataset(
+            {
+                k: xr.DataArray(
+                    v,
+                    dims=(dims := ["chain", "draw"] + [f"{k}_dim_{i}" for i in range(v.ndim - 2)]),
+                    coords=_coords(dims, v.shape),
+                )
+                for k, v in stats.items()
+            }
+        )
     with seeded(seed):
         if posterior_predictive:
             groups["posterior_predictive"] = _posterior_predictive(
-                fit, obs_dims, first, predictive_draws, simulate)
+                fit, obs_dims, first, predictive_draws, simulate
+            )
         if prior:
             prior_draws, prior_data = _prior(fit, num_prior, first)
             groups["prior"] = _dataset(fit, prior_draws, ["chain", "draw"])
@@ -137,17 +159,21 @@ def _first_scored(fit, start) -> int:
     n = fit.data.shape[0]
     if fit.program.exchangeable:
         if start is not None:
-            raise ValueError("start= applies to a series (a program without a data plate); "
-                             "this fit models independent rows")
+            raise ValueError(
+                "start= applies to a series (a program without a data plate); "
+                "this fit models independent rows"
+            )
         return 0
     first = n - fit.pointwise_log_likelihood().shape[-1]
     if start is None:
         return first
     if isinstance(start, bool) or not isinstance(start, int) or start < first or start >= n:
-        raise ValueError(f"start={start!r}: this fit scores time steps {first}..{n - 1} "
-                         f"(0-based; {fit.program.label} conditions on the first {first}); "
-                         f"pass an int from {first} to {n - 1}, the largest order among the "
-                         "fits you compare")
+        raise ValueError(
+            f"start={start!r}: this fit scores time steps {first}..{n - 1} "
+            f"(0-based; {fit.program.label} conditions on the first {first}); "
+            f"pass an int from {first} to {n - 1}, the largest order among the "
+            "fits you compare"
+        )
     return start
 
 
@@ -155,8 +181,9 @@ def _observed(fit, obs, dims, first) -> xr.Dataset:
     coords = _coords(dims, obs.shape, _index_coords(fit, dims[0], first, len(obs)))
     data = {"x": xr.DataArray(obs, dims=dims, coords=coords)}
     if obs.ndim > 1:  # a per-datum statistic for LOO-PIT: the sum of the datum's values
-        data["x_total"] = xr.DataArray(obs.reshape(len(obs), -1).sum(-1), dims=dims[:1],
-                                       coords={dims[0]: coords[dims[0]]})
+        data["x_total"] = xr.DataArray(
+            obs.reshape(len(obs), -1).sum(-1), dims=dims[:1], coords={dims[0]: coords[dims[0]]}
+        )
     return xr.Dataset(data)
 
 
@@ -172,8 +199,11 @@ def _predictive(fit, data, obs_dims, first, attrs=None) -> xr.Dataset:
     coords = _coords(dims, data.shape, _index_coords(fit, obs_dims[0], first, data.shape[2]))
     out = {"x": xr.DataArray(data, dims=dims, coords=coords)}
     if data.ndim > 3:
-        out["x_total"] = xr.DataArray(data.reshape(*data.shape[:3], -1).sum(-1),
-                                      dims=dims[:3], coords={d: coords[d] for d in dims[:3]})
+        out["x_total"] = xr.DataArray(
+            data.reshape(*data.shape[:3], -1).sum(-1),
+            dims=dims[:3],
+            coords={d: coords[d] for d in dims[:3]},
+        )
     ds = xr.Dataset(out)
     ds.attrs.update(attrs or {})
     return ds
@@ -187,12 +217,20 @@ def _attrs(fit) -> dict:
     import ppl_models
 
     p = fit.program
-    attrs = {"inference_library": "pyro", "inference_library_version": str(pyro.__version__),
-             "ppl_models_version": ppl_models.__version__, "torch_version": str(torch.__version__),
-             "arviz_version": az.__version__, "python_version": platform.python_version(),
-             "model": p.label, "method": fit.method, "num_parameters": int(p.num_parameters),
-             "fit_seconds": float(fit.fit_seconds), "seed": fit.info.get("seed", -1),
-             "point_estimate": int(fit.method in ("mle", "map"))}
+    attrs = {
+        "inference_library": "pyro",
+        "inference_library_version": str(pyro.__version__),
+        "ppl_models_version": ppl_models.__version__,
+        "torch_version": str(torch.__version__),
+        "arviz_version": az.__version__,
+        "python_version": platform.python_version(),
+        "model": p.label,
+        "method": fit.method,
+        "num_parameters": int(p.num_parameters),
+        "fit_seconds": float(fit.fit_seconds),
+        "seed": fit.info.get("seed", -1),
+        "point_estimate": int(fit.method in ("mle", "map")),
+    }
     if fit.approximation is not None:  # what the draws are: ArviZ cannot tell otherwise
         attrs["posterior_approximation"] = fit.info.get("posterior", fit.approximation)
     try:
@@ -208,15 +246,24 @@ def _log_likelihood(fit, dim: str, first: int) -> xr.Dataset:
     n = fit.data.shape[0]
     cells = fit.num_draws * n
     if cells > MAX_LOG_LIKELIHOOD_CELLS:
-        raise ValueError(f"the pointwise log-likelihood would hold {fit.num_draws:,} draws x {n:,} "
-                         f"data = {cells:,} numbers, too many to hold; refit with fewer draws "
-                         "(num_samples=...) or on a subsample of the data, or pass "
-                         "log_likelihood=False")
+        raise ValueError(
+            f"the pointwise log-likelihood would hold {fit.num_draws:,} draws x {n:,} "
+            f"data = {cells:,} numbers, too many to hold; refit with fewer draws "
+            "(num_samples=...) or on a subsample of the data, or pass "
+            "log_likelihood=False"
+        )
     ll = numpy_of(fit.pointwise_log_likelihood())
-    ll = ll[..., first - (n - ll.shape[-1]):] if first else ll
+    ll = ll[..., first - (n - ll.shape[-1]) :] if first else ll
     dims = ["chain", "draw", dim]
-    return xr.Dataset({"x": xr.DataArray(ll, dims=dims, coords=_coords(
-        dims, ll.shape, _index_coords(fit, dim, first, ll.shape[-1])))})
+    return xr.Dataset(
+        {
+            "x": xr.DataArray(
+                ll,
+                dims=dims,
+                coords=_coords(dims, ll.shape, _index_coords(fit, dim, first, ll.shape[-1])),
+            )
+        }
+    )
 
 
 def _labels(fit):
@@ -243,18 +290,22 @@ def _posterior_predictive(fit, obs_dims, first, limit=None, simulate=False) -> x
     if not program.exchangeable:
         n = shape[0]
         rep = numpy_of(program.replicates(fit.data, used))
-        ds = _predictive(fit, rep[..., first - (n - rep.shape[-1]):], obs_dims, first, attrs)
+        ds = _predictive(fit, rep[..., first - (n - rep.shape[-1]) :], obs_dims, first, attrs)
         if simulate:
             sim = numpy_of(program.simulations(fit.data, used))
-            ds["x_simulated"] = xr.DataArray(sim, dims=["chain", "draw", "simulated_time"],
-                                             coords=_coords(["chain", "draw", "simulated_time"],
-                                                            sim.shape))
+            ds["x_simulated"] = xr.DataArray(
+                sim,
+                dims=["chain", "draw", "simulated_time"],
+                coords=_coords(["chain", "draw", "simulated_time"], sim.shape),
+            )
         return ds
     if simulate:
         raise ValueError("simulate=True is for a series; independent rows are replicated whole")
     values = program.values
-    out = np.empty((chains, keep) + shape, dtype=numpy_of(fit.data[:1]).dtype
-                   if fit.data.is_floating_point() else np.float64)
+    out = np.empty(
+        (chains, keep) + shape,
+        dtype=numpy_of(fit.data[:1]).dtype if fit.data.is_floating_point() else np.float64,
+    )
     own = set(values)
     for c in range(chains):
         for s in range(keep):
@@ -264,9 +315,11 @@ def _posterior_predictive(fit, obs_dims, first, limit=None, simulate=False) -> x
             else:  # the observed units again: local latents at the draw's values
                 x = program.generate(shape[0], {**values, **theta})
             if tuple(x.shape) != shape:
-                raise ValueError(f"the program generated data of shape {tuple(x.shape)} for a "
-                                 f"posterior predictive of the observed shape {shape}; return "
-                                 "the data in the observed shape from the program")
+                raise ValueError(
+                    f"the program generated data of shape {tuple(x.shape)} for a "
+                    f"posterior predictive of the observed shape {shape}; return "
+                    "the data in the observed shape from the program"
+                )
             out[c, s] = numpy_of(x)
     return _predictive(fit, out, obs_dims, first, attrs)
 
@@ -285,8 +338,10 @@ def _prior(fit, num: int, first: int):
     bayes = program.bayesian()
     names = program.sampled
     if not names:
-        raise ValueError(f"{program.label} has no prior to draw from: no parameter has a prior "
-                         "(pyro.sample / PyroSample); call to_arviz(prior=False)")
+        raise ValueError(
+            f"{program.label} has no prior to draw from: no parameter has a prior "
+            "(pyro.sample / PyroSample); call to_arviz(prior=False)"
+        )
     n = fit.data.shape[0]
     draws = {k: [] for k in names}
     data = []
@@ -294,21 +349,23 @@ def _prior(fit, num: int, first: int):
     from pyro import poutine
 
     for _ in range(num):  # (a series generated from an explosive prior draw may overflow)
-        with poutine.block(), torch.no_grad(), pyro.validation_enabled(
-                program.exchangeable):
+        with poutine.block(), torch.no_grad(), pyro.validation_enabled(program.exchangeable):
             tr = poutine.trace(bayes).get_trace(
-                num_samples=n if program.args.takes_num_samples else None)
+                num_samples=n if program.args.takes_num_samples else None
+            )
         for k in names:
             draws[k].append(tr.nodes[k]["value"])
         if program.exchangeable:
             data.append(numpy_of(program.generated(tr, n)))
     chains = 2 if num >= 4 else 1
     per = num // chains
-    stacked = {k: torch.stack(v[:chains * per]).reshape(chains, per, *v[0].shape)
-               for k, v in draws.items()}
+    stacked = {
+        k: torch.stack(v[: chains * per]).reshape(chains, per, *v[0].shape)
+        for k, v in draws.items()
+    }
     if program.exchangeable:
-        out = np.stack(data[:chains * per]).reshape(chains, per, *data[0].shape)
+        out = np.stack(data[: chains * per]).reshape(chains, per, *data[0].shape)
     else:
         sim = numpy_of(program.simulations(fit.data, stacked))
-        out = sim[..., first - (n - sim.shape[-1]):]
+        out = sim[..., first - (n - sim.shape[-1]) :]
     return {k: numpy_of(v) for k, v in stacked.items()}, out

@@ -27,16 +27,29 @@ import torch
 from inference.evaluation.arviz_generations import field, noted
 from inference.evaluation.loo import PROPOSAL_ESS, PROPOSAL_K, compare_elpd, elpd, loo, reliable
 
-COLUMNS = [("model", "model"), ("method", "method"), ("factorization", "factorization"),
-           ("free params", "num_parameters"), ("test nats", "nats"), ("bits/dim", "bits_per_dim"),
-           ("zero-prob", "num_zero_prob"), ("fit s", "fit_seconds")]
+COLUMNS = [
+    ("model", "model"),
+    ("method", "method"),
+    ("factorization", "factorization"),
+    ("free params", "num_parameters"),
+    ("test nats", "nats"),
+    ("bits/dim", "bits_per_dim"),
+    ("zero-prob", "num_zero_prob"),
+    ("fit s", "fit_seconds"),
+]
 
 
 CRITERIA = ("loo", "lfo", "held-out")
 
 
-def compare(fits: dict, data=None, *, given: dict | None = None, criterion: str | None = None,
-            min_train: int | None = None):
+def compare(
+    fits: dict,
+    data=None,
+    *,
+    given: dict | None = None,
+    criterion: str | None = None,
+    min_train: int | None = None,
+):
     """One table for `fits` (label -> Fit); see the module docstring. `criterion` chooses
     ("loo", "lfo" for series, "held-out" with `data`) where the default does not suit: e.g.
     ``criterion="loo"`` for series fits is PSIS-LOO on the steps every fit scores (the largest
@@ -52,17 +65,22 @@ def compare(fits: dict, data=None, *, given: dict | None = None, criterion: str 
         raise ValueError("compare needs a dict of label -> Fit (at least one)")
     bad = [k for k, f in fits.items() if not isinstance(f, Fit)]
     if bad:
-        raise ValueError(f"not a Fit: {', '.join(map(repr, bad))}; pass the results of "
-                         "inference.fit")
+        raise ValueError(
+            f"not a Fit: {', '.join(map(repr, bad))}; pass the results of inference.fit"
+        )
     series = {k: not f.program.exchangeable for k, f in fits.items()}
     if len(set(series.values())) > 1:
-        raise ValueError("compare cannot rank models of one series beside models of independent "
-                         f"rows ({', '.join(k for k, s in series.items() if s)} model a series)")
+        raise ValueError(
+            "compare cannot rank models of one series beside models of independent "
+            f"rows ({', '.join(k for k, s in series.items() if s)} model a series)"
+        )
     is_series = next(iter(series.values()))
     if criterion is not None and criterion not in CRITERIA:
-        raise ValueError(f"unknown criterion {criterion!r}; choose one of "
-                         f"{', '.join(map(repr, CRITERIA))} (or None: held-out with data, "
-                         "leave-future-out for series, else PSIS-LOO)")
+        raise ValueError(
+            f"unknown criterion {criterion!r}; choose one of "
+            f"{', '.join(map(repr, CRITERIA))} (or None: held-out with data, "
+            "leave-future-out for series, else PSIS-LOO)"
+        )
     if criterion is None:
         criterion = "held-out" if data is not None else "lfo" if is_series else "loo"
     if criterion == "held-out":
@@ -75,11 +93,19 @@ def compare(fits: dict, data=None, *, given: dict | None = None, criterion: str 
         elpds, criterion = _lfo(fits, min_train), "leave-future-out"
     else:
         _same_data(fits)
-        start = max(len(f.data) - f.pointwise_log_likelihood().shape[-1]
-                    for f in fits.values()) if is_series else None
+        start = (
+            max(len(f.data) - f.pointwise_log_likelihood().shape[-1] for f in fits.values())
+            if is_series
+            else None
+        )
         elpds, criterion = {k: loo(f, start) for k, f in fits.items()}, "psis-loo"
-    flags = {k: "; ".join(f.flags(torch.as_tensor(np.asarray(field(elpds[k], "loo_i"))))
-                          + _proposal_flag(elpds[k])) for k, f in fits.items()}
+    flags = {
+        k: "; ".join(
+            f.flags(torch.as_tensor(np.asarray(field(elpds[k], "loo_i"))))
+            + _proposal_flag(elpds[k])
+        )
+        for k, f in fits.items()
+    }
     table = _ranked(elpds, flags)
     for k, f in fits.items():
         e = elpds[k]
@@ -106,10 +132,12 @@ def _proposal_flag(e) -> list[str]:
     """An importance-corrected LOO whose proposal is too far from the posterior."""
     if reliable(e):
         return []
-    return [f"{noted(e, 'proposal')}-corrected LOO unreliable (the proposal's importance "
-            f"weights: Pareto k {noted(e, 'proposal_k'):.2f}, {noted(e, 'proposal_ess'):.0f} "
-            "effective draws; "
-            f"trusted at k <= {PROPOSAL_K} and >= {PROPOSAL_ESS}): refit by nuts or exact"]
+    return [
+        f"{noted(e, 'proposal')}-corrected LOO unreliable (the proposal's importance "
+        f"weights: Pareto k {noted(e, 'proposal_k'):.2f}, {noted(e, 'proposal_ess'):.0f} "
+        "effective draws; "
+        f"trusted at k <= {PROPOSAL_K} and >= {PROPOSAL_ESS}): refit by nuts or exact"
+    ]
 
 
 def _ranked(elpds: dict, flags: dict):
@@ -145,27 +173,36 @@ def _same_data(fits):
     for k, f in fits.items():
         if first is None:
             first = (k, f.data)
-        elif f.data.shape != first[1].shape or not torch.equal(f.data.to(first[1].dtype),
-                                                               first[1]):
-            raise ValueError(f"PSIS-LOO compares fits of the same data, but {k!r} was fitted to "
-                             f"other data than {first[0]!r}; refit on the same data, or compare "
-                             "on held-out data (data=...)")
+        elif f.data.shape != first[1].shape or not torch.equal(f.data.to(first[1].dtype), first[1]):
+            raise ValueError(
+                f"PSIS-LOO compares fits of the same data, but {k!r} was fitted to "
+                f"other data than {first[0]!r}; refit on the same data, or compare "
+                "on held-out data (data=...)"
+            )
 
 
 def _held_out(fits, data, is_series, given=None) -> dict:
     out = {}
     for k, f in fits.items():
-        g = given.get(k) if isinstance(given, dict) and k in given and \
-            isinstance(given.get(k), dict) and set(given) <= set(fits) else given
+        g = (
+            given.get(k)
+            if isinstance(given, dict)
+            and k in given
+            and isinstance(given.get(k), dict)
+            and set(given) <= set(fits)
+            else given
+        )
         lp = f.log_density(data, given=g)
         if is_series:
             x = f.program.validate(data)
             t = len(f.data)
             if len(x) <= t or not torch.equal(x[:t].to(f.data.dtype), f.data):
-                raise ValueError(f"for a series, data= continues the training series of {k!r} "
-                                 f"({t} values): pass the whole series with the new values "
-                                 "after them")
-            lp = lp[-(len(x) - t):]  # one-step-ahead densities of the values after training
+                raise ValueError(
+                    f"for a series, data= continues the training series of {k!r} "
+                    f"({t} values): pass the whole series with the new values "
+                    "after them"
+                )
+            lp = lp[-(len(x) - t) :]  # one-step-ahead densities of the values after training
         out[k] = elpd(lp, n_samples=f.num_draws)
     return out
 
@@ -207,5 +244,6 @@ def table(rows, markdown: bool = False, columns=COLUMNS) -> str:
     numeric = [all(isinstance(getattr(r, attr), int | float) for r in rows) for _, attr in columns]
     widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(head)]
     fmt = "  ".join(f"{{:{'>' if num else '<'}{w}}}" for num, w in zip(numeric, widths))
-    return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths))]
-                     + [fmt.format(*r) for r in body])
+    return "\n".join(
+        [fmt.format(*head), fmt.format(*("-" * w for w in widths))] + [fmt.format(*r) for r in body]
+    )

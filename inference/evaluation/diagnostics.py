@@ -18,8 +18,14 @@ def _numpy(t) -> np.ndarray:
 def convergence(draws: dict) -> tuple[float, float]:
     """(largest r_hat, smallest bulk ESS) over every parameter entry of (chain, draw, ...)
     draws."""
-    ds = xr.Dataset({k: xr.DataArray(_numpy(v), dims=["chain", "draw"] + [
-        f"{k}_dim_{i}" for i in range(v.dim() - 2)]) for k, v in draws.items()})
+    ds = xr.Dataset(
+        {
+            k: xr.DataArray(
+                _numpy(v), dims=["chain", "draw"] + [f"{k}_dim_{i}" for i in range(v.dim() - 2)]
+            )
+            for k, v in draws.items()
+        }
+    )
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
         r_hat = az.rhat(ds)

@@ -31,9 +31,13 @@ def elpd(pointwise, *, n_samples: int, p_eff: float = 0.0, pareto_k=None, name: 
     """Pointwise expected log predictive densities packed as ArviZ's LOO result, so that
     ArviZ's compare and plot_compare rank them (held-out data or leave-future-out: p_eff 0,
     no penalty to estimate)."""
-    return generations.held_out(numpy_of(pointwise), n_samples=n_samples, p_eff=p_eff,
-                                pareto_k=None if pareto_k is None else numpy_of(pareto_k),
-                                name=name)
+    return generations.held_out(
+        numpy_of(pointwise),
+        n_samples=n_samples,
+        p_eff=p_eff,
+        pareto_k=None if pareto_k is None else numpy_of(pareto_k),
+        name=name,
+    )
 
 
 PROPOSAL_K = 0.7  # above it, importance weights from an approximate posterior are unreliable
@@ -65,9 +69,11 @@ def loo(fit, start: int | None = None):
     stats = fit.sample_stats
     if "log_q" not in stats:
         if fit.method == "svi":
-            raise ValueError("this SVI fit kept no log_p / log_q per draw (a delta guide is a "
-                             "point estimate); refit with an autoguide or a guide with a "
-                             "density")
+            raise ValueError(
+                "this SVI fit kept no log_p / log_q per draw (a delta guide is a "
+                "point estimate); refit with an autoguide or a guide with a "
+                "density"
+            )
         return generations.loo(idata)
     best = _corrected(idata, stats["log_p"], stats["log_q"], fit.approximation or fit.method)
     for draws in LAPLACE_LADDER:
@@ -94,8 +100,12 @@ def _corrected(idata, log_p, log_q, proposal: str):
     out = generations.loo_approximate(idata, log_p, log_q)
     lw_all, k_all = psis((log_p - log_q).reshape(-1))
     w = np.exp(lw_all - lw_all.max())
-    generations.note(out, proposal=proposal, proposal_k=float(k_all),
-                     proposal_ess=float(w.sum() ** 2 / (w ** 2).sum()))
+    generations.note(
+        out,
+        proposal=proposal,
+        proposal_k=float(k_all),
+        proposal_ess=float(w.sum() ** 2 / (w**2).sum()),
+    )
     return out
 
 
@@ -113,8 +123,12 @@ def _laplace_proposal(fit, start, draws: int):
             lap = mode.laplace(num_samples=draws)
     except ValueError:
         return None
-    return _corrected(to_inference_data(lap, start=start), lap.sample_stats["log_p"],
-                      lap.sample_stats["log_q"], "laplace")
+    return _corrected(
+        to_inference_data(lap, start=start),
+        lap.sample_stats["log_p"],
+        lap.sample_stats["log_q"],
+        "laplace",
+    )
 
 
 def compare_elpd(elpds: dict):

@@ -1,11 +1,11 @@
 """Pictures: thin wrappers over ArviZ and matplotlib, each writing one PNG.
 
-    plots.forest({"exact": f1, "nuts": f2, "svi": f3}, "forest.png", var_names=["phi"])
-    plots.ppc(fit, "ppc.png")                        # posterior predictive check
-    plots.energy(nuts_fit, "energy.png")             # NUTS energy transitions (BFMI)
-    plots.compare(inference.compare(fits), "compare.png")
-    plots.tradeoff(reports, "tradeoff.png")          # free parameters vs test nats
-    plots.image_rows({"data": x, "Markov": s}, "samples.png", kind="digits")
+plots.forest({"exact": f1, "nuts": f2, "svi": f3}, "forest.png", var_names=["phi"])
+plots.ppc(fit, "ppc.png")                        # posterior predictive check
+plots.energy(nuts_fit, "energy.png")             # NUTS energy transitions (BFMI)
+plots.compare(inference.compare(fits), "compare.png")
+plots.tradeoff(reports, "tradeoff.png")          # free parameters vs test nats
+plots.image_rows({"data": x, "Markov": s}, "samples.png", kind="digits")
 """
 
 from __future__ import annotations
@@ -25,28 +25,32 @@ def _save(fig, path) -> None:
     plt.close(fig)
 
 
-def forest(fits: dict, path, var_names=None, coords=None, title: str = "",
-           hdi_prob: float = 0.9) -> None:
+def forest(
+    fits: dict, path, var_names=None, coords=None, title: str = "", hdi_prob: float = 0.9
+) -> None:
     """One forest plot of several fits' posteriors (e.g. exact vs NUTS vs SVI): ArviZ 0.23's
     `az.plot_forest` or arviz-plots' `plot_forest` (`inference.evaluation.arviz_generations`)."""
     data = {k: f.to_arviz(log_likelihood=False) for k, f in fits.items()}
-    generations.plot_forest(data, path, var_names=var_names, coords=coords, title=title,
-                            hdi_prob=hdi_prob)
+    generations.plot_forest(
+        data, path, var_names=var_names, coords=coords, title=title, hdi_prob=hdi_prob
+    )
 
 
 def ppc(fit, path, title: str = "", draws: int = 100, idata=None) -> None:
     """The posterior predictive (replicated for the first `draws` draws of each chain) against
     the observed data: `az.plot_ppc` (0.23) or `plot_ppc_dist` (1.x)."""
-    idata = idata or fit.to_arviz(posterior_predictive=True, log_likelihood=False,
-                                  predictive_draws=draws)
+    idata = idata or fit.to_arviz(
+        posterior_predictive=True, log_likelihood=False, predictive_draws=draws
+    )
     generations.plot_ppc(idata, path, title=title)
 
 
 def energy(fit, path, title: str = "") -> None:
     """`plot_energy` of a NUTS fit (marginal energy vs energy transitions; BFMI)."""
     if "energy" not in fit.sample_stats:
-        raise ValueError(f"a {fit.method} fit has no energy statistics; the energy plot is for "
-                         "NUTS fits")
+        raise ValueError(
+            f"a {fit.method} fit has no energy statistics; the energy plot is for NUTS fits"
+        )
     generations.plot_energy(fit.to_arviz(log_likelihood=False), path, title=title)
 
 
@@ -69,12 +73,21 @@ def tradeoff(rows, path, title: str = "") -> None:
     markers = "osDvP<>pXh*d"
     for i, r in enumerate(sorted(rows, key=lambda r: (float(r.num_parameters), -r.nats))):
         finite_r = math.isfinite(r.nats)
-        ax.scatter(float(r.num_parameters), r.nats if finite_r else top, s=40,
-                   marker=markers[i % len(markers)] if finite_r else "^",
-                   label=f"{r.model}: {r.nats:.2f}" if finite_r else f"{r.model}: inf (drawn "
-                   "at the top)")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False,
-              title="test nats", title_fontsize=8)
+        ax.scatter(
+            float(r.num_parameters),
+            r.nats if finite_r else top,
+            s=40,
+            marker=markers[i % len(markers)] if finite_r else "^",
+            label=f"{r.model}: {r.nats:.2f}" if finite_r else f"{r.model}: inf (drawn at the top)",
+        )
+    ax.legend(
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+        fontsize=8,
+        frameon=False,
+        title="test nats",
+        title_fontsize=8,
+    )
     ax.set_xscale("log")
     ax.set_xlabel("free parameters (log scale)")
     ax.set_ylabel("test nats per datum (lower is better)")
@@ -107,9 +120,11 @@ def patch_images(x, n: int = 12) -> np.ndarray:
     return np.concatenate([a, -a.sum(1, keepdims=True)], 1).reshape(-1, 8, 8)
 
 
-KINDS = {"digits": (digit_images, {"cmap": "gray_r", "vmin": 0, "vmax": 1}),
-         "pixels": (pixel_swatches, {}),
-         "patches": (patch_images, {"cmap": "gray"})}
+KINDS = {
+    "digits": (digit_images, {"cmap": "gray_r", "vmin": 0, "vmax": 1}),
+    "pixels": (pixel_swatches, {}),
+    "patches": (patch_images, {"cmap": "gray"}),
+}
 
 
 def kind_of(x) -> str | None:
@@ -132,8 +147,9 @@ def image_rows(rows: dict, path, kind: str | None = None, title: str = "", **sty
             style.update(vmin=-v, vmax=v)
     style.setdefault("cmap", "gray_r")
     n = max(len(v) for v in rows.values())
-    fig, axes = plt.subplots(len(rows), n, figsize=(0.75 * n + 2.2, 0.8 * len(rows) + 0.4),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(rows), n, figsize=(0.75 * n + 2.2, 0.8 * len(rows) + 0.4), squeeze=False
+    )
     for r, (label, images) in enumerate(rows.items()):
         for c in range(n):
             ax = axes[r, c]

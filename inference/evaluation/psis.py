@@ -74,8 +74,9 @@ def gpd_quantile(p: np.ndarray, k: np.ndarray, sigma: np.ndarray, mu: np.ndarray
     k, sigma, mu = k[:, None], sigma[:, None], mu[:, None]
     log1m = np.log1p(-p)[None, :]
     with np.errstate(divide="ignore", invalid="ignore"):
-        q = np.where(k == 0, mu - sigma * log1m,
-                     mu + sigma * np.expm1(-k * log1m) / np.where(k == 0, 1.0, k))
+        q = np.where(
+            k == 0, mu - sigma * log1m, mu + sigma * np.expm1(-k * log1m) / np.where(k == 0, 1.0, k)
+        )
     return np.where(sigma > 0, q, np.nan)
 
 
@@ -88,11 +89,13 @@ def psis(log_ratios, r_eff: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     r = r.reshape(-1, S)
     M = tail_length(S, r_eff)
     if M < 5:
-        raise ValueError(f"PSIS needs at least 5 tail draws; {S} draws give {M}: draw more "
-                         "(at least 25 draws, 76 where r_eff is 1)")
+        raise ValueError(
+            f"PSIS needs at least 5 tail draws; {S} draws give {M}: draw more "
+            "(at least 25 draws, 76 where r_eff is 1)"
+        )
     r = r - r.max(axis=1, keepdims=True)
     order = np.argsort(r, axis=1)
-    tail_idx = order[:, S - M:]
+    tail_idx = order[:, S - M :]
     rows = np.arange(r.shape[0])[:, None]
     tail = r[rows, tail_idx]  # ascending, log scale, the largest is 0
     cutoff = r[np.arange(r.shape[0]), order[:, S - M - 1]]

@@ -59,21 +59,30 @@ def select_order(x, max_order: int, criterion: str = "aic", model=None) -> Order
     llf, aic, bic, ks = {}, {}, {}, {}
     for p in range(1, max_order + 1):
         m = make(p)
-        sample = x[max_order - p:]
+        sample = x[max_order - p :]
         with few_threads(sample):
             lp = fit(m, sample, "mle").model.log_prob(sample).detach()
         if lp.numel() != n:
-            raise ValueError(f"select_order compares likelihoods of the same {n} observations, "
-                             f"but the order-{p} model scores {lp.numel()}; build the models "
-                             "with likelihood='conditional'")
+            raise ValueError(
+                f"select_order compares likelihoods of the same {n} observations, "
+                f"but the order-{p} model scores {lp.numel()}; build the models "
+                "with likelihood='conditional'"
+            )
         k = m.num_parameters
         llf[p] = float(lp.sum())
         aic[p] = -2 * llf[p] + 2 * k
         bic[p] = -2 * llf[p] + k * math.log(n)
         ks[p] = k
     table = aic if criterion == "aic" else bic
-    return OrderSelection(order=min(table, key=table.get), criterion=criterion, nobs=n,
-                          llf=llf, aic=aic, bic=bic, num_parameters=ks)
+    return OrderSelection(
+        order=min(table, key=table.get),
+        criterion=criterion,
+        nobs=n,
+        llf=llf,
+        aic=aic,
+        bic=bic,
+        num_parameters=ks,
+    )
 
 
 @dataclass
@@ -95,8 +104,17 @@ class LFO:
         return self.elpd / len(self.pointwise)
 
 
-def lfo(models, x, min_train: int, method: str | None = None, *, psis: bool | None = None,
-        threshold: float = 0.7, seed: int = 0, **options):
+def lfo(
+    models,
+    x,
+    min_train: int,
+    method: str | None = None,
+    *,
+    psis: bool | None = None,
+    threshold: float = 0.7,
+    seed: int = 0,
+    **options,
+):
     """Expected log predictive density of one-step-ahead predictions (leave-future-out).
 
     `models`: an unfitted model, a `Fit` (its model's twin is refitted with its method), or a
@@ -111,8 +129,12 @@ def lfo(models, x, min_train: int, method: str | None = None, *, psis: bool | No
     to all values so far.
     """
     if isinstance(models, dict):
-        return {label: lfo(m, x, min_train, method, psis=psis, threshold=threshold, seed=seed,
-                           **options) for label, m in models.items()}
+        return {
+            label: lfo(
+                m, x, min_train, method, psis=psis, threshold=threshold, seed=seed, **options
+            )
+            for label, m in models.items()
+        }
     if isinstance(models, Fit):
         method = method or models.method
         model = models.program.fresh()
@@ -122,8 +144,10 @@ def lfo(models, x, min_train: int, method: str | None = None, *, psis: bool | No
     x = program.validate(x)
     min_train = positive_int(min_train, "min_train")
     if not len(program.validate(x[:min_train])) < len(x):
-        raise ValueError(f"min_train={min_train} leaves nothing to predict in a series of "
-                         f"{len(x)} values; use min_train < {len(x)}")
+        raise ValueError(
+            f"min_train={min_train} leaves nothing to predict in a series of "
+            f"{len(x)} values; use min_train < {len(x)}"
+        )
     if psis is None:
         psis = method in ("svi", "nuts")
     run = _psis_lfo if psis else _exact_lfo
@@ -131,15 +155,22 @@ def lfo(models, x, min_train: int, method: str | None = None, *, psis: bool | No
         pointwise, refits, k = run(model, x, min_train, method, threshold, seed, options)
     n = len(pointwise)
     se = float(pointwise.std() * math.sqrt(n)) if n > 1 else math.nan
-    return LFO(elpd=float(pointwise.sum()), se=se, pointwise=pointwise, min_train=min_train,
-               method=method, refits=refits, pareto_k=k)
+    return LFO(
+        elpd=float(pointwise.sum()),
+        se=se,
+        pointwise=pointwise,
+        min_train=min_train,
+        method=method,
+        refits=refits,
+        pareto_k=k,
+    )
 
 
 def _exact_lfo(model, x, min_train, method, threshold, seed, options):
     out = []
     for t in range(min_train, len(x)):
         f = fit(model, x[:t], method, seed=seed, **options)
-        out.append(f.log_density(x[:t + 1])[-1])
+        out.append(f.log_density(x[: t + 1])[-1])
     return torch.stack(out), len(out), None
 
 
@@ -152,7 +183,7 @@ def _psis_lfo(model, x, min_train, method, threshold, seed, options):
     for t in range(min_train, len(x)):
         k = 0.0
         if ll is not None:
-            log_w, k = psis_log_weights(ll[:, start - offset:t - offset].sum(-1))
+            log_w, k = psis_log_weights(ll[:, start - offset : t - offset].sum(-1))
         if ll is None or k > threshold:
             f = fit(model, x[:t], method, seed=seed, **options)
             refits += 1

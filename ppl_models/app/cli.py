@@ -63,33 +63,40 @@ def _model_class(name: str):
 
     if name in MODELS:
         return MODELS[name]
-    close = difflib.get_close_matches(name, MODELS, n=1) or \
-        [k for k in MODELS if k.lower() == name.lower()]
+    close = difflib.get_close_matches(name, MODELS, n=1) or [
+        k for k in MODELS if k.lower() == name.lower()
+    ]
     hint = f" (did you mean {close[0]}?)" if close else ""
     fail(f"unknown model {name!r}{hint}; choose one of {', '.join(MODELS)}")
 
 
 def _build(cls, kwargs: dict, split, dataset: str):
-    params = {k: p for k, p in inspect.signature(cls.__init__).parameters.items()
-              if k != "self"}
+    params = {k: p for k, p in inspect.signature(cls.__init__).parameters.items() if k != "self"}
     for key in kwargs:
         if key not in params:
             close = difflib.get_close_matches(key, params, n=1)
             hint = f" (did you mean --arg {close[0]}=...?)" if close else ""
-            fail(f"{cls.__name__} takes no argument {key!r}{hint}; its arguments: "
-                 f"{', '.join(params)}")
+            fail(
+                f"{cls.__name__} takes no argument {key!r}{hint}; its arguments: "
+                f"{', '.join(params)}"
+            )
     x = split.train
     if "num_dims" in params and "num_dims" not in kwargs:
         if x.dim() != 2:
-            fail(f"{dataset} is one series of {len(x)} values, but {cls.__name__} models rows "
-                 "of data; fit a series model: fit sunspots AutoRegressive --arg order=2")
+            fail(
+                f"{dataset} is one series of {len(x)} values, but {cls.__name__} models rows "
+                "of data; fit a series model: fit sunspots AutoRegressive --arg order=2"
+            )
         kwargs["num_dims"] = x.shape[1]
-    missing = [k for k, p in params.items() if p.default is inspect.Parameter.empty
-               and k not in kwargs]
+    missing = [
+        k for k, p in params.items() if p.default is inspect.Parameter.empty and k not in kwargs
+    ]
     if missing:
         example = {"hidden": "100", "order": "2"}
-        fail(f"{cls.__name__} needs {', '.join(missing)}: pass "
-             + " ".join(f"--arg {k}={example.get(k, '...')}" for k in missing))
+        fail(
+            f"{cls.__name__} needs {', '.join(missing)}: pass "
+            + " ".join(f"--arg {k}={example.get(k, '...')}" for k in missing)
+        )
     try:
         model = cls(**kwargs)
     except (ValueError, TypeError) as e:
@@ -118,8 +125,9 @@ def cmd_fit(args) -> None:
     from ppl_models import datasets
 
     try:
-        split = datasets.load(args.dataset, **({"num_train": args.num_train}
-                                              if args.num_train else {}))
+        split = datasets.load(
+            args.dataset, **({"num_train": args.num_train} if args.num_train else {})
+        )
     except ValueError as e:
         fail(str(e))
     cls = _model_class(args.model)
@@ -153,12 +161,15 @@ def cmd_fit(args) -> None:
 
     held_out = len(split.test) > 0
     evaluate = split.test if held_out else split.train
-    columns = COLUMNS if held_out else [(h.replace("test nats", "train nats"), a)
-                                        for h, a in COLUMNS]
+    columns = (
+        COLUMNS if held_out else [(h.replace("test nats", "train nats"), a) for h, a in COLUMNS]
+    )
     print(table([f.report(evaluate)], columns=columns))
     if not held_out:
-        print(f"({args.dataset} has no held-out split: nats are on the training series; compare "
-              "series by leave-future-out: ppl-models compare sunspots)")
+        print(
+            f"({args.dataset} has no held-out split: nats are on the training series; compare "
+            "series by leave-future-out: ppl-models compare sunspots)"
+        )
     if args.save:
         f.save(args.save)
         print(f"saved to {args.save}")
@@ -179,8 +190,10 @@ def cmd_sample(args) -> None:
         fail(str(e))
     kind = _picture_kind(f.data)
     if out is not None and out.suffix.lower() in IMAGE_SUFFIXES and kind is None:
-        fail(f"--out {out}: there is no picture for data of shape {tuple(f.data.shape)[1:]} per "
-             f"datum; write numbers instead: --out {out.with_suffix('.txt')}")
+        fail(
+            f"--out {out}: there is no picture for data of shape {tuple(f.data.shape)[1:]} per "
+            f"datum; write numbers instead: --out {out.with_suffix('.txt')}"
+        )
     x = f.sample(args.n, seed=args.seed).cpu().numpy()
     if out is None:
         np.savetxt(sys.stdout, x, fmt="%g")
@@ -215,8 +228,9 @@ def _picture(x, kind, path: Path, title: str) -> None:
         plt.close(fig)
         return
     per_row = 1024 if kind == "pixels" else 12
-    rows = {f"{i + 1}-{min(i + per_row, len(x))}": x[i:i + per_row]
-            for i in range(0, len(x), per_row)}
+    rows = {
+        f"{i + 1}-{min(i + per_row, len(x))}": x[i : i + per_row] for i in range(0, len(x), per_row)
+    }
     plots.image_rows(rows, path, kind=kind, title=title)
 
 
@@ -249,8 +263,9 @@ def parser() -> argparse.ArgumentParser:
     from ppl_models import __version__
 
     methods = ("mle", "map", "exact", "svi", "nuts")
-    p = _Parser(prog="ppl-models", description=__doc__,
-                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(
+        prog="ppl-models", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--version", action="version", version=f"ppl-models {__version__}")
     sub = p.add_subparsers(dest="verb", required=True, parser_class=_Parser)
     sub.add_parser("datasets", help="list the embedded datasets").set_defaults(run=cmd_datasets)
@@ -274,8 +289,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("fit")
     s.add_argument("-n", type=int, default=16)
     s.add_argument("--seed", type=int, default=None, help="for reproducible draws")
-    s.add_argument("--out", help="a picture (.png, .pdf, .svg) or numbers (.txt, .csv); "
-                                 "stdout if absent")
+    s.add_argument(
+        "--out", help="a picture (.png, .pdf, .svg) or numbers (.txt, .csv); stdout if absent"
+    )
     s.set_defaults(run=cmd_sample)
     return p
 
@@ -296,5 +312,3 @@ def main(argv=None) -> None:
 
 if __name__ == "__main__":
     main()
-
-

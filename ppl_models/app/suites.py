@@ -67,9 +67,19 @@ def digits_candidates(split) -> list[Candidate]:
         *[Candidate(f"Markov order {k}", Markov(D, order=k), "exact") for k in (1, 2, 4, 8)],
         # MAP (Gaussian prior on the weights), minibatch Adam with a decaying step size (the
         # last steps settle: sample pixel means within 0.02 of the data), early stopping
-        Candidate("NADE H=100", NADE(D, 100), "map",
-                  {"valid": split.valid, "lr": 1e-2, "lr_decay": 0.99, "batch_size": 100,
-                   "patience": 20, "max_epochs": 250}),
+        Candidate(
+            "NADE H=100",
+            NADE(D, 100),
+            "map",
+            {
+                "valid": split.valid,
+                "lr": 1e-2,
+                "lr_decay": 0.99,
+                "batch_size": 100,
+                "patience": 20,
+                "max_epochs": 250,
+            },
+        ),
     ]
 
 
@@ -88,9 +98,19 @@ def patches_candidates(split) -> list[Candidate]:
     return [
         Candidate("Independent Gaussian", Independent(D, "normal"), "mle"),
         Candidate("Full-covariance Gaussian", LinearGaussian(D), "mle"),
-        Candidate("RNADE H=100 K=10", NADE(D, 100, "mog", components=10), "map",
-                  {"valid": split.valid, "lr": 1e-2, "lr_decay": 0.95, "batch_size": 100,
-                   "patience": 10, "max_epochs": 60}),
+        Candidate(
+            "RNADE H=100 K=10",
+            NADE(D, 100, "mog", components=10),
+            "map",
+            {
+                "valid": split.valid,
+                "lr": 1e-2,
+                "lr_decay": 0.95,
+                "batch_size": 100,
+                "patience": 10,
+                "max_epochs": 60,
+            },
+        ),
     ]
 
 
@@ -115,9 +135,15 @@ class OrderRow:
     estimates: str
 
 
-ORDER_COLUMNS = [("order", "order"), ("free params", "num_parameters"), ("AIC", "aic"),
-                 ("BIC", "bic"), ("LFO elpd", "lfo_elpd"), ("fit s", "fit_seconds"),
-                 ("conditional MLE", "estimates")]
+ORDER_COLUMNS = [
+    ("order", "order"),
+    ("free params", "num_parameters"),
+    ("AIC", "aic"),
+    ("BIC", "bic"),
+    ("LFO elpd", "lfo_elpd"),
+    ("fit s", "fit_seconds"),
+    ("conditional MLE", "estimates"),
+]
 
 
 def _describe(params: dict) -> str:
@@ -134,12 +160,23 @@ def sunspots_rows(split, fits, seed):
         for p in range(1, MAX_ORDER + 1):
             f = fits[f"AR({p})"]
             cv = inference.lfo(AutoRegressive(p), x, MIN_TRAIN, seed=seed)
-            rows.append(OrderRow(p, f.program.num_parameters, aic.aic[p], aic.bic[p], cv.elpd,
-                                 f.fit_seconds, _describe(f.params)))
+            rows.append(
+                OrderRow(
+                    p,
+                    f.program.num_parameters,
+                    aic.aic[p],
+                    aic.bic[p],
+                    cv.elpd,
+                    f.fit_seconds,
+                    _describe(f.params),
+                )
+            )
     best_lfo = max(rows, key=lambda r: r.lfo_elpd).order
-    heading = (f"sunspots 1700-2008: AR(p) conditional MLE; AIC/BIC on the common sample "
-               f"(n = {aic.nobs}); LFO elpd of the one-step-ahead predictions of "
-               f"{len(x) - MIN_TRAIN} years (refits on all years before each)")
+    heading = (
+        f"sunspots 1700-2008: AR(p) conditional MLE; AIC/BIC on the common sample "
+        f"(n = {aic.nobs}); LFO elpd of the one-step-ahead predictions of "
+        f"{len(x) - MIN_TRAIN} years (refits on all years before each)"
+    )
     footer = f"order by AIC: {aic.order}, by BIC: {bic.order}, by LFO: {best_lfo}"
     return rows, ORDER_COLUMNS, heading, footer
 
@@ -150,14 +187,21 @@ def sunspots_extras(split, fits, out: Path, seed: int) -> list[str]:
     model = AutoRegressive(2)
     posteriors = {
         "exact": inference.fit(model, x, "exact", seed=seed),
-        "nuts": inference.fit(model, x, "nuts", num_samples=500, warmup_steps=500,
-                              jit_compile=True, seed=seed),
+        "nuts": inference.fit(
+            model, x, "nuts", num_samples=500, warmup_steps=500, jit_compile=True, seed=seed
+        ),
         "svi": inference.fit(model, x, "svi", guide="multivariate_normal", seed=seed),
     }
-    plots.forest(posteriors, out / "forest.png",
-                 title="AR(2) on sunspots: 90% posterior intervals by exact, nuts and svi")
-    plots.ppc(posteriors["nuts"], out / "ppc.png",
-              title="AR(2) posterior predictive check (NUTS): replicated series vs sunspots")
+    plots.forest(
+        posteriors,
+        out / "forest.png",
+        title="AR(2) on sunspots: 90% posterior intervals by exact, nuts and svi",
+    )
+    plots.ppc(
+        posteriors["nuts"],
+        out / "ppc.png",
+        title="AR(2) posterior predictive check (NUTS): replicated series vs sunspots",
+    )
     order = inference.select_order(x, MAX_ORDER, "aic").order
     forecast_plot(x, order, seed, out / "forecast.png")
     return ["forest.png", "ppc.png", "forecast.png"]
@@ -175,8 +219,7 @@ def forecast_plot(x, order: int, seed: int, path, steps: int = 20, history: int 
         fc = inference.fit(AutoRegressive(order), x, method, seed=seed).forecast(steps, 0.9)
         mean, lower, upper = (v.cpu().numpy() for v in (fc.mean, fc.lower, fc.upper))
         ax.plot(ahead, mean, color=color, ls=style, label=f"AR({order}) {method} mean")
-        ax.fill_between(ahead, lower, upper, color=color, alpha=0.2,
-                        label=f"{method} 90% interval")
+        ax.fill_between(ahead, lower, upper, color=color, alpha=0.2, label=f"{method} 90% interval")
     ax.set_xlabel("year")
     ax.set_ylabel("sunspot number")
     ax.set_title(f"sunspots: {steps}-year forecasts of AR({order}) (order chosen by AIC)")
@@ -213,20 +256,25 @@ def run(name: str, out: Path, seed: int = 0) -> list:
             samples[label] = f.sample(suite.n_samples, seed=seed).cpu().numpy()
         heading = f"{name}: test log-likelihood ({rows[0].n:,} held-out data)"
         columns, footer = None, ""
-        plots.image_rows({"data": split.test.cpu().numpy(), **samples}, out / "samples.png",
-                         kind=suite.kind, title=f"{name}: real data (top) and samples from "
-                                                "each model")
-        plots.tradeoff(rows, out / "tradeoff.png",
-                       title=f"{name}: free parameters vs held-out nats per datum")
+        plots.image_rows(
+            {"data": split.test.cpu().numpy(), **samples},
+            out / "samples.png",
+            kind=suite.kind,
+            title=f"{name}: real data (top) and samples from each model",
+        )
+        plots.tradeoff(
+            rows, out / "tradeoff.png", title=f"{name}: free parameters vs held-out nats per datum"
+        )
         written += ["samples.png", "tradeoff.png"]
     else:
         rows, columns, heading, footer = suite.rows(split, fits, seed)
     kwargs = {} if columns is None else {"columns": columns}
     print(f"\n{heading}\n{table(rows, **kwargs)}" + (f"\n{footer}" if footer else ""))
-    (out / "table.md").write_text(f"# {name}\n\n{table(rows, markdown=True, **kwargs)}\n"
-                                  + (f"\n{footer}\n" if footer else ""))
-    (out / "results.json").write_text(json.dumps([asdict(r) for r in rows], indent=2,
-                                                 default=str))
+    (out / "table.md").write_text(
+        f"# {name}\n\n{table(rows, markdown=True, **kwargs)}\n"
+        + (f"\n{footer}\n" if footer else "")
+    )
+    (out / "results.json").write_text(json.dumps([asdict(r) for r in rows], indent=2, default=str))
     if suite.extras is not None:
         written += suite.extras(split, fits, out, seed)
     print(f"report written to {out}/ ({', '.join(written)})")

@@ -70,8 +70,13 @@ class AutoRegressive(Model):
     param_dims = {"const": (), "phi": ("lag",), "sigma": ()}
     data_dims = ()
 
-    def __init__(self, order: int, constant: bool = True, likelihood: str = "conditional",
-                 stationary: bool = False):
+    def __init__(
+        self,
+        order: int,
+        constant: bool = True,
+        likelihood: str = "conditional",
+        stationary: bool = False,
+    ):
         super().__init__()
         self.order = p = checks.positive_int(order, "order")
         self.constant = _flag(constant, "constant")
@@ -84,15 +89,22 @@ class AutoRegressive(Model):
         if self.constant:
             self._param("const", torch.zeros((), dtype=f64), constraints.real)
         in_region = self.stationary or self.likelihood == "exact"
-        self._param("phi", torch.zeros(p, dtype=f64), stationary_region if in_region
-                    else constraints.real,
-                    event_dim=1)
+        self._param(
+            "phi",
+            torch.zeros(p, dtype=f64),
+            stationary_region if in_region else constraints.real,
+            event_dim=1,
+        )
         self._param("sigma", torch.ones((), dtype=f64), constraints.positive)
 
     @property
     def config(self):
-        return {"order": self.order, "constant": self.constant, "likelihood": self.likelihood,
-                "stationary": self.stationary}
+        return {
+            "order": self.order,
+            "constant": self.constant,
+            "likelihood": self.likelihood,
+            "stationary": self.stationary,
+        }
 
     @property
     def num_parameters(self) -> int:
@@ -108,10 +120,13 @@ class AutoRegressive(Model):
 
     # -- data and units -------------------------------------------------------------------------
     def validate(self, x):
-        return checks.series(x, min_length=self.order + 1,
-                             what=f"AutoRegressive(order={self.order})",
-                             why=f"order + 1: each value depends on the {self.order} before it",
-                             dtype=self.dtype)
+        return checks.series(
+            x,
+            min_length=self.order + 1,
+            what=f"AutoRegressive(order={self.order})",
+            why=f"order + 1: each value depends on the {self.order} before it",
+            dtype=self.dtype,
+        )
 
     def units(self, x: torch.Tensor | None = None) -> tuple[float, float]:
         """(m, s) of the default priors: set by `init_from_data`, else from `x`, else (0, 1)."""
@@ -131,8 +146,7 @@ class AutoRegressive(Model):
             loc, scale = m.units(x)
             m.data_loc.fill_(loc)
             m.data_scale.fill_(scale)
-        if self.likelihood == "conditional" and not self.stationary and \
-                self._default_conjugate():
+        if self.likelihood == "conditional" and not self.stationary and self._default_conjugate():
             return m  # MLE and MAP have closed forms: no start needed
         start = self._least_squares(x)
         in_region = self.stationary or self.likelihood == "exact"  # phi's constraint
@@ -149,11 +163,13 @@ class AutoRegressive(Model):
             r = dist.Uniform(-torch.ones(p, dtype=f64), torch.ones(p, dtype=f64)).to_event(1)
             priors["phi"] = dist.TransformedDistribution(r, [PacfToPhi()])
         else:
-            priors["phi"] = lambda self: dist.Normal(torch.zeros(p, dtype=f64),
-                                                     WIDTH * self.sigma / s).to_event(1)
+            priors["phi"] = lambda self: dist.Normal(
+                torch.zeros(p, dtype=f64), WIDTH * self.sigma / s
+            ).to_event(1)
         if self.constant:
-            priors["const"] = lambda self: dist.Normal(m * (1 - self.phi.sum(-1)),
-                                                       WIDTH * self.sigma)
+            priors["const"] = lambda self: dist.Normal(
+                m * (1 - self.phi.sum(-1)), WIDTH * self.sigma
+            )
         return priors
 
     def _sigma_prior(self, s: float):
@@ -161,8 +177,9 @@ class AutoRegressive(Model):
         data scale s (0.1-0.4 ms to build, asked for at every step of SVI and MAP)."""
         cache = self.__dict__.setdefault("_sigma_priors", {})
         if s not in cache:
-            sigma2 = dist.InverseGamma(torch.tensor(0.5, dtype=f64),
-                                       torch.tensor(s**2 / 2, dtype=f64))
+            sigma2 = dist.InverseGamma(
+                torch.tensor(0.5, dtype=f64), torch.tensor(s**2 / 2, dtype=f64)
+            )
             cache[s] = dist.TransformedDistribution(sigma2, [PowerTransform(0.5)])
         return cache[s]
 
@@ -185,8 +202,7 @@ class AutoRegressive(Model):
     # -- the program ----------------------------------------------------------------------------
     @property
     def _const(self):
-        return self.const if self.constant else torch.zeros((), dtype=f64,
-                                                             device=self.phi.device)
+        return self.const if self.constant else torch.zeros((), dtype=f64, device=self.phi.device)
 
     def forward(self, x=None, num_samples=None):
         """The recursion, one `pyro.sample` per time step. Observing `x` with the conditional
@@ -209,8 +225,9 @@ class AutoRegressive(Model):
             else:
                 mean = const + sum(phi[j] * lag for j, lag in enumerate(lags))
                 scale = sigma
-            xs.append(pyro.sample(f"x_{t}", dist.Normal(mean, scale),
-                                  obs=None if x is None else x[t]))
+            xs.append(
+                pyro.sample(f"x_{t}", dist.Normal(mean, scale), obs=None if x is None else x[t])
+            )
         return torch.stack(xs)
 
     def _start(self, const, phi, sigma):
@@ -222,8 +239,11 @@ class AutoRegressive(Model):
         if self.likelihood == "conditional" and not bool(levinson(phi)[2]):
             m, s = self.units()
             none = [torch.zeros(0, dtype=phi.dtype, device=phi.device)] * self.order
-            return (torch.tensor(m, dtype=phi.dtype, device=phi.device), none,
-                    torch.full((self.order,), s, dtype=phi.dtype, device=phi.device))
+            return (
+                torch.tensor(m, dtype=phi.dtype, device=phi.device),
+                none,
+                torch.full((self.order,), s, dtype=phi.dtype, device=phi.device),
+            )
         return self._stationary_start(const, phi, sigma)
 
     def _stationary_start(self, const, phi, sigma):
@@ -231,15 +251,21 @@ class AutoRegressive(Model):
         (k < p) under the stationary distribution; a ValueError if phi is not stationary."""
         r, coefs, ok = levinson(phi)
         if not bool(ok):
-            raise ValueError(f"phi = {phi.tolist()} is not stationary (a root of the "
-                             "characteristic polynomial lies on or inside the unit circle): the "
-                             "stationary start of the series does not exist, so the exact "
-                             "likelihood is zero and a series cannot be simulated; use "
-                             "stationary=True, or forecast from observed values instead")
+            raise ValueError(
+                f"phi = {phi.tolist()} is not stationary (a root of the "
+                "characteristic polynomial lies on or inside the unit circle): the "
+                "stationary start of the series does not exist, so the exact "
+                "likelihood is zero and a series cannot be simulated; use "
+                "stationary=True, or forecast from observed values instead"
+            )
         mu = const / (1 - phi.sum())
         # Var(x_(k+1) | k before) = sigma^2 / prod_(j>k) (1 - r_j^2)
-        tail = torch.cat([torch.flip(torch.cumprod(torch.flip(1 - r**2, [0]), 0), [0]),
-                          torch.ones(1, dtype=r.dtype, device=r.device)])
+        tail = torch.cat(
+            [
+                torch.flip(torch.cumprod(torch.flip(1 - r**2, [0]), 0), [0]),
+                torch.ones(1, dtype=r.dtype, device=r.device),
+            ]
+        )
         return mu, coefs, sigma / tail.sqrt()
 
     # -- vectorised densities -------------------------------------------------------------------
@@ -253,8 +279,9 @@ class AutoRegressive(Model):
             return super().log_likelihood(x, draws)
         lead = next(iter(draws.values())).shape[:2]
         theta = self._theta(draws)
-        ll = log_prob_steps(x, theta["const"], theta["phi"], theta["sigma"],
-                            self.likelihood == "exact")
+        ll = log_prob_steps(
+            x, theta["const"], theta["phi"], theta["sigma"], self.likelihood == "exact"
+        )
         return ll.reshape(*lead, -1)
 
     @torch.no_grad()
@@ -263,8 +290,9 @@ class AutoRegressive(Model):
         the observed values before it (what the log-likelihood scores), under each draw."""
         lead = next(iter(draws.values())).shape[:2]
         theta = self._theta(draws)
-        mean, sd, _ = step_moments(x, theta["const"], theta["phi"], theta["sigma"],
-                                   self.likelihood == "exact")
+        mean, sd, _ = step_moments(
+            x, theta["const"], theta["phi"], theta["sigma"], self.likelihood == "exact"
+        )
         return torch.normal(mean, sd).reshape(*lead, -1)
 
     @torch.no_grad()
@@ -295,8 +323,11 @@ class AutoRegressive(Model):
         not drawn keep their point value."""
         flat = {k: v.flatten(0, 1).to(f64) for k, v in draws.items()}
         S = next(iter(flat.values())).shape[0]
-        point = {"const": self._const.detach(), "phi": self.phi.detach(),
-                 "sigma": self.sigma.detach()}
+        point = {
+            "const": self._const.detach(),
+            "phi": self.phi.detach(),
+            "sigma": self.sigma.detach(),
+        }
         return {k: flat.get(k, v.expand(S, *v.shape)) for k, v in point.items()}
 
     # -- closed forms ---------------------------------------------------------------------------
@@ -304,7 +335,7 @@ class AutoRegressive(Model):
         """(X, y): rows [1, x_(t-1), ..., x_(t-p)] (no 1 without the constant) and y = x_t for
         t = p+1..T."""
         p, T = self.order, len(x)
-        lags = torch.stack([x[p - j - 1:T - j - 1] for j in range(p)], -1)  # (T - p, p)
+        lags = torch.stack([x[p - j - 1 : T - j - 1] for j in range(p)], -1)  # (T - p, p)
         if self.constant:
             lags = torch.cat([torch.ones(T - p, 1, dtype=x.dtype, device=x.device), lags], -1)
         return lags.to(f64), x[p:].to(f64)
@@ -326,7 +357,7 @@ class AutoRegressive(Model):
     def _yule_walker(self, x) -> dict[str, torch.Tensor]:
         """Yule-Walker estimates (always stationary): a start for the exact likelihood."""
         p, z = self.order, x - x.mean()
-        acov = torch.stack([(z[k:] * z[:len(z) - k]).sum() for k in range(p + 1)]) / len(z)
+        acov = torch.stack([(z[k:] * z[: len(z) - k]).sum() for k in range(p + 1)]) / len(z)
         idx = torch.arange(p)
         phi = torch.linalg.solve(acov[(idx[:, None] - idx[None, :]).abs()], acov[1:])
         start = {"phi": phi, "sigma": (acov[0] - phi @ acov[1:]).clamp_min(1e-12).sqrt()}
@@ -344,8 +375,7 @@ class AutoRegressive(Model):
         elif self._default_conjugate():
             post = self.posterior(x)  # mode in (beta, sigma): sigma^2 = 2 c_n / (2 a_n + k + 1)
             k = len(post.b)
-            estimate = {**self._split(post.b),
-                        "sigma": (2 * post.c / (2 * post.a + k + 1)).sqrt()}
+            estimate = {**self._split(post.b), "sigma": (2 * post.c / (2 * post.a + k + 1)).sqrt()}
         else:
             return False
         self.set_params(estimate)
@@ -353,9 +383,11 @@ class AutoRegressive(Model):
 
     def posterior(self, x):
         if self.likelihood != "conditional" or not self._default_conjugate():
-            raise ValueError("method='exact' needs the conditional likelihood and the default "
-                             "Normal-Inverse-Gamma priors (stationary=False, no priors of your "
-                             "own); use method='nuts' or 'svi' for this model")
+            raise ValueError(
+                "method='exact' needs the conditional likelihood and the default "
+                "Normal-Inverse-Gamma priors (stationary=False, no priors of your "
+                "own); use method='nuts' or 'svi' for this model"
+            )
         model = self if not torch.isnan(self.data_loc) else self.init_from_data(x)
         return NormalInverseGammaPosterior(model, x)
 
@@ -371,16 +403,22 @@ class AutoRegressive(Model):
         steps = checks.positive_int(steps, "steps")
         prob = checks.probability(prob, "prob")
         x = self.validate(x)
-        theta = self._theta(draws) if draws else {
-            k: v[None] for k, v in {"const": self._const, "phi": self.phi,
-                                    "sigma": self.sigma}.items()}
+        theta = (
+            self._theta(draws)
+            if draws
+            else {
+                k: v[None]
+                for k, v in {"const": self._const, "phi": self.phi, "sigma": self.sigma}.items()
+            }
+        )
         mean, sd = gaussian_forecast(x, theta["const"], theta["phi"], theta["sigma"], steps)
         q = (1 + prob) / 2
         if mean.shape[0] == 1:
             z = dist.Normal(0.0, 1.0).icdf(torch.tensor(q, dtype=sd.dtype, device=sd.device))
             return Forecast(mean[0], mean[0] - z * sd[0], mean[0] + z * sd[0], prob)
-        return Forecast(mean.mean(0), mixture_quantile(mean, sd, 1 - q),
-                        mixture_quantile(mean, sd, q), prob)
+        return Forecast(
+            mean.mean(0), mixture_quantile(mean, sd, 1 - q), mixture_quantile(mean, sd, q), prob
+        )
 
 
 def _flag(value, name: str) -> bool:
@@ -405,8 +443,9 @@ class NormalInverseGammaPosterior(Posterior):
         self.b = torch.linalg.solve(self.precision, L0 @ b0 + X.T @ y)
         self.a = torch.tensor(a0 + len(y) / 2, dtype=y.dtype, device=y.device)
         self.c = c0 + (y @ y + b0 @ L0 @ b0 - self.b @ self.precision @ self.b) / 2
-        self.cov_chol = torch.linalg.cholesky(torch.cholesky_inverse(
-            torch.linalg.cholesky(self.precision)))
+        self.cov_chol = torch.linalg.cholesky(
+            torch.cholesky_inverse(torch.linalg.cholesky(self.precision))
+        )
 
     def sample(self, num_samples):
         sigma2 = 1 / dist.Gamma(self.a, self.c).sample((num_samples,))

@@ -191,14 +191,17 @@ class Model(PyroModule):
         """Effective priors as distributions; a conditional prior is evaluated at the current
         values of the parameters it depends on."""
         with local_params():
-            return {name: prior if hasattr(prior, "log_prob") else prior(self)
-                    for name, prior in self.prior_specs().items()}
+            return {
+                name: prior if hasattr(prior, "log_prob") else prior(self)
+                for name, prior in self.prior_specs().items()
+            }
 
     def log_prior(self) -> torch.Tensor:
         """log p(theta) at the current point values (the objective of MAP adds it)."""
         with local_params():
-            return sum(prior.log_prob(getattr(self, name)).sum()
-                       for name, prior in self.priors().items())
+            return sum(
+                prior.log_prob(getattr(self, name)).sum() for name, prior in self.priors().items()
+            )
 
     @torch.no_grad()
     def get_params(self) -> dict[str, torch.Tensor]:
@@ -210,20 +213,32 @@ class Model(PyroModule):
         for name in pyro_internals.module_params(self):
             current = getattr(self, name).detach()
             kept = exact.get(name)
-            same = kept is not None and kept[0].device == current.device and \
-                kept[0].dtype == current.dtype and torch.equal(kept[0], current)
+            same = (
+                kept is not None
+                and kept[0].device == current.device
+                and kept[0].dtype == current.dtype
+                and torch.equal(kept[0], current)
+            )
             out[name] = kept[1].clone() if same else current.clone()
         return out
 
     def _apply(self, fn, *args, **kwargs):
         """`.to`, `.cuda`, `.float`, ...: the exact values kept beside the parameters move too."""
         exact = self.__dict__.get("_exact")
-        kept = {k: v for k, v in self.get_params().items()
-                if exact and k in exact and torch.equal(v, exact[k][1])} if exact else {}
+        kept = (
+            {
+                k: v
+                for k, v in self.get_params().items()
+                if exact and k in exact and torch.equal(v, exact[k][1])
+            }
+            if exact
+            else {}
+        )
         out = super()._apply(fn, *args, **kwargs)
         if exact:  # stored again beside the converted parameters
-            self.__dict__["_exact"] = {k: (getattr(self, k).detach().clone(), fn(v))
-                                       for k, v in kept.items()}
+            self.__dict__["_exact"] = {
+                k: (getattr(self, k).detach().clone(), fn(v)) for k, v in kept.items()
+            }
         return out
 
     @torch.no_grad()
@@ -232,16 +247,26 @@ class Model(PyroModule):
         stays float32 whatever precision a closed form computed in)."""
         for name, value in values.items():
             if name not in self._inits:
-                raise ValueError(f"{type(self).__name__} has no parameter {name!r}; its "
-                                 f"parameters are {self.param_names}")
-            current = getattr(self, name) if name in pyro_internals.module_params(self) else \
-                self._inits[name][0]
+                raise ValueError(
+                    f"{type(self).__name__} has no parameter {name!r}; its "
+                    f"parameters are {self.param_names}"
+                )
+            current = (
+                getattr(self, name)
+                if name in pyro_internals.module_params(self)
+                else self._inits[name][0]
+            )
             value = (value if torch.is_tensor(value) else torch.as_tensor(value)).to(
-                dtype=current.dtype, device=current.device)
+                dtype=current.dtype, device=current.device
+            )
             setattr(self, name, value)
-            if name in pyro_internals.module_params(self):  # remember the exact value beside its storage
+            if name in pyro_internals.module_params(
+                self
+            ):  # remember the exact value beside its storage
                 self.__dict__.setdefault("_exact", {})[name] = (
-                    getattr(self, name).detach().clone(), value.detach().clone())
+                    getattr(self, name).detach().clone(),
+                    value.detach().clone(),
+                )
         return self
 
     @property
@@ -299,7 +324,11 @@ class Model(PyroModule):
             x = x.to(holder.device)
         fast = accelerator(self, "_log_prob")
         if fast is not None:
-            exact = {k: v for k, v in self.get_params().items() if k not in pyro_internals.module_samples(self)}
+            exact = {
+                k: v
+                for k, v in self.get_params().items()
+                if k not in pyro_internals.module_samples(self)
+            }
             with running(self), self.using(exact):  # running() places tensors on the device
                 return fast(x)
         with placed(self.device):
@@ -333,16 +362,20 @@ class Model(PyroModule):
         return False
 
     def posterior(self, x: torch.Tensor):
-        raise ValueError(f"{type(self).__name__} has no conjugate form, so method='exact' is not "
-                         "available; use method='nuts' or 'svi' for a posterior")
+        raise ValueError(
+            f"{type(self).__name__} has no conjugate form, so method='exact' is not "
+            "available; use method='nuts' or 'svi' for a posterior"
+        )
 
     @property
     def num_parameters(self) -> int:
         """Accelerator: the number of free parameters. Without it, a fit reports the dimension
         of the unconstrained parameter space read from a trace (`Fit.report`)."""
-        raise ValueError(f"{type(self).__name__} does not state num_parameters; fit it and read "
-                         "Fit.report(x).num_parameters (counted from a trace), or define the "
-                         "property")
+        raise ValueError(
+            f"{type(self).__name__} does not state num_parameters; fit it and read "
+            "Fit.report(x).num_parameters (counted from a trace), or define the "
+            "property"
+        )
 
     @property
     def config(self) -> dict:
@@ -365,13 +398,15 @@ class Model(PyroModule):
         """(validated x, N) when observing, (None, num_samples) when generating."""
         if x is not None:
             if num_samples is not None:
-                raise ValueError("pass either x (to observe data) or num_samples (to generate), "
-                                 "not both")
+                raise ValueError(
+                    "pass either x (to observe data) or num_samples (to generate), not both"
+                )
             x = self.validate(x)
             return x, x.shape[0]
         if num_samples is None:
-            raise ValueError("forward needs x (data to observe) or num_samples (how many to "
-                             "generate)")
+            raise ValueError(
+                "forward needs x (data to observe) or num_samples (how many to generate)"
+            )
         from ppl_models.checks import positive_int
 
         return None, positive_int(num_samples, "num_samples")
@@ -393,9 +428,11 @@ def dirichlet_concentration(prior: dist.Distribution, shape: torch.Size) -> torc
     return c.to(torch.float64).expand(shape)
 
 
-NO_INTERIOR_MAP = ("MAP does not exist in the interior for a Dirichlet/Beta concentration below "
-                   "1 on a cell with no data; use method='exact' (the posterior) or a "
-                   "concentration >= 1")
+NO_INTERIOR_MAP = (
+    "MAP does not exist in the interior for a Dirichlet/Beta concentration below "
+    "1 on a cell with no data; use method='exact' (the posterior) or a "
+    "concentration >= 1"
+)
 
 
 def normalise_counts(counts: torch.Tensor, extra: torch.Tensor | float = 0.0) -> torch.Tensor:

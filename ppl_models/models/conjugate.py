@@ -47,12 +47,15 @@ class DirichletPosterior(Posterior):
         return value[..., 0] if name in self.bernoulli else value
 
     def sample(self, num_samples):
-        return {k: self._first(k, Dirichlet(c).sample((num_samples,)))
-                for k, c in self.concentration.items()}
+        return {
+            k: self._first(k, Dirichlet(c).sample((num_samples,)))
+            for k, c in self.concentration.items()
+        }
 
     def mean(self):
-        return {k: self._first(k, c / c.sum(-1, keepdim=True))
-                for k, c in self.concentration.items()}
+        return {
+            k: self._first(k, c / c.sum(-1, keepdim=True)) for k, c in self.concentration.items()
+        }
 
     def log_predictive(self, x):
         return self.predictive.log_prob(x)

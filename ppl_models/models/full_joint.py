@@ -22,8 +22,9 @@ class Counts:
     beta = 0 is the MLE, alpha - 1 the MAP, alpha the Dirichlet(alpha) posterior predictive.
     Memory is O(distinct configurations seen)."""
 
-    def __init__(self, configs: torch.Tensor, counts: torch.Tensor, beta: float,
-                 num_categories: int):
+    def __init__(
+        self, configs: torch.Tensor, counts: torch.Tensor, beta: float, num_categories: int
+    ):
         self.num_categories = num_categories
         self.dtype = torch.uint8 if num_categories <= 256 else torch.int32  # compact rows
         self.configs, self.counts = configs.to(self.dtype), counts.to(torch.float64)
@@ -45,8 +46,9 @@ class Counts:
 
     def lookup(self, x: torch.Tensor) -> torch.Tensor:
         """Index of each row of x among the seen configurations, -1 where unseen."""
-        return torch.tensor([self.index.get(k, -1) for k in self.keys(x)], dtype=torch.int64,
-                            device=x.device)
+        return torch.tensor(
+            [self.index.get(k, -1) for k in self.keys(x)], dtype=torch.int64, device=x.device
+        )
 
     def log_normaliser(self) -> float:
         """log(N + beta K^D)."""
@@ -67,7 +69,7 @@ class Counts:
     def sample(self, n: int) -> torch.Tensor:
         """n draws: the seen configurations with weight N, uniform cells with weight beta K^D."""
         D, K = self.configs.shape[1], self.num_categories
-        log_uniform = (math.log(self.beta) + self.log_cells if self.beta > 0 else -math.inf)
+        log_uniform = math.log(self.beta) + self.log_cells if self.beta > 0 else -math.inf
         p_uniform = math.exp(log_uniform - self.log_normaliser())
         uniform = torch.rand(n) < p_uniform
         out = torch.randint(K, (n, D))
@@ -89,14 +91,16 @@ class FullJoint(Model):
     Default prior: probs ~ Dirichlet(alpha, ..., alpha).
     """
 
-    def __init__(self, num_dims: int, num_categories: int = 2, alpha: float = 1.0,
-                 sparse: bool = False):
+    def __init__(
+        self, num_dims: int, num_categories: int = 2, alpha: float = 1.0, sparse: bool = False
+    ):
         super().__init__()
         self.num_dims = D = checks.positive_int(num_dims, "num_dims")
         self.num_categories = K = checks.positive_int(num_categories, "num_categories", 2)
         if not (isinstance(alpha, int | float) and math.isfinite(alpha) and alpha > 0):
-            raise ValueError(f"alpha (the Dirichlet concentration) must be a positive number, "
-                             f"got {alpha!r}")
+            raise ValueError(
+                f"alpha (the Dirichlet concentration) must be a positive number, got {alpha!r}"
+            )
         self.alpha, self.sparse = float(alpha), bool(sparse)
         self.num_configs = K**D
         if self.sparse:
@@ -106,18 +110,26 @@ class FullJoint(Model):
             raise ValueError(
                 f"a dense FullJoint over {K}^{D} configurations has {self.num_parameters:,} free "
                 f"parameters, too many to hold (dense limit: 2^24 = {DENSE_LIMIT:,} cells); use "
-                "FullJoint(..., sparse=True), which stores only the configurations in the data")
+                "FullJoint(..., sparse=True), which stores only the configurations in the data"
+            )
         self.register_buffer("radix", K ** torch.arange(D - 1, -1, -1), persistent=False)
         n = self.num_configs
         self._param("probs", torch.full((n,), 1.0 / n, dtype=torch.float64), constraints.simplex)
 
-    param_dims = {"probs": ("configuration",), "probs_seen": ("seen_configuration",),
-                  "probs_other": ()}  # exact draws: the seen cells, the rest as one
+    param_dims = {
+        "probs": ("configuration",),
+        "probs_seen": ("seen_configuration",),
+        "probs_other": (),
+    }  # exact draws: the seen cells, the rest as one
 
     @property
     def config(self):
-        return {"num_dims": self.num_dims, "num_categories": self.num_categories,
-                "alpha": self.alpha, "sparse": self.sparse}
+        return {
+            "num_dims": self.num_dims,
+            "num_categories": self.num_categories,
+            "alpha": self.alpha,
+            "sparse": self.sparse,
+        }
 
     @property
     def num_parameters(self) -> int:
@@ -128,19 +140,28 @@ class FullJoint(Model):
     def default_priors(self):
         if self.sparse:
             return {}
-        return {"probs": dist.Dirichlet(torch.full((self.num_configs,), self.alpha,
-                                                   dtype=torch.float64))}
+        return {
+            "probs": dist.Dirichlet(
+                torch.full((self.num_configs,), self.alpha, dtype=torch.float64)
+            )
+        }
 
     def bayesian(self):
         if self.sparse:
-            raise ValueError("FullJoint(sparse=True) keeps counts, not explicit parameters, so "
-                             "svi and nuts cannot sample them; use method='exact' (the exact "
-                             "Dirichlet posterior) or sparse=False when K^D is small")
+            raise ValueError(
+                "FullJoint(sparse=True) keeps counts, not explicit parameters, so "
+                "svi and nuts cannot sample them; use method='exact' (the exact "
+                "Dirichlet posterior) or sparse=False when K^D is small"
+            )
         return super().bayesian()
 
     def validate(self, x):
-        return checks.categories(x, self.num_categories, num_dims=self.num_dims,
-                                 what=f"FullJoint(num_categories={self.num_categories})")
+        return checks.categories(
+            x,
+            self.num_categories,
+            num_dims=self.num_dims,
+            what=f"FullJoint(num_categories={self.num_categories})",
+        )
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Index of each configuration, the first dimension most significant (dense only)."""
@@ -163,7 +184,8 @@ class FullJoint(Model):
         return _ConfigurationCategorical(
             lambda x: log_probs[self.encode(x)],
             lambda n: self.decode(torch.multinomial(log_probs.exp(), n, replacement=True)),
-            self.num_dims)
+            self.num_dims,
+        )
 
     def _log_prob(self, x):
         if self.sparse:
@@ -192,8 +214,9 @@ class FullJoint(Model):
 
     def set_extra_state(self, state):
         if self.sparse:
-            self.table = Counts(state["configs"], state["counts"], state["beta"],
-                                self.num_categories)
+            self.table = Counts(
+                state["configs"], state["counts"], state["beta"], self.num_categories
+            )
 
 
 class _ConfigurationCategorical(dist.TorchDistribution):
@@ -223,7 +246,10 @@ def _log_gamma_sample(log_concentration: torch.Tensor, shape) -> torch.Tensor:
     log_a = log_concentration.expand(shape)
     big = log_a > math.log(1e12)
     a = torch.where(big, torch.zeros_like(log_a), log_a).exp()
-    g = torch.distributions.Gamma(a + 1, torch.ones_like(a)).sample().log() + torch.rand(shape, dtype=a.dtype).log() / a
+    g = (
+        torch.distributions.Gamma(a + 1, torch.ones_like(a)).sample().log()
+        + torch.rand(shape, dtype=a.dtype).log() / a
+    )
     return torch.where(big, log_a + torch.randn(shape, dtype=a.dtype) * (-log_a / 2).exp(), g)
 
 
@@ -247,8 +273,9 @@ class FullJointPosterior(Posterior):
         """log concentration of [each seen configuration..., the aggregated other cell]."""
         alpha, R = self.model.alpha, self.num_unseen
         other = math.log(alpha) + math.log(R) if R else -math.inf
-        return torch.cat([torch.log(self.table.counts + alpha),
-                          torch.tensor([other], dtype=torch.float64)])
+        return torch.cat(
+            [torch.log(self.table.counts + alpha), torch.tensor([other], dtype=torch.float64)]
+        )
 
     def mean(self):
         log_c = self._log_conc()
@@ -278,8 +305,10 @@ class FullJointPosterior(Posterior):
         if unseen.any():
             uniq, inv = torch.unique(x[unseen], dim=0, return_inverse=True)
             log_alpha, U = math.log(self.model.alpha), len(uniq)
-            log_rest_conc = torch.tensor([log_alpha + math.log(max(self.num_unseen - j, 1))
-                                          for j in range(1, U + 1)], dtype=torch.float64)
+            log_rest_conc = torch.tensor(
+                [log_alpha + math.log(max(self.num_unseen - j, 1)) for j in range(1, U + 1)],
+                dtype=torch.float64,
+            )
             g1 = _log_gamma_sample(torch.tensor(log_alpha, dtype=torch.float64), (*lead, U))
             g2 = _log_gamma_sample(log_rest_conc, (*lead, U))
             log_b = g1 - torch.logaddexp(g1, g2)  # Beta(alpha, alpha (R - j)) splits

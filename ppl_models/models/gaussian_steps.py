@@ -30,7 +30,7 @@ def step_moments(x, const, phi, sigma, exact: bool):
     leading parameter dims: const (...), phi (..., p), sigma (...) -> (..., T - p), or (..., T)
     when `exact` (the first p steps from the stationary distribution; ok: phi stationary)."""
     p, T = phi.shape[-1], x.shape[0]
-    lags = torch.stack([x[p - j - 1:T - j - 1] for j in range(p)], -1)  # (T - p, p)
+    lags = torch.stack([x[p - j - 1 : T - j - 1] for j in range(p)], -1)  # (T - p, p)
     mean = const[..., None] + (lags * phi[..., None, :]).sum(-1)
     sd = sigma[..., None].expand(mean.shape)
     if not exact:
@@ -45,15 +45,18 @@ def step_moments(x, const, phi, sigma, exact: bool):
         prev = x[:k].flip(0)  # x_k, ..., x_1
         means.append(mu + (coefs[k] * (prev - mu[..., None])).sum(-1))
         sds.append(sigma / shrink[..., k].sqrt())
-    return (torch.cat([torch.stack(means, -1), mean], -1),
-            torch.cat([torch.stack(sds, -1), sd], -1), ok)
+    return (
+        torch.cat([torch.stack(means, -1), mean], -1),
+        torch.cat([torch.stack(sds, -1), sd], -1),
+        ok,
+    )
 
 
 def log_prob_steps(x, const, phi, sigma, exact: bool) -> torch.Tensor:
     """log N(x_t | E[x_t | past], Var) per modelled step, vectorised over leading parameter
     dims: const (...), phi (..., p), sigma (...) -> (..., T - p), or (..., T) when `exact`."""
     mean, sd, ok = step_moments(x, const, phi, sigma, exact)
-    ll = dist.Normal(mean, sd).log_prob(x[x.shape[0] - mean.shape[-1]:])
+    ll = dist.Normal(mean, sd).log_prob(x[x.shape[0] - mean.shape[-1] :])
     if not exact:
         return ll
     return torch.where(ok[..., None], ll, torch.full_like(ll, -math.inf))

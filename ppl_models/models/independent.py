@@ -31,8 +31,10 @@ class Independent(Model):
         self.family = checks.one_of(family, FAMILIES, "family")
         if family == "categorical":
             if num_categories is None:
-                raise ValueError("family='categorical' needs num_categories (the number of "
-                                 "values each dimension takes)")
+                raise ValueError(
+                    "family='categorical' needs num_categories (the number of "
+                    "values each dimension takes)"
+                )
             self.num_categories = checks.positive_int(num_categories, "num_categories", 2)
         elif num_categories not in (None, 2 if family == "bernoulli" else None):
             raise ValueError(f"num_categories applies to family='categorical', not {family!r}")
@@ -56,31 +58,44 @@ class Independent(Model):
 
     @property
     def config(self):
-        return {"num_dims": self.num_dims, "family": self.family,
-                "num_categories": self.num_categories if self.family == "categorical" else None}
+        return {
+            "num_dims": self.num_dims,
+            "family": self.family,
+            "num_categories": self.num_categories if self.family == "categorical" else None,
+        }
 
     @property
     def num_parameters(self) -> int:
         D = self.num_dims
-        return {"bernoulli": D, "categorical": D * ((self.num_categories or 2) - 1),
-                "normal": 2 * D}[self.family]
+        return {
+            "bernoulli": D,
+            "categorical": D * ((self.num_categories or 2) - 1),
+            "normal": 2 * D,
+        }[self.family]
 
     @property
     def factorization(self) -> str:
-        f = {"bernoulli": "Bernoulli(x_d | probs_d)", "categorical": "Categorical(x_d | probs_d)",
-             "normal": "Normal(x_d | loc_d, scale_d)"}[self.family]
+        f = {
+            "bernoulli": "Bernoulli(x_d | probs_d)",
+            "categorical": "Categorical(x_d | probs_d)",
+            "normal": "Normal(x_d | loc_d, scale_d)",
+        }[self.family]
         return f"p(x) = prod_d {f}"
 
     def default_priors(self):
         D, f64 = self.num_dims, torch.float64
         if self.family == "bernoulli":
-            return {"probs": dist.Beta(torch.ones(D, dtype=f64), torch.ones(D, dtype=f64))
-                    .to_event(1)}
+            return {
+                "probs": dist.Beta(torch.ones(D, dtype=f64), torch.ones(D, dtype=f64)).to_event(1)
+            }
         if self.family == "categorical":
-            return {"probs": dist.Dirichlet(torch.ones(D, self.num_categories, dtype=f64))
-                    .to_event(1)}
-        return {"loc": dist.Normal(torch.zeros(D, dtype=f64), 10.0).to_event(1),
-                "scale": dist.LogNormal(torch.zeros(D, dtype=f64), 2.0).to_event(1)}
+            return {
+                "probs": dist.Dirichlet(torch.ones(D, self.num_categories, dtype=f64)).to_event(1)
+            }
+        return {
+            "loc": dist.Normal(torch.zeros(D, dtype=f64), 10.0).to_event(1),
+            "scale": dist.LogNormal(torch.zeros(D, dtype=f64), 2.0).to_event(1),
+        }
 
     def validate(self, x):
         what = f"Independent(family={self.family!r})"
@@ -151,7 +166,9 @@ class Independent(Model):
             return super().posterior(x)
         conc, prior = self._concentration()
         if conc is None:
-            raise ValueError(f"method='exact' needs a Beta/Dirichlet prior on probs, got {prior}; "
-                             "use method='nuts' or 'svi' for other priors")
+            raise ValueError(
+                f"method='exact' needs a Beta/Dirichlet prior on probs, got {prior}; "
+                "use method='nuts' or 'svi' for other priors"
+            )
         bern = ("probs",) if self.family == "bernoulli" else ()
         return DirichletPosterior(self, {"probs": self._counts(x) + conc}, bernoulli=bern)

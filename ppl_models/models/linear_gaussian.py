@@ -28,8 +28,10 @@ class LinearGaussian(Model):
         self.num_dims = D = checks.positive_int(num_dims, "num_dims", 2)
         k = D - 1 if order is None else checks.positive_int(order, "order")
         if k >= D:
-            raise ValueError(f"order={k} must be smaller than num_dims={D}; order=None (= D - 1) "
-                             "is the full-covariance Gaussian")
+            raise ValueError(
+                f"order={k} must be smaller than num_dims={D}; order=None (= D - 1) "
+                "is the full-covariance Gaussian"
+            )
         self.order = k
         d, j = torch.arange(D)[:, None], torch.arange(1, k + 1)[None, :]
         self.register_buffer("used", (d - j >= 0), persistent=False)  # (D, k)
@@ -42,8 +44,10 @@ class LinearGaussian(Model):
 
     @property
     def config(self):
-        return {"num_dims": self.num_dims,
-                "order": None if self.order == self.num_dims - 1 else self.order}
+        return {
+            "num_dims": self.num_dims,
+            "order": None if self.order == self.num_dims - 1 else self.order,
+        }
 
     @property
     def num_parameters(self) -> int:
@@ -56,9 +60,11 @@ class LinearGaussian(Model):
 
     def default_priors(self):
         D, k, f64 = self.num_dims, self.order, torch.float64
-        return {"b": dist.Normal(torch.zeros(D, dtype=f64), 10.0).to_event(1),
-                "W": dist.Normal(torch.zeros(D, k, dtype=f64), 1.0).to_event(2),
-                "sigma": dist.LogNormal(torch.zeros(D, dtype=f64), 2.0).to_event(1)}
+        return {
+            "b": dist.Normal(torch.zeros(D, dtype=f64), 10.0).to_event(1),
+            "W": dist.Normal(torch.zeros(D, k, dtype=f64), 1.0).to_event(2),
+            "sigma": dist.LogNormal(torch.zeros(D, dtype=f64), 2.0).to_event(1),
+        }
 
     def validate(self, x):
         return checks.real(x, num_dims=self.num_dims, what="LinearGaussian", dtype=self.dtype)
@@ -71,8 +77,9 @@ class LinearGaussian(Model):
             for d in range(self.num_dims):
                 lags = xs[::-1][: self.order]  # x_(d-1), x_(d-2), ...
                 mean = b[d] + sum(W[d, j] * lag for j, lag in enumerate(lags))
-                x_d = pyro.sample(f"x_{d}", dist.Normal(mean, sigma[d]),
-                                  obs=None if x is None else x[:, d])
+                x_d = pyro.sample(
+                    f"x_{d}", dist.Normal(mean, sigma[d]), obs=None if x is None else x[:, d]
+                )
                 xs.append(x_d)
         return torch.stack(xs, -1)
 
@@ -81,8 +88,7 @@ class LinearGaussian(Model):
         W = self.W if W is None else W
         D = self.num_dims
         d, j = torch.nonzero(self.used, as_tuple=True)  # j: column, i.e. lag j + 1
-        return torch.zeros(D, D, dtype=W.dtype, device=W.device).index_put((d, d - j - 1),
-                                                                           W[d, j])
+        return torch.zeros(D, D, dtype=W.dtype, device=W.device).index_put((d, d - j - 1), W[d, j])
 
     def _log_prob(self, x):
         mean = self.b + x.to(self.b.dtype) @ self.lag_matrix().T
@@ -94,17 +100,25 @@ class LinearGaussian(Model):
             return False
         x = x.to(torch.float64)
         N, D = x.shape
-        b, W, sigma = torch.zeros(D, dtype=x.dtype), torch.zeros(D, self.order, dtype=x.dtype), \
-            torch.zeros(D, dtype=x.dtype)
+        b, W, sigma = (
+            torch.zeros(D, dtype=x.dtype),
+            torch.zeros(D, self.order, dtype=x.dtype),
+            torch.zeros(D, dtype=x.dtype),
+        )
         for d in range(D):
             p = min(d, self.order)
-            design = torch.cat([torch.ones(N, 1, dtype=x.dtype),
-                                x[:, d - p:d].flip(-1)], 1)  # [1, x_(d-1), ..., x_(d-p)]
-            coef = torch.linalg.lstsq(design, x[:, d:d + 1]).solution[:, 0]
+            design = torch.cat(
+                [torch.ones(N, 1, dtype=x.dtype), x[:, d - p : d].flip(-1)], 1
+            )  # [1, x_(d-1), ..., x_(d-p)]
+            coef = torch.linalg.lstsq(design, x[:, d : d + 1]).solution[:, 0]
             resid = x[:, d] - design @ coef
             b[d], W[d, :p] = coef[0], coef[1:]
             sigma[d] = resid.pow(2).mean().sqrt()
-        checks.no_zero_scale(sigma, "LinearGaussian", "residual standard deviation (the dim is "
-                             "constant, or exactly a linear function of the dims before it)")
+        checks.no_zero_scale(
+            sigma,
+            "LinearGaussian",
+            "residual standard deviation (the dim is "
+            "constant, or exactly a linear function of the dims before it)",
+        )
         self.set_params({"b": b, "W": W, "sigma": sigma})
         return True

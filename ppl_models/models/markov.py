@@ -30,24 +30,34 @@ class Markov(Model):
         self.order = k = checks.positive_int(order, "order")
         self.num_categories = K = checks.positive_int(num_categories, "num_categories", 2)
         if k >= D:
-            raise ValueError(f"order={k} must be smaller than num_dims={D}: an order-{k} chain "
-                             f"over {D} dims conditions on dims that do not exist; use "
-                             f"order <= {D - 1} (order = num_dims - 1 is the full joint)")
+            raise ValueError(
+                f"order={k} must be smaller than num_dims={D}: an order-{k} chain "
+                f"over {D} dims conditions on dims that do not exist; use "
+                f"order <= {D - 1} (order = num_dims - 1 is the full joint)"
+            )
         rows = [K ** min(d, k) for d in range(D)]
         self.num_rows = sum(rows)
         if self.num_rows * K > 2**28:
-            raise ValueError(f"Markov(order={k}, num_categories={K}) needs {self.num_rows * K:,} "
-                             "table entries, too many to hold; lower the order")
+            raise ValueError(
+                f"Markov(order={k}, num_categories={K}) needs {self.num_rows * K:,} "
+                "table entries, too many to hold; lower the order"
+            )
         self.register_buffer("offsets", torch.tensor([0, *rows[:-1]]).cumsum(0), persistent=False)
-        self._param("probs", torch.full((self.num_rows, K), 1.0 / K, dtype=torch.float64),
-                    constraints.simplex)
+        self._param(
+            "probs",
+            torch.full((self.num_rows, K), 1.0 / K, dtype=torch.float64),
+            constraints.simplex,
+        )
 
     param_dims = {"probs": ("context", "category")}  # a context: a position and the k before
 
     @property
     def config(self):
-        return {"num_dims": self.num_dims, "order": self.order,
-                "num_categories": self.num_categories}
+        return {
+            "num_dims": self.num_dims,
+            "order": self.order,
+            "num_categories": self.num_categories,
+        }
 
     @property
     def num_parameters(self) -> int:
@@ -65,8 +75,9 @@ class Markov(Model):
         return {"probs": dist.Dirichlet(ones).to_event(1)}
 
     def validate(self, x):
-        return checks.categories(x, self.num_categories, num_dims=self.num_dims,
-                                 what=f"Markov(order={self.order})")
+        return checks.categories(
+            x, self.num_categories, num_dims=self.num_dims, what=f"Markov(order={self.order})"
+        )
 
     def _row(self, d: int, previous: list) -> torch.Tensor | int:
         """Row of dim d's table for the context `previous` (values of dims d-1, d-2, ...)."""
@@ -80,8 +91,9 @@ class Markov(Model):
         with pyro.plate("data", n):
             for d in pyro.markov(range(self.num_dims), history=self.order):
                 row = self._row(d, xs[::-1])
-                x_d = pyro.sample(f"x_{d}", dist.Categorical(probs[row]),
-                                  obs=None if x is None else x[:, d])
+                x_d = pyro.sample(
+                    f"x_{d}", dist.Categorical(probs[row]), obs=None if x is None else x[:, d]
+                )
                 xs.append(x_d)
         return torch.stack(xs, -1)
 
@@ -99,9 +111,9 @@ class Markov(Model):
         K = self.num_categories
         flat = (self.rows(x) * K + x).reshape(-1)
         counts = torch.zeros(self.num_rows * K, dtype=torch.float64, device=x.device)
-        return counts.index_add_(0, flat, torch.ones(flat.shape, dtype=torch.float64,
-                                                     device=x.device)).reshape(
-            self.num_rows, K)
+        return counts.index_add_(
+            0, flat, torch.ones(flat.shape, dtype=torch.float64, device=x.device)
+        ).reshape(self.num_rows, K)
 
     def fit_closed_form(self, x, prior):
         counts = self._counts(x)
@@ -117,6 +129,8 @@ class Markov(Model):
         prior = self.priors()["probs"]
         conc = dirichlet_concentration(prior, torch.Size([self.num_rows, self.num_categories]))
         if conc is None:
-            raise ValueError(f"method='exact' needs a Dirichlet prior on probs, got {prior}; use "
-                             "method='nuts' or 'svi' for other priors")
+            raise ValueError(
+                f"method='exact' needs a Dirichlet prior on probs, got {prior}; use "
+                "method='nuts' or 'svi' for other priors"
+            )
         return DirichletPosterior(self, {"probs": self._counts(x) + conc})

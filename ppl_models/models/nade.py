@@ -53,20 +53,31 @@ class NADE(Model):
 
     gradient_solver = "adam"
 
-    def __init__(self, num_dims: int, hidden: int, output: str = "bernoulli",
-                 components: int | None = None, order=None, dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        num_dims: int,
+        hidden: int,
+        output: str = "bernoulli",
+        components: int | None = None,
+        order=None,
+        dtype: torch.dtype = torch.float32,
+    ):
         super().__init__()
         self.num_dims = D = checks.positive_int(num_dims, "num_dims")
         self.hidden = checks.positive_int(hidden, "hidden")
         self.output = checks.one_of(output, OUTPUTS, "output")
         if output == "mog":
             if components is None:
-                raise ValueError("output='mog' needs components (the number of Gaussians per "
-                                 "conditional, e.g. components=10)")
+                raise ValueError(
+                    "output='mog' needs components (the number of Gaussians per "
+                    "conditional, e.g. components=10)"
+                )
             self.components = checks.positive_int(components, "components")
         elif components is not None:
-            raise ValueError(f"components={components!r} applies to output='mog' only; drop it "
-                             "for output='bernoulli'")
+            raise ValueError(
+                f"components={components!r} applies to output='mog' only; drop it "
+                "for output='bernoulli'"
+            )
         else:
             self.components = None
         if dtype not in (torch.float32, torch.float64):
@@ -75,8 +86,9 @@ class NADE(Model):
         self.order = _permutation(order, D)
         self.register_buffer("perm", torch.tensor(self.order), persistent=False)
         self.register_buffer("position", torch.argsort(self.perm), persistent=False)
-        self.register_buffer("before", torch.ones(D, D - 1, dtype=dtype).tril(-1),
-                             persistent=False)  # (D, D-1): before[d, j] = 1 if j < d
+        self.register_buffer(
+            "before", torch.ones(D, D - 1, dtype=dtype).tril(-1), persistent=False
+        )  # (D, D-1): before[d, j] = 1 if j < d
         self.register_buffer("shift", torch.zeros(D, dtype=dtype))  # mog: x = shift + scale z
         self.register_buffer("scale", torch.ones(D, dtype=dtype))
         self.register_buffer("initialised", torch.tensor(False))
@@ -94,8 +106,11 @@ class NADE(Model):
             values["b"] = torch.logit(mean.clamp(1e-3, 1 - 1e-3))
         else:
             q = (torch.arange(K, **opts) + 0.5) / K
-            spread = torch.distributions.Normal(0.0, 1.0).icdf(q).to(self.dtype).expand(D, K) \
-                if z is None else torch.quantile(z, q, dim=0).T  # (D, K)
+            spread = (
+                torch.distributions.Normal(0.0, 1.0).icdf(q).to(self.dtype).expand(D, K)
+                if z is None
+                else torch.quantile(z, q, dim=0).T
+            )  # (D, K)
             values["rho"] = torch.ones(D, **opts)
             for head in ("alpha", "mu", "sigma"):
                 values[f"V_{head}"] = torch.randn(D, H, K, **opts) / (10 * math.sqrt(H))
@@ -103,7 +118,9 @@ class NADE(Model):
             values["b_mu"] = spread.contiguous()
             values["b_sigma"] = torch.full((D, K), math.log(0.5), **opts)  # half the data sd
         for name, value in values.items():
-            if name not in pyro_internals.module_samples(self):  # leave priors a user assigned alone
+            if name not in pyro_internals.module_samples(
+                self
+            ):  # leave priors a user assigned alone
                 self._param(name, value, real)
 
     @torch.no_grad()
@@ -120,17 +137,29 @@ class NADE(Model):
         m.initialised.fill_(True)
         return m
 
-    param_dims = {"W": ("hidden", "input"), "c": ("hidden",), "V": ("dim", "hidden"),
-                  "b": ("dim",), "rho": ("dim",), "V_alpha": ("dim", "hidden", "component"),
-                  "V_mu": ("dim", "hidden", "component"),
-                  "V_sigma": ("dim", "hidden", "component"), "b_alpha": ("dim", "component"),
-                  "b_mu": ("dim", "component"), "b_sigma": ("dim", "component")}
+    param_dims = {
+        "W": ("hidden", "input"),
+        "c": ("hidden",),
+        "V": ("dim", "hidden"),
+        "b": ("dim",),
+        "rho": ("dim",),
+        "V_alpha": ("dim", "hidden", "component"),
+        "V_mu": ("dim", "hidden", "component"),
+        "V_sigma": ("dim", "hidden", "component"),
+        "b_alpha": ("dim", "component"),
+        "b_mu": ("dim", "component"),
+        "b_sigma": ("dim", "component"),
+    }
 
     @property
     def config(self):
-        out = {"num_dims": self.num_dims, "hidden": self.hidden, "output": self.output,
-               "components": self.components,
-               "order": None if self.order == list(range(self.num_dims)) else self.order}
+        out = {
+            "num_dims": self.num_dims,
+            "hidden": self.hidden,
+            "output": self.output,
+            "components": self.components,
+            "order": None if self.order == list(range(self.num_dims)) else self.order,
+        }
         if self.dtype != torch.float32:
             out["dtype"] = self.dtype
         return out
@@ -146,8 +175,9 @@ class NADE(Model):
     def factorization(self) -> str:
         if self.output == "bernoulli":
             return "p(x) = prod_d Bernoulli(x_d | sigmoid(b_d + V_d h_d)), h_d = NADE(x_<d)"
-        return ("p(x) = prod_d sum_k pi_dk N(x_d | mu_dk, sigma_dk^2), "
-                "(pi, mu, sigma)_d = NADE(x_<d)")
+        return (
+            "p(x) = prod_d sum_k pi_dk N(x_d | mu_dk, sigma_dk^2), (pi, mu, sigma)_d = NADE(x_<d)"
+        )
 
     def default_priors(self):
         def normal(name, loc, scale):
@@ -203,11 +233,13 @@ class NADE(Model):
         with pyro.plate("data", n):
             for i, d in enumerate(self.order):  # the i-th conditional models dim d
                 h = self.activation(a, i)  # h_i = sigmoid(rho_i a_i), (n, H)
-                x_d = pyro.sample(f"x_{d}", self.conditional(i, h),
-                                  obs=None if x is None else x[:, d])
+                x_d = pyro.sample(
+                    f"x_{d}", self.conditional(i, h), obs=None if x is None else x[:, d]
+                )
                 if i < D - 1:  # a_(i+1) = a_i + W[:, i] z_i
-                    z_d = x_d if self.output == "bernoulli" else \
-                        (x_d - self.shift[d]) / self.scale[d]
+                    z_d = (
+                        x_d if self.output == "bernoulli" else (x_d - self.shift[d]) / self.scale[d]
+                    )
                     a = a + W[:, i] * z_d[:, None]
                 xs[d] = x_d
         return torch.stack(xs, -1)
@@ -291,8 +323,9 @@ def _permutation(order, D: int) -> list[int]:
     try:
         values = [int(v) for v in (order.tolist() if hasattr(order, "tolist") else order)]
     except (TypeError, ValueError):
-        raise ValueError(f"order must be a permutation of 0..{D - 1} (a list of ints), got "
-                         f"{order!r}") from None
+        raise ValueError(
+            f"order must be a permutation of 0..{D - 1} (a list of ints), got {order!r}"
+        ) from None
     if sorted(values) == list(range(D)):
         return values
     problems = []
@@ -304,5 +337,7 @@ def _permutation(order, D: int) -> list[int]:
         problems.append(f"repeated {repeated}")
     if outside := sorted({v for v in values if not 0 <= v < D}):
         problems.append(f"outside 0..{D - 1}: {outside}")
-    raise ValueError(f"order is not a permutation of 0..{D - 1} ({'; '.join(problems)}); list "
-                     "each dimension exactly once, e.g. order=list(reversed(range(num_dims)))")
+    raise ValueError(
+        f"order is not a permutation of 0..{D - 1} ({'; '.join(problems)}); list "
+        "each dimension exactly once, e.g. order=list(reversed(range(num_dims)))"
+    )

@@ -19,8 +19,18 @@ import torch
 from ppl_models.models.base import Model
 
 # Hooks looked up by name with `accelerator(model, name)`: optional, each replaces a generic path.
-ACCELERATORS = ("_log_prob", "log_likelihood", "_sample", "replicate", "simulate", "forecast",
-                "fit_closed_form", "posterior", "num_parameters", "factorization")
+ACCELERATORS = (
+    "_log_prob",
+    "log_likelihood",
+    "_sample",
+    "replicate",
+    "simulate",
+    "forecast",
+    "fit_closed_form",
+    "posterior",
+    "num_parameters",
+    "factorization",
+)
 
 
 @runtime_checkable

@@ -27,7 +27,7 @@ def pacf_to_phi(r: torch.Tensor) -> torch.Tensor:
     """AR coefficients (..., p) from partial autocorrelations (..., p) (Durbin-Levinson)."""
     phi = r[..., :1]
     for k in range(1, r.shape[-1]):
-        r_k = r[..., k:k + 1]
+        r_k = r[..., k : k + 1]
         phi = torch.cat([phi - r_k * phi.flip(-1), r_k], -1)
     return phi
 
@@ -95,9 +95,11 @@ class PacfToPhi(torch.distributions.Transform):
     def _inverse(self, phi):
         r, _, ok = levinson(phi)
         if not bool(ok.all()):
-            raise ValueError(f"phi = {phi.tolist()} is not stationary (a root of the "
-                             "characteristic polynomial lies on or inside the unit circle), so "
-                             "it is outside this parameter's stationary region")
+            raise ValueError(
+                f"phi = {phi.tolist()} is not stationary (a root of the "
+                "characteristic polynomial lies on or inside the unit circle), so "
+                "it is outside this parameter's stationary region"
+            )
         return r
 
     def log_abs_det_jacobian(self, r, phi):

@@ -56,8 +56,11 @@ class Arguments:
 
     def mismatched(self, n: int) -> list[str]:
         """Descriptions of the given tensors whose first dimension is not `n`."""
-        return [f"given[{k!r}] has {v.shape[0]} rows" for k, v in self.given.items()
-                if torch.is_tensor(v) and v.dim() >= 1 and v.shape[0] != n]
+        return [
+            f"given[{k!r}] has {v.shape[0]} rows"
+            for k, v in self.given.items()
+            if torch.is_tensor(v) and v.dim() >= 1 and v.shape[0] != n
+        ]
 
 
 def _per_datum(v, n: int) -> bool:
@@ -85,13 +88,17 @@ def arguments(source, label: str, data_arg: str = "x", given=None) -> Arguments:
     """`Arguments` for `source`, every name checked against its signature: a ValueError names
     an unknown data argument or given key, and lists what the program takes."""
     if not isinstance(data_arg, str) or not data_arg.isidentifier():
-        raise ValueError(f"data_arg must be the name of the program's data argument (a string "
-                         f"such as 'x' or 'y'), got {data_arg!r}")
+        raise ValueError(
+            f"data_arg must be the name of the program's data argument (a string "
+            f"such as 'x' or 'y'), got {data_arg!r}"
+        )
     if given is None:
         given = {}
     if not isinstance(given, dict) or not all(isinstance(k, str) for k in given):
-        raise ValueError(f"given must be a dict of keyword arguments for the program (name -> "
-                         f"value, e.g. given={{'X': X}}), got {type(given).__name__}")
+        raise ValueError(
+            f"given must be a dict of keyword arguments for the program (name -> "
+            f"value, e.g. given={{'X': X}}), got {type(given).__name__}"
+        )
     found = parameters_of(source)
     if found is None:
         return Arguments(data_arg, dict(given), True)
@@ -102,17 +109,23 @@ def arguments(source, label: str, data_arg: str = "x", given=None) -> Arguments:
         if data_arg == "x":
             maybe = [n for n in ("y", "data", "obs", "sequences") if n in names]
             hint = f" (pass data_arg={maybe[0]!r}?)" if maybe else ""
-        raise ValueError(f"the program {label} has no argument {data_arg!r} to receive the "
-                         f"data{hint}; it takes {takes}. Name the argument that receives the "
-                         "data with data_arg=...")
+        raise ValueError(
+            f"the program {label} has no argument {data_arg!r} to receive the "
+            f"data{hint}; it takes {takes}. Name the argument that receives the "
+            "data with data_arg=..."
+        )
     unknown = sorted(k for k in given if k not in names)
     if unknown and not var_kw:
-        raise ValueError(f"given names {', '.join(map(repr, unknown))}, which the program "
-                         f"{label} does not take; it takes {takes}")
+        raise ValueError(
+            f"given names {', '.join(map(repr, unknown))}, which the program "
+            f"{label} does not take; it takes {takes}"
+        )
     clash = [k for k in given if k in (data_arg, "num_samples")]
     if clash:
-        raise ValueError(f"given must not name {clash[0]!r}: the data go to {data_arg!r} and "
-                         "num_samples is set when generating; pass the data as the fit's data")
+        raise ValueError(
+            f"given must not name {clash[0]!r}: the data go to {data_arg!r} and "
+            "num_samples is set when generating; pass the data as the fit's data"
+        )
     return Arguments(data_arg, dict(given), "num_samples" in names)
 
 

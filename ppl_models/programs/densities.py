@@ -40,8 +40,9 @@ def _enumerated(site) -> bool:
     return not site["is_observed"] and site["fn"].support.is_discrete
 
 
-def pointwise(tr, conditioned, data_plate: str | None, sequential: bool = False,
-              particles: bool = False) -> torch.Tensor:
+def pointwise(
+    tr, conditioned, data_plate: str | None, sequential: bool = False, particles: bool = False
+) -> torch.Tensor:
     """Per-datum log-likelihood of a trace whose log-probs are computed (see the module
     docstring): (N,), or (K, N) with a particle plate."""
     terms = [k for k, s in tr.nodes.items() if is_term(s, conditioned)]
@@ -87,7 +88,7 @@ def reduce_to(site, keep: list[str]) -> torch.Tensor:
     if lp.dim() < need:
         lp = lp.reshape((1,) * (need - lp.dim()) + lp.shape)
     lp = lp.movedim(present, list(range(len(present))))
-    lp = lp.reshape(lp.shape[:len(present)] + (-1,)).sum(-1)
+    lp = lp.reshape(lp.shape[: len(present)] + (-1,)).sum(-1)
     for i, k in enumerate(keep):
         if k not in dims:
             lp = lp.unsqueeze(i)
@@ -103,8 +104,9 @@ def contract(tr, terms, keep: list[str]) -> torch.Tensor:
     factors = OrderedDict()
     for k in terms:
         site = tr.nodes[k]
-        ordinal = frozenset(tr.plate_to_symbol[f.name] for f in site["cond_indep_stack"]
-                            if f.vectorized)
+        ordinal = frozenset(
+            tr.plate_to_symbol[f.name] for f in site["cond_indep_stack"] if f.vectorized
+        )
         # as Pyro's TraceEnum_ELBO: a mask removes observations, never a latent's own
         # distribution (a masked state still sums to one over its values)
         kind = "unscaled_log_prob" if _enumerated(site) else "log_prob"
@@ -149,8 +151,10 @@ def bernoulli_log_probs(tr) -> None:
         fn, event = site["fn"], 0
         while isinstance(fn, torch.distributions.Independent):
             event, fn = event + fn.reinterpreted_batch_ndims, fn.base_dist
-        if type(fn) not in (dist.Bernoulli, torch.distributions.Bernoulli) or \
-                "probs" not in fn.__dict__:
+        if (
+            type(fn) not in (dist.Bernoulli, torch.distributions.Bernoulli)
+            or "probs" not in fn.__dict__
+        ):
             continue
         p, value = fn.probs, site["value"]
         log_p = torch.where(value.bool(), p.log(), torch.log1p(-p))
@@ -172,8 +176,12 @@ def observed_unexpanded():
     expand = original.__func__
 
     def broadcast(msg):
-        if msg["type"] == "sample" and msg["is_observed"] and msg["value"] is not None and \
-                not msg["infer"].get("_deterministic", False):
+        if (
+            msg["type"] == "sample"
+            and msg["is_observed"]
+            and msg["value"] is not None
+            and not msg["infer"].get("_deterministic", False)
+        ):
             return
         expand(msg)
 
@@ -205,17 +213,26 @@ class LogMeanExp:
         shift = torch.where(torch.isfinite(self.m), shift, torch.zeros_like(shift))
         w = torch.exp(log_w - new)
         self.s = self.s * shift + w.sum(0)
-        self.s2 = self.s2 * shift ** 2 + (w ** 2).sum(0)
+        self.s2 = self.s2 * shift**2 + (w**2).sum(0)
         self.m = new
         self.count += log_w.shape[0]
 
     def result(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(log mean w (N,), its standard error (N,))."""
         mean = self.s / self.count
-        var = (self.s2 / self.count - mean ** 2).clamp_min(0.0)
+        var = (self.s2 / self.count - mean**2).clamp_min(0.0)
         se = torch.sqrt(var / self.count) / mean
         return torch.log(mean) + self.m, se
 
 
-__all__ = ["PARTICLES", "LogMeanExp", "bernoulli_log_probs", "contract", "is_term",
-           "observed_unexpanded", "per_value", "pointwise", "reduce_to"]
+__all__ = [
+    "PARTICLES",
+    "LogMeanExp",
+    "bernoulli_log_probs",
+    "contract",
+    "is_term",
+    "observed_unexpanded",
+    "per_value",
+    "pointwise",
+    "reduce_to",
+]

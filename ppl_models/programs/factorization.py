@@ -45,12 +45,16 @@ def describe(program) -> str:
 
 
 def _parents(program) -> dict[str, set[str]]:
-    params = {k: v for k, v in program.values.items() if program.roles.sites.get(k) is not None
-              and program.roles.sites[k].role == "param"}
+    params = {
+        k: v
+        for k, v in program.values.items()
+        if program.roles.sites.get(k) is not None and program.roles.sites[k].role == "param"
+    }
     run = functools.partial(program.run, values=params)
     with poutine.block():
-        deps = get_dependencies(lambda num_samples: run(num_samples=num_samples), (),
-                                {"num_samples": 2})["prior_dependencies"]
+        deps = get_dependencies(
+            lambda num_samples: run(num_samples=num_samples), (), {"num_samples": 2}
+        )["prior_dependencies"]
     return {k: {p for p in v if p != k} for k, v in deps.items()}
 
 

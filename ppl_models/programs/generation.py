@@ -37,7 +37,8 @@ def generated(tr, roles: Roles | None, n: int | None, label: str) -> torch.Tenso
         f"could not assemble {rows if rows is not None else 'the'} generated data from the "
         f"program {label}: run without data it should sample its observed site(s) (pass the "
         "data argument as obs=, e.g. pyro.sample('y', ..., obs=y)), with one row per datum "
-        "(num_samples rows, or the sizes of the given covariates)")
+        "(num_samples rows, or the sizes of the given covariates)"
+    )
 
 
 def _observed(tr, roles: Roles) -> list[str]:
@@ -46,8 +47,11 @@ def _observed(tr, roles: Roles) -> list[str]:
     known = {k for k, s in roles.sites.items() if s.role == "observed" and not s.factor}
     out = [k for k in known if k in tr.nodes]
     if roles.sequential:
-        out += [k for k, s in tr.nodes.items() if s["type"] == "sample" and k not in
-                roles.sites and not s["fn"].support.is_discrete]
+        out += [
+            k
+            for k, s in tr.nodes.items()
+            if s["type"] == "sample" and k not in roles.sites and not s["fn"].support.is_discrete
+        ]
     order = list(tr.nodes)
     return sorted(out, key=order.index)
 
@@ -56,8 +60,11 @@ def _rows(parts, roles: Roles) -> int | None:
     if not parts:
         return None
     if roles.data_plate is None:
-        return sum(p.numel() for p in parts) if len(parts) > 1 else \
-            (parts[0].shape[0] if parts[0].dim() else 1)
+        return (
+            sum(p.numel() for p in parts)
+            if len(parts) > 1
+            else (parts[0].shape[0] if parts[0].dim() else 1)
+        )
     return parts[0].shape[0] if parts[0].dim() else None
 
 
@@ -85,15 +92,19 @@ def one_step(tr, conditioned, label: str) -> torch.Tensor:
             continue
         fn = site["fn"]
         if is_factor(site):
-            raise ProgramError(f"the program {label} has a pyro.factor {name!r}: a factor has "
-                               "no distribution to replicate from")
+            raise ProgramError(
+                f"the program {label} has a pyro.factor {name!r}: a factor has "
+                "no distribution to replicate from"
+            )
         while isinstance(fn, (dist.Independent, dist.MaskedDistribution)):
             fn = fn.base_dist
         out.append(fn.sample().reshape(-1))
         if out[-1].numel() != site["value"].numel():
-            raise ProgramError(f"site {name!r} of the program {label} depends on latent "
-                               "variables drawn per value; no one-step replicate aligns with "
-                               "its log-likelihood")
+            raise ProgramError(
+                f"site {name!r} of the program {label} depends on latent "
+                "variables drawn per value; no one-step replicate aligns with "
+                "its log-likelihood"
+            )
     return torch.cat(out)
 
 
@@ -128,8 +139,9 @@ class Generating:
                 return fast(n)
         num = n if self.args.takes_num_samples else None
         with poutine.block():
-            tr = poutine.trace(functools.partial(self.run, num_samples=num, values=values,
-                                                 args=args)).get_trace()
+            tr = poutine.trace(
+                functools.partial(self.run, num_samples=num, values=values, args=args)
+            ).get_trace()
         return generated(tr, self._roles, n, self.label)
 
     @torch.no_grad()
@@ -142,8 +154,12 @@ class Generating:
         if fast is not None:
             with self.model.using(self.values):
                 return fast(x, draws)
-        return self._per_draw(draws, lambda values: one_step(
-            self.trace(x=x, values=values, enumerate_=False), values, self.label))
+        return self._per_draw(
+            draws,
+            lambda values: one_step(
+                self.trace(x=x, values=values, enumerate_=False), values, self.label
+            ),
+        )
 
     @torch.no_grad()
     def simulations(self, x: torch.Tensor, draws: dict) -> torch.Tensor:
@@ -161,8 +177,10 @@ class Generating:
         lead = next(iter(draws.values())).shape[:2]
         flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in draws.items()}
         with poutine.block():
-            rows = [fn({**self.values, **{k: v[s] for k, v in flat.items()}})
-                    for s in range(lead.numel())]
+            rows = [
+                fn({**self.values, **{k: v[s] for k, v in flat.items()}})
+                for s in range(lead.numel())
+            ]
         return torch.stack(rows).reshape(*lead, -1)
 
     def generated(self, tr, n: int) -> torch.Tensor:

@@ -22,8 +22,9 @@ PARTICLE_CELLS = 20_000_000  # particles x data evaluated at once
 
 
 @torch.no_grad()
-def marginal_log_prob(program, x: torch.Tensor, draws: dict | None = None,
-                      particles: int | None = None, args=None):
+def marginal_log_prob(
+    program, x: torch.Tensor, draws: dict | None = None, particles: int | None = None, args=None
+):
     """(log p(x_i) (N,), its standard error (N,), particles per datum): the local latents
     integrated from their prior given each draw of the globals (draws: name -> (chain, draw,
     ...); None: the program's values), ``particles`` per draw (default: PARTICLE_BUDGET over
@@ -64,8 +65,9 @@ def particle_log_lik(program, x, values, k: int, args=None) -> torch.Tensor:
             return out
     if way in (None, "rows") and not program.roles.sequential:
         idx = torch.arange(n, device=x.device).repeat(k)
-        out = _try(lambda: program.pointwise_of(x[idx], values, args.rows(idx, n))
-                   .reshape(k, n), (k, n))
+        out = _try(
+            lambda: program.pointwise_of(x[idx], values, args.rows(idx, n)).reshape(k, n), (k, n)
+        )
         if out is not None:
             program._particle_way = "rows"
             return out

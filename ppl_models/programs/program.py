@@ -3,9 +3,9 @@
 A program is a plain function, a `PyroModule`, or one of our `Model` subclasses. Given the
 data (in the argument `data_arg`, ``x`` by default) it observes them; given ``num_samples``,
 or with the data argument None, it generates. Other arguments come from ``given``
-(`ppl_models.programs.arguments`): covariates, design constants, lengths. `Program(model, ...)` runs it
-once on a few data and reads every site's role from the trace (`ppl_models.programs.roles`); densities
-come from traces (`ppl_models.programs.densities`).
+(`ppl_models.programs.arguments`): covariates, design constants, lengths. `Program(model,
+...)` runs it once on a few data and reads every site's role from the trace
+(`ppl_models.programs.roles`); densities come from traces (`ppl_models.programs.densities`).
 
 Every parameter value lives in one dict (constrained values keyed by site name): ``param``
 sites are substituted, global random sites (and, at a posterior draw, continuous local
@@ -66,32 +66,42 @@ class Program(Scoring, Generating):
     passed.
     """
 
-    def __init__(self, source, data_plate: str | None = "data", given: dict | None = None,
-                 data_arg: str = "x"):
+    def __init__(
+        self,
+        source,
+        data_plate: str | None = "data",
+        given: dict | None = None,
+        data_arg: str = "x",
+    ):
         if isinstance(source, Program):
             source = source.source
         if not callable(source):
-            raise ValueError(f"fit needs a Pyro program: a function model(x=None, "
-                             f"num_samples=None) (or with data_arg= and given= for other "
-                             f"arguments), a PyroModule, or a ppl_models model; got "
-                             f"{type(source).__name__}")
+            raise ValueError(
+                f"fit needs a Pyro program: a function model(x=None, "
+                f"num_samples=None) (or with data_arg= and given= for other "
+                f"arguments), a PyroModule, or a ppl_models model; got "
+                f"{type(source).__name__}"
+            )
         if data_plate is not None and not isinstance(data_plate, str):
-            raise ValueError(f"data_plate must be the name of a pyro.plate (a string), got "
-                             f"{data_plate!r}")
+            raise ValueError(
+                f"data_plate must be the name of a pyro.plate (a string), got {data_plate!r}"
+            )
         self.source = source
         self.data_plate = data_plate
         # a Model keeps its values in a point copy (what `Fit.model` shows); others run as given
         point = getattr(source, "point", None)
-        self.model = point() if callable(point) and isinstance(source, torch.nn.Module) else \
-            source
+        self.model = point() if callable(point) and isinstance(source, torch.nn.Module) else source
         self.values: dict[str, torch.Tensor] = {}
         self._roles: Roles | None = None
         self._num_dims: int | None = None
         self._starts: dict = {}  # global site -> (its prior in the discovery trace, a value)
         self._particle_way: str | None = None  # how Monte Carlo particles run (found once)
         self._probe = (None, None)
-        self.device = getattr(self.model, "device", torch.device("cpu")) \
-            if isinstance(self.model, torch.nn.Module) else torch.device("cpu")
+        self.device = (
+            getattr(self.model, "device", torch.device("cpu"))
+            if isinstance(self.model, torch.nn.Module)
+            else torch.device("cpu")
+        )
         self.dtype: torch.dtype | None = None  # a dtype option, or the widest of a mixed program
         if isinstance(self.model, torch.nn.Module) and hasattr(self.model, "get_params"):
             self.values = dict(self.model.get_params())
@@ -103,8 +113,9 @@ class Program(Scoring, Generating):
         config = getattr(self.model, "config", None)
         name = getattr(self.source, "__name__", None) or type(self.source).__name__
         if isinstance(config, dict):
-            args = ", ".join(f"{k}={v!r}" for k, v in config.items()
-                             if k not in ("num_dims",) and v is not None)
+            args = ", ".join(
+                f"{k}={v!r}" for k, v in config.items() if k not in ("num_dims",) and v is not None
+            )
             return f"{type(self.model).__name__}({args})"
         return name
 
@@ -162,13 +173,17 @@ class Program(Scoring, Generating):
         if not given:
             return self
         if not isinstance(given, dict):
-            raise ValueError(f"given must be a dict of keyword arguments for the program, got "
-                             f"{type(given).__name__}")
+            raise ValueError(
+                f"given must be a dict of keyword arguments for the program, got "
+                f"{type(given).__name__}"
+            )
         p = copy.copy(self)
-        p.args = arguments(self.model, self.label, self.args.data_arg,
-                           {**self.args.given, **given})
-        p.args = Arguments(p.args.data_arg, placed_given(p.args.given, self.device, self.dtype),
-                           p.args.takes_num_samples)
+        p.args = arguments(self.model, self.label, self.args.data_arg, {**self.args.given, **given})
+        p.args = Arguments(
+            p.args.data_arg,
+            placed_given(p.args.given, self.device, self.dtype),
+            p.args.takes_num_samples,
+        )
         return p
 
     def validate(self, x) -> torch.Tensor:
@@ -197,8 +212,10 @@ class Program(Scoring, Generating):
     @property
     def roles(self) -> Roles:
         if self._roles is None:
-            raise ValueError("the program's roles are read from a trace on data: call "
-                             "program.discover(x) (inference.fit does) first")
+            raise ValueError(
+                "the program's roles are read from a trace on data: call "
+                "program.discover(x) (inference.fit does) first"
+            )
         return self._roles
 
     def discover(self, x: torch.Tensor) -> Roles:
@@ -210,8 +227,9 @@ class Program(Scoring, Generating):
         part, args = x[:DISCOVERY_ROWS], self.args.rows(slice(0, DISCOVERY_ROWS), n)
         option = self.dtype
         if option is None and not self.ours:  # the program's own draws follow the data's dtype
-            self.dtype = widest([x.dtype] if x.is_floating_point() else [],
-                                 floating_dtypes(self.args.given))
+            self.dtype = widest(
+                [x.dtype] if x.is_floating_point() else [], floating_dtypes(self.args.given)
+            )
         try:
             roles = self._discover(part, args, n)
             if roles.data_plate is None or roles.plate_size != len(part) or roles.local:
@@ -219,8 +237,15 @@ class Program(Scoring, Generating):
                 roles = self._discover(part, args, n)
         finally:
             self.dtype = option
-        check_roles(roles, len(part), part.numel(), self.label, self.data_plate,
-                    self.args.mismatched(n), self.args.data_arg)
+        check_roles(
+            roles,
+            len(part),
+            part.numel(),
+            self.label,
+            self.data_plate,
+            self.args.mismatched(n),
+            self.args.data_arg,
+        )
         self._roles = roles
         self._probe = (part, n)  # data the program runs on to read conditional priors
         self._settle_dtype(x)
@@ -236,7 +261,8 @@ class Program(Scoring, Generating):
                     raise ProgramError(
                         f"{'; '.join(mismatched)} but the data ({self.args.data_arg}) have {n} "
                         f"rows: per-datum covariates need one row per datum. The program "
-                        f"failed on them: {e}") from e
+                        f"failed on them: {e}"
+                    ) from e
                 raise
             roles = read_roles(tr, self.data_plate)
             for name, site in roles.sites.items():
@@ -265,13 +291,18 @@ class Program(Scoring, Generating):
             return
         wide = widest(found)
         self.dtype = wide
-        self.values = {k: (v.to(wide) if v.is_floating_point() else v)
-                       for k, v in self.values.items()}
-        self._starts = {k: (fn, v.to(wide) if v.is_floating_point() else v)
-                        for k, (fn, v) in self._starts.items()}
-        self.args = Arguments(self.args.data_arg,
-                              placed_given(self.args.given, None, wide),
-                              self.args.takes_num_samples)
+        self.values = {
+            k: (v.to(wide) if v.is_floating_point() else v) for k, v in self.values.items()
+        }
+        self._starts = {
+            k: (fn, v.to(wide) if v.is_floating_point() else v)
+            for k, (fn, v) in self._starts.items()
+        }
+        self.args = Arguments(
+            self.args.data_arg,
+            placed_given(self.args.given, None, wide),
+            self.args.takes_num_samples,
+        )
 
     # -- running --------------------------------------------------------------------------------
     def run(self, *, x=None, num_samples=None, values=None, args=None):
@@ -280,26 +311,36 @@ class Program(Scoring, Generating):
         values = self.values if values is None else values
         args = self.args if args is None else args
         fn = self.model
-        fn = functools.partial(run_module if isinstance(fn, torch.nn.Module) else
-                               run_function, fn)
+        fn = functools.partial(run_module if isinstance(fn, torch.nn.Module) else run_function, fn)
         params = {k: v for k, v in values.items() if self._role(k) == "param"}
         conditioned = {k: v for k, v in values.items() if self._role(k) != "param"}
         cast = Cast(self.dtype) if self.dtype is not None else contextlib.nullcontext()
         with Substitute(params), cast:
-            return call(poutine.condition(fn, data=conditioned), self.label, self.ours,
-                         args.call(x, num_samples))
+            return call(
+                poutine.condition(fn, data=conditioned),
+                self.label,
+                self.ours,
+                args.call(x, num_samples),
+            )
 
     def _role(self, name) -> str:
         if self._roles is not None and name in self._roles.sites:
             return self._roles.sites[name].role
         return "param" if name in self.values and self._roles is None else "global"
 
-    def trace(self, *, x=None, num_samples=None, values=None, enumerate_=True, args=None,
-              particles: int | None = None):
+    def trace(
+        self,
+        *,
+        x=None,
+        num_samples=None,
+        values=None,
+        enumerate_=True,
+        args=None,
+        particles: int | None = None,
+    ):
         """The trace of one run; with `enumerate_`, discrete latents enumerated in parallel;
         with `particles`, inside a plate of that many Monte Carlo particles (outermost)."""
-        run = functools.partial(self.run, x=x, num_samples=num_samples, values=values,
-                                args=args)
+        run = functools.partial(self.run, x=x, num_samples=num_samples, values=values, args=args)
         nesting = self._roles.max_plate_nesting if self._roles is not None else 0
         if particles is not None:
             inner = run
@@ -307,6 +348,7 @@ class Program(Scoring, Generating):
             def run():
                 with pyro.plate(PARTICLES, particles, dim=-1 - nesting):
                     return inner()
+
             nesting += 1
         if enumerate_ and self._roles is not None and self._roles.enumerated:
             run = poutine.infer_config(run, _enumerate_discrete)
@@ -318,13 +360,14 @@ class Program(Scoring, Generating):
         parameters at `fixed` (default: their values): what a guide is written against. A
         Model's own `bayesian()` copy where it has one; discrete latents marked for
         enumeration. Called as ``program(x=None, num_samples=None)``."""
-        fixed = {k: v for k, v in (self.values if fixed is None else fixed).items()
-                 if k not in set(self.sampled)}
+        fixed = {
+            k: v
+            for k, v in (self.values if fixed is None else fixed).items()
+            if k not in set(self.sampled)
+        }
         hook = getattr(self.model, "bayesian", None)
-        fn = hook() if callable(hook) and isinstance(self.model, torch.nn.Module) else \
-            self.model
-        fn = functools.partial(run_module if isinstance(fn, torch.nn.Module) else
-                               run_function, fn)
+        fn = hook() if callable(hook) and isinstance(self.model, torch.nn.Module) else self.model
+        fn = functools.partial(run_module if isinstance(fn, torch.nn.Module) else run_function, fn)
         if self.roles.enumerated:
             fn = poutine.infer_config(fn, _enumerate_discrete)
         label, ours, args = self.label, self.ours, self.args
@@ -382,8 +425,11 @@ class Program(Scoring, Generating):
         p.values = {k: moved(v, device, dtype) for k, v in self.values.items()}
         if dtype is not None:
             p.dtype = dtype
-        p.args = Arguments(self.args.data_arg, placed_given(self.args.given, device, dtype),
-                           self.args.takes_num_samples)
+        p.args = Arguments(
+            self.args.data_arg,
+            placed_given(self.args.given, device, dtype),
+            self.args.takes_num_samples,
+        )
         return p
 
     @contextlib.contextmanager
@@ -395,14 +441,21 @@ class Program(Scoring, Generating):
     def fresh_starts(self, x=None) -> dict[str, torch.Tensor]:
         """New start values of the global random parameters (as at discovery, redrawn) and,
         given the data `x`, of the local latents (from their prior given those globals)."""
-        out = {k: moved(initial_value(fn, v), None, self.dtype) for k, (fn, v) in
-               self._starts.items()}
+        out = {
+            k: moved(initial_value(fn, v), None, self.dtype) for k, (fn, v) in self._starts.items()
+        }
         if x is not None and self.local:
             params = {k: v for k, v in self.values.items() if self._role(k) == "param"}
             with poutine.block(), pyro.validation_enabled(False):
                 tr = self.trace(x=x, values={**params, **out}, enumerate_=False)
-            out.update({k: moved(initial_value(tr.nodes[k]["fn"], tr.nodes[k]["value"]), None,
-                                  self.dtype) for k in self.local})
+            out.update(
+                {
+                    k: moved(
+                        initial_value(tr.nodes[k]["fn"], tr.nodes[k]["value"]), None, self.dtype
+                    )
+                    for k in self.local
+                }
+            )
         return out
 
     def fresh(self):
@@ -423,14 +476,14 @@ def _enumerate_discrete(msg) -> dict:
     return {}
 
 
-def as_program(model, data_plate: str | None = "data", given: dict | None = None,
-               data_arg: str = "x") -> Program:
+def as_program(
+    model, data_plate: str | None = "data", given: dict | None = None, data_arg: str = "x"
+) -> Program:
     """The `Program` inference fits: `model` wrapped (a Program is returned with `given`
     applied)."""
     if isinstance(model, Program):
         return model.with_given(given) if given else model
     return Program(model, data_plate, given, data_arg)
-
 
 
 def _score_forward(model, x: torch.Tensor) -> torch.Tensor:
@@ -442,5 +495,14 @@ def _score_forward(model, x: torch.Tensor) -> torch.Tensor:
 
 base.score_forwards_with(_score_forward)
 
-__all__ = ["Program", "ProgramError", "Roles", "Site", "accelerator", "as_program", "owner",
-           "transform_of", "unconstrained_size"]
+__all__ = [
+    "Program",
+    "ProgramError",
+    "Roles",
+    "Site",
+    "accelerator",
+    "as_program",
+    "owner",
+    "transform_of",
+    "unconstrained_size",
+]

@@ -95,8 +95,11 @@ def is_factor(site) -> bool:
 
 
 def skip(site) -> bool:
-    return (site["type"] != "sample" or pyro_internals.is_subsample(site["fn"])
-            or site["infer"].get("_deterministic", False))
+    return (
+        site["type"] != "sample"
+        or pyro_internals.is_subsample(site["fn"])
+        or site["infer"].get("_deterministic", False)
+    )
 
 
 def constraint_of(site) -> constraints.Constraint:
@@ -138,24 +141,46 @@ def data_frame(site, plate: str | None):
 
 def read_roles(tr, data_plate: str | None) -> Roles:
     """Roles of every site of trace `tr` (run with nothing conditioned)."""
-    frames = [f for s in tr.nodes.values() if s["type"] == "sample"
-              for f in s["cond_indep_stack"] if f.name == data_plate]
+    frames = [
+        f
+        for s in tr.nodes.values()
+        if s["type"] == "sample"
+        for f in s["cond_indep_stack"]
+        if f.name == data_plate
+    ]
     plate = data_plate if frames else None
     sites = OrderedDict()
     for name, site in tr.nodes.items():
         if site["type"] == "param":
             v = site["value"]
-            sites[name] = Site(name, "param", v.shape, constraint_of(site), event_dim_of(site),
-                               v.dtype)
+            sites[name] = Site(
+                name, "param", v.shape, constraint_of(site), event_dim_of(site), v.dtype
+            )
         elif not skip(site):
             sites[name] = _sample_site(site, plate)
-    nesting = max([-f.dim for s in tr.nodes.values() if s["type"] == "sample"
-                   for f in s["cond_indep_stack"] if f.vectorized] + [0])
-    observed = sum(int(tr.nodes[k]["value"].numel()) for k, s in sites.items()
-                   if s.role == "observed" and not s.factor)
-    return Roles(sites, plate, nesting, observed,
-                 plate_size=frames[0].size if frames else None,
-                 sequential=bool(frames) and not frames[0].vectorized)
+    nesting = max(
+        [
+            -f.dim
+            for s in tr.nodes.values()
+            if s["type"] == "sample"
+            for f in s["cond_indep_stack"]
+            if f.vectorized
+        ]
+        + [0]
+    )
+    observed = sum(
+        int(tr.nodes[k]["value"].numel())
+        for k, s in sites.items()
+        if s.role == "observed" and not s.factor
+    )
+    return Roles(
+        sites,
+        plate,
+        nesting,
+        observed,
+        plate_size=frames[0].size if frames else None,
+        sequential=bool(frames) and not frames[0].vectorized,
+    )
 
 
 def _sample_site(site, plate) -> Site:
@@ -168,57 +193,87 @@ def _sample_site(site, plate) -> Site:
         role = "enumerated"
     else:
         role = "local" if in_data else "global"
-    return Site(site["name"], role, v.shape, fn.support, len(fn.event_shape), v.dtype,
-                plates, factor=is_factor(site),
-                enumerable=bool(getattr(fn, "has_enumerate_support", False)), in_data=in_data)
+    return Site(
+        site["name"],
+        role,
+        v.shape,
+        fn.support,
+        len(fn.event_shape),
+        v.dtype,
+        plates,
+        factor=is_factor(site),
+        enumerable=bool(getattr(fn, "has_enumerate_support", False)),
+        in_data=in_data,
+    )
 
 
-def check_roles(roles: Roles, n: int, numel: int, label: str, data_plate: str | None,
-                mismatched: list[str] = (), data_arg: str = "x") -> None:
+def check_roles(
+    roles: Roles,
+    n: int,
+    numel: int,
+    label: str,
+    data_plate: str | None,
+    mismatched: list[str] = (),
+    data_arg: str = "x",
+) -> None:
     """ProgramErrors for programs that break the protocol on data of `n` rows (`numel`
     values); `mismatched`: given covariates whose length differs from the data."""
     observed = roles.named("observed")
     if not observed:
         latent = [k for k, s in roles.sites.items() if s.role in ("local", "enumerated")]
-        hint = (f" (it samples {', '.join(map(repr, latent))} without obs=)" if latent
-                else "")
+        hint = f" (it samples {', '.join(map(repr, latent))} without obs=)" if latent else ""
         raise ProgramError(
             f"the program {label} observes nothing: run with the data, it has no observed "
             f"pyro.sample site{hint}. Pass the data to the sample statement that generates "
-            "them: pyro.sample('x', ..., obs=x)")
+            "them: pyro.sample('x', ..., obs=x)"
+        )
     for name in roles.enumerated:
         if not roles.sites[name].enumerable:
             raise ProgramError(
                 f"site {name!r} is a discrete latent variable without a finite support to "
                 "enumerate (a to_event or an unbounded count), so it cannot be summed out; "
                 "give it a finite support (a Categorical or a Bernoulli, without to_event) "
-                "or make it continuous")
+                "or make it continuous"
+            )
     if data_plate != "data" and roles.data_plate is None:
         raise ProgramError(
             f"data_plate={data_plate!r}, but the program has no pyro.plate named "
             f"{data_plate!r}; name the plate over your data that way, or pass the name "
-            "it has (data_plate=None for a program of one series)")
+            "it has (data_plate=None for a program of one series)"
+        )
     if roles.data_plate is not None:
         if roles.plate_size != n and mismatched:
             raise ProgramError(
                 f"{'; '.join(mismatched)} but the data ({data_arg}) have {n} rows: per-datum "
                 f"covariates need one row per datum (the data plate {roles.data_plate!r} has "
-                f"size {roles.plate_size})")
+                f"size {roles.plate_size})"
+            )
         if roles.plate_size != n:
             raise ProgramError(
                 f"the data plate {roles.data_plate!r} has size {roles.plate_size} but the data "
                 f"have {n} rows; build it as pyro.plate({roles.data_plate!r}, len({data_arg})) "
-                "(and give covariates one row per datum)")
+                "(and give covariates one row per datum)"
+            )
         outside = [k for k in observed if not roles.sites[k].in_data]
         if outside:
             raise ProgramError(
                 f"observed site(s) {', '.join(map(repr, outside))} lie outside the data "
-                f"plate {roles.data_plate!r}; observe every datum inside it")
+                f"plate {roles.data_plate!r}; observe every datum inside it"
+            )
     if roles.observed_numel > numel:
         raise ProgramError(
             f"the program observes {roles.observed_numel} values but the data hold {numel}; "
-            "observe each value of the data once")
+            "observe each value of the data once"
+        )
 
 
-__all__ = ["ROLES", "ProgramError", "Roles", "Site", "check_roles", "read_roles",
-           "transform_of", "unconstrained_size"]
+__all__ = [
+    "ROLES",
+    "ProgramError",
+    "Roles",
+    "Site",
+    "check_roles",
+    "read_roles",
+    "transform_of",
+    "unconstrained_size",
+]

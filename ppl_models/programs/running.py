@@ -105,10 +105,11 @@ def _describe(v) -> str:
 
 def _raised(label, e, kwargs) -> str:
     what = ", ".join(f"{k}={_describe(v)}" for k, v in kwargs.items() if v is not None)
-    return (f"the program {label} raised {type(e).__name__}: {e} (while running it with "
-            f"{what}); call it directly with these arguments to debug it. The data go to the "
-            "argument named by data_arg= (x by default), other arguments come from given=")
-
+    return (
+        f"the program {label} raised {type(e).__name__}: {e} (while running it with "
+        f"{what}); call it directly with these arguments to debug it. The data go to the "
+        "argument named by data_arg= (x by default), other arguments come from given="
+    )
 
 
 __all__ = ["Cast", "Substitute", "call", "module_local", "run_function", "run_module"]

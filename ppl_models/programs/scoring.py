@@ -51,8 +51,9 @@ class Scoring:
         on the values of its parents)."""
         values = self.values if values is None else values
         out = self._hooked_priors(values)
-        rest = [] if self._roles is None else \
-            [k for k in self.roles.named("global") if k not in out]
+        rest = (
+            [] if self._roles is None else [k for k in self.roles.named("global") if k not in out]
+        )
         if rest:  # conditional priors: the program run once at `values` (which may be extreme)
             globals_ = {k: v for k, v in values.items() if k not in set(self.local)}
             part, n = self._probe
@@ -65,7 +66,8 @@ class Scoring:
 
     def _model_priors(self) -> bool:
         return isinstance(self.model, torch.nn.Module) and callable(
-            getattr(self.model, "priors", None))
+            getattr(self.model, "priors", None)
+        )
 
     def _hooked_priors(self, values) -> dict:
         """A Model's effective priors (no trace needed), of the parameters in the trace once
@@ -87,8 +89,9 @@ class Scoring:
     def log_prior(self, values=None) -> torch.Tensor:
         """log p(theta) of the random parameters at `values`."""
         values = self.values if values is None else values
-        return sum((p.log_prob(values[k]).sum() for k, p in self.priors(values).items()),
-                   self._zero())
+        return sum(
+            (p.log_prob(values[k]).sum() for k, p in self.priors(values).items()), self._zero()
+        )
 
     # -- densities ------------------------------------------------------------------------------
     def log_prob(self, x: torch.Tensor, values=None) -> torch.Tensor:
@@ -103,8 +106,7 @@ class Scoring:
         includes the continuous local latents' densities when `values` holds them."""
         values = self.values if values is None else values
         hooked = self._hooked_priors(values) if prior else {}
-        lp = sum((p.log_prob(values[k]).sum() for k, p in hooked.items()),
-                 self._zero())
+        lp = sum((p.log_prob(values[k]).sum() for k, p in hooked.items()), self._zero())
         fast = self.accelerator("_log_prob")
         if fast is not None and args is None:
             with self.model.using(values):
@@ -117,7 +119,8 @@ class Scoring:
                 f"inside the data plate {roles.data_plate!r}: they have no exact marginal "
                 "likelihood, so mle and map are not available for this program. Use "
                 "method='nuts' (samples them with the parameters) or 'svi' (a guide covers "
-                "them); their held-out densities integrate them by Monte Carlo")
+                "them); their held-out densities integrate them by Monte Carlo"
+            )
         # distribution checks ran in the discovery trace; here they would only cost time
         with poutine.block(), pyro.validation_enabled(False), observed_unexpanded():
             tr = self.trace(x=x, values=values, args=args)
@@ -134,8 +137,11 @@ class Scoring:
         enumerated latents, no vectorised accelerator) one trace's log-probability sum, as
         Pyro's own potential takes it, without the per-datum reduction."""
         values = self.values if values is None else values
-        if self.accelerator("_log_prob") is not None or self.roles.enumerated or \
-                any(k not in values for k in self.roles.local):
+        if (
+            self.accelerator("_log_prob") is not None
+            or self.roles.enumerated
+            or any(k not in values for k in self.roles.local)
+        ):
             ll, lp = self.log_joint_terms(x, values, prior=True, args=args)
             return ll.sum() + lp
         hooked = self._hooked_priors(values)
@@ -177,8 +183,9 @@ class Scoring:
         return ll, torch.stack([torch.as_tensor(t[1]) for t in terms]).reshape(lead)
 
     @torch.no_grad()
-    def marginal_log_prob(self, x: torch.Tensor, draws: dict | None = None,
-                          particles: int | None = None, args=None):
+    def marginal_log_prob(
+        self, x: torch.Tensor, draws: dict | None = None, particles: int | None = None, args=None
+    ):
         """(log p(x_i) (N,), its Monte Carlo standard error (N,), particles per datum): the
         continuous local latents integrated from their prior (`ppl_models.programs.montecarlo`)."""
         from ppl_models.programs.montecarlo import marginal_log_prob
@@ -201,9 +208,12 @@ def _check_no_enumerated_parents(tr, roles) -> None:
         site = tr.nodes.get(k)
         if site is None or "log_prob" not in site:
             continue
-        if site["log_prob"].dim() > roles.max_plate_nesting and \
-                site["log_prob"].shape[:-roles.max_plate_nesting or None].numel() > 1:
+        if (
+            site["log_prob"].dim() > roles.max_plate_nesting
+            and site["log_prob"].shape[: -roles.max_plate_nesting or None].numel() > 1
+        ):
             raise ProgramError(
                 f"the continuous latent {k!r} depends on an enumerated discrete latent; this "
                 "is not supported: make the discrete latent a global parameter's function, or "
-                "the continuous one independent of it")
+                "the continuous one independent of it"
+            )
