@@ -394,7 +394,8 @@ class Fit:
         """`arviz.InferenceData` with posterior, pointwise log_likelihood (variable ``x``, one
         entry per training datum), observed_data and sample_stats
         (`inference.evaluation.arviz_io`). A point fit (mle, map) enters as its Laplace
-        approximation (`laplace()`), flagged in the attributes; where it has none, a ValueError says why."""
+        approximation (`laplace()`), flagged in the attributes; where it has none, a ValueError
+        says why."""
         from inference.evaluation.arviz_io import to_inference_data
 
         return to_inference_data(self if self.bayesian else self.laplace(), **options)

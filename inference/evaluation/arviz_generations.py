@@ -189,8 +189,8 @@ def loo(data, var: str = "x"):
     """PSIS-LOO (pointwise) of the container's log_likelihood `var`. Under 1.x arviz-stats'
     `loo`; under 0.23 the same steps with `inference.evaluation.psis` (the PSIS arviz-stats
     uses, where 0.23's own `psislw` fits a tail one draw longer), so both generations give the
-    same numbers for the same draws. r_eff as both ArviZ generations take it: the mean relative ESS ("mean"
-    method) over every posterior value, 1 for a single chain."""
+    same numbers for the same draws. r_eff as both ArviZ generations take it: the mean
+    relative ESS ("mean" method) over every posterior value, 1 for a single chain."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if MODERN:
