@@ -16,7 +16,7 @@ PYTHON312 ?= $(shell for v in 3.12 3.13; do \
 	  [ -n "$$p" ] && PYENV_VERSION=$$p python$$v -c 'import sys' 2>/dev/null && { echo "PYENV_VERSION=$$p python$$v"; exit; }; \
 	done)
 
-.PHONY: demo test test-arviz1 print-python312 bench lint clean
+.PHONY: demo test test-fast test-arviz1 print-python312 bench docs lint format clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -38,8 +38,13 @@ $(STAMP1): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/ppl-models compare digits
 
+# the whole suite, the 15 slowest tests listed at the end
 test: $(STAMP)
-	CI=$${CI:-1} $(PY) -m pytest -q -n 2 --dist loadfile
+	CI=$${CI:-1} $(PY) -m pytest -q -n 2 --dist loadfile --durations=15
+
+# the inner loop: everything but the slow statistical checks
+test-fast: $(STAMP)
+	CI=$${CI:-1} $(PY) -m pytest -q -n 2 --dist loadfile -m "not slow"
 
 test-arviz1: $(STAMP1) $(STAMP)
 	CI=$${CI:-1} $(PY1) -m pytest -q -n 2 --dist loadfile -m arviz
@@ -54,8 +59,19 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_programs.py
 	$(PY) benchmarks/bench_scale.py
 
+SOURCES := ppl_models inference tests benchmarks examples docs/tables.py
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check ppl_models inference tests benchmarks examples
+	$(VENV)/bin/ruff check $(SOURCES)
+	$(VENV)/bin/ruff format --check $(SOURCES)
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix $(SOURCES)
+	$(VENV)/bin/ruff format $(SOURCES)
+
+# the docs' tables from the committed benchmark results (benchmarks/results/*.json)
+docs: $(STAMP)
+	$(PY) docs/tables.py
 
 clean:
-	rm -rf $(VENV) $(VENV1) reports benchmarks/results
+	rm -rf $(VENV) $(VENV1) reports

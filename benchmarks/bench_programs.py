@@ -6,8 +6,8 @@ and 15).
                                                   [--only chain|everyday]
                                                   [--programs WORD ...] [--skip-plain-jit]
 
-Pyro's everyday programs (issue 15; `tests/programs.py`, bodies as in Pyro's examples): eight
-schools (non-centred), baseball partial pooling, the Bayesian regression tutorial's PyroModule,
+Pyro's everyday programs (issue 15; `ppl_models/example_programs.py`, bodies as in Pyro's
+examples): eight schools (non-centred), baseball partial pooling, the Bayesian regression tutorial's PyroModule,
 the GMM tutorial (assignments enumerated), HMM model_1 (states enumerated) and a logistic
 regression, each by ours `fit(..., "nuts")` and plain `pyro.infer.MCMC(NUTS(program))`, the
 same chains and draws, one after the other in the same run: wall seconds (ours includes its
@@ -15,7 +15,7 @@ MAP search and Laplace approximation), min bulk ESS over every parameter and lat
 largest r_hat. Target: ours ESS/s at least plain Pyro's on every program.
 
 In one run, on the shared-transition Markov chain over the 64 digit pixels (a plain function,
-`tests/programs.py`):
+`ppl_models/example_programs.py`):
 - ours by mle, svi (normal guide) and nuts (2 x (500 + 500)), each with the gap of its posterior
   means to the exact Beta posterior in posterior sd;
 - plain `pyro.infer.SVI` (AutoNormal, Adam at the same lr and steps) and plain
@@ -30,10 +30,8 @@ built-in's vectorised path. Prints a table and writes benchmarks/results/program
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 import warnings
-from pathlib import Path
 
 import arviz as az
 import numpy as np
@@ -46,10 +44,7 @@ from pyro.optim import ClippedAdam
 
 import inference
 from ppl_models import Independent, datasets
-from ppl_models.programs.program import Program
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from programs import (  # noqa: E402
+from ppl_models.example_programs import (
     BASEBALL_AT_BATS,
     BASEBALL_HITS,
     EIGHT_SIGMA,
@@ -63,6 +58,7 @@ from programs import (  # noqa: E402
     partially_pooled,
     shared_markov,
 )
+from ppl_models.programs.program import Program
 
 
 def exact_beta(x: np.ndarray):

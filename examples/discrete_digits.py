@@ -17,9 +17,9 @@ learns, shown by its samples, scored on held-out images, and its posterior check
 
 from __future__ import annotations
 
-import argparse
 import warnings
-from pathlib import Path
+
+import preamble  # examples/preamble.py: the shared arguments
 
 import inference
 from inference.evaluation import plots
@@ -27,16 +27,9 @@ from ppl_models import FullJoint, Independent, Markov, datasets
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="reports/examples")
-    p.add_argument("--quick", action="store_true", help="fewer draws (a test runs this)")
-    args = p.parse_args(argv)
+    p = preamble.parser(__doc__, "fewer draws (a test runs this)")
+    args, out = preamble.parse(p, argv)
     warnings.filterwarnings("ignore", module="arviz")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     split = datasets.load("digits")
     draws = 100 if args.quick else 500
 

@@ -15,13 +15,11 @@ with 10% of their pixels flipped, and uniform noise: a density model should sepa
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import preamble  # examples/preamble.py: the shared arguments
 import torch  # noqa: E402
 
 import inference  # noqa: E402
@@ -30,17 +28,10 @@ from ppl_models import NADE, Markov, datasets  # noqa: E402
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = preamble.parser(__doc__, "H=20, 10 epochs (a test runs this)")
     p.add_argument("--hidden", type=int, default=100)
     p.add_argument("--max-epochs", type=int, default=250)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="reports/examples")
-    p.add_argument("--quick", action="store_true", help="H=20, 10 epochs (a test runs this)")
-    args = p.parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    args, out = preamble.parse(p, argv)
     hidden, epochs = (20, 10) if args.quick else (args.hidden, args.max_epochs)
     split = datasets.load("digits")
 

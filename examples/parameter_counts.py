@@ -16,13 +16,11 @@ fine). Writes parameter_counts.png: counts against n on a log scale.
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import preamble  # examples/preamble.py: the shared arguments
 
 from ppl_models import NADE, FullJoint, Independent, Markov  # noqa: E402
 
@@ -38,14 +36,8 @@ def counts(n: int, hidden: int = 100) -> dict[str, int]:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("--out", default="reports/examples")
-    p.add_argument("--quick", action="store_true", help="the same (it is already quick)")
-    args = p.parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    p = preamble.parser(__doc__, "the same (it is already quick)", seed=False)
+    args, out = preamble.parse(p, argv)
 
     sizes = [1, 2, 4, 9, 16, 36, 64, 144, 256, 784]
     table = {n: counts(n) for n in sizes}

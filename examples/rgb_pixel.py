@@ -16,14 +16,13 @@ rgb_alpha.png (test nats against alpha, the other assumptions as lines) and rgb_
 
 from __future__ import annotations
 
-import argparse
 import math
-from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import preamble  # examples/preamble.py: the shared arguments
 
 import inference  # noqa: E402
 from inference.evaluation import plots  # noqa: E402
@@ -31,15 +30,8 @@ from ppl_models import FullJoint, Independent, Markov, datasets  # noqa: E402
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="reports/examples")
-    p.add_argument("--quick", action="store_true", help="three alphas (a test runs this)")
-    args = p.parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    p = preamble.parser(__doc__, "three alphas (a test runs this)")
+    args, out = preamble.parse(p, argv)
     split = datasets.load("pixels")
     alphas = [1e-3, 0.1, 1.0] if args.quick else [1e-4, 1e-3, 1e-2, 0.03, 0.1, 0.3, 1.0]
 

@@ -18,9 +18,9 @@ model under real patches) and rnade_tradeoff.png (parameters vs test nats).
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
-from pathlib import Path
+
+import preamble  # examples/preamble.py: the shared arguments
 
 import inference
 from inference.evaluation import plots
@@ -35,19 +35,12 @@ class Row:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = preamble.parser(__doc__, "small and short (a test runs this)")
     p.add_argument("--hidden", type=int, default=100)
     p.add_argument("--components", type=int, default=10)
     p.add_argument("--mixture", type=int, default=10, help="GaussianMixture components")
     p.add_argument("--max-epochs", type=int, default=12)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="reports/examples")
-    p.add_argument("--quick", action="store_true", help="small and short (a test runs this)")
-    args = p.parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    args, out = preamble.parse(p, argv)
     split = datasets.load("patches")
     train = split.train[:4000] if args.quick else split.train
     hidden, K, epochs, mix = (

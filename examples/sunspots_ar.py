@@ -19,9 +19,9 @@ p + 2 free parameters; the conditional likelihood scores x_(p+1..T).
 
 from __future__ import annotations
 
-import argparse
 import warnings
-from pathlib import Path
+
+import preamble  # examples/preamble.py: the shared arguments
 
 import inference
 from inference.evaluation import plots
@@ -30,19 +30,12 @@ from ppl_models.app import suites
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = preamble.parser(__doc__, "orders 1-4, short runs (a test)")
     p.add_argument("--max-order", type=int, default=12)
     p.add_argument("--min-train", type=int, default=100, help="first LFO training length")
     p.add_argument("--steps", type=int, default=20, help="years to forecast")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="reports/examples")
-    p.add_argument("--quick", action="store_true", help="orders 1-4, short runs (a test)")
-    args = p.parse_args(argv)
+    args, out = preamble.parse(p, argv)
     warnings.filterwarnings("ignore", module="arviz")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     y = datasets.load("sunspots").train
     max_order = 4 if args.quick else args.max_order
     draws = 150 if args.quick else 500

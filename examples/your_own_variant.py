@@ -17,10 +17,9 @@ Writes own_variant_samples.png and own_variant_compare.png to --out.
 
 from __future__ import annotations
 
-import argparse
 import warnings
-from pathlib import Path
 
+import preamble  # examples/preamble.py: the shared arguments
 import pyro
 import pyro.distributions as dist
 import torch
@@ -75,17 +74,10 @@ def make_mixture(K: int):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = preamble.parser(__doc__, "fewer steps (a test runs this)")
     p.add_argument("--components", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="reports/examples")
-    p.add_argument("--quick", action="store_true", help="fewer steps (a test runs this)")
-    args = p.parse_args(argv)
+    args, out = preamble.parse(p, argv)
     warnings.filterwarnings("ignore", module="arviz")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     split = datasets.load("digits")
     mixture = make_mixture(args.components)
     mixture_options = {"max_epochs": 150, "restarts": 2} if args.quick else {}

@@ -9,11 +9,11 @@ import arviz as az
 import numpy as np
 import pytest
 import scipy.stats
-from programs import mixture, shared_markov
 
 import inference
 from inference.evaluation import plots
 from ppl_models import AutoRegressive, FullJoint, Independent, Markov, datasets
+from ppl_models.example_programs import mixture, shared_markov
 
 
 @pytest.fixture(scope="module")

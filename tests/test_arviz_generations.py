@@ -22,7 +22,8 @@ from ppl_models import AutoRegressive, Independent, datasets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from arviz_numbers import numbers  # noqa: E402
-from programs import shared_markov  # noqa: E402
+
+from ppl_models.example_programs import shared_markov  # noqa: E402
 
 pytestmark = pytest.mark.arviz
 ROOT = Path(__file__).resolve().parent.parent

@@ -2,7 +2,8 @@
 data argument other than x, sequential plates, mixed dtypes, honest flags
 (tests/test_hierarchical.py: continuous local latents).
 
-The programs (tests/programs.py) are written as in Pyro's examples and tutorials and ArviZ's
+The programs (ppl_models/example_programs.py) are written as in Pyro's examples and tutorials
+and ArviZ's
 docs; the references are independent of the library: numpy least squares and counts, scipy's
 densities, a numpy forward algorithm, a closed-form Gaussian posterior, a long NumPyro run,
 and plain Pyro NUTS on the same program."""
@@ -15,7 +16,11 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from programs import (
+from scipy.special import logsumexp
+from scipy.stats import norm
+
+import inference
+from ppl_models.example_programs import (
     EIGHT_SIGMA,
     BayesianRegression,
     hmm_model_0,
@@ -23,10 +28,6 @@ from programs import (
     known_noise_regression,
     mixed_dtypes,
 )
-from scipy.special import logsumexp
-from scipy.stats import norm
-
-import inference
 
 f64 = torch.float64
 SCHOOLS = {"given": {"J": 8, "sigma": EIGHT_SIGMA}, "data_arg": "y", "data_plate": "J"}

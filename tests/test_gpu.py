@@ -142,4 +142,4 @@ def test_nade_fast_sampler_equals_the_program_on_cuda(digits):
     fast = f.program.sample(64)
     torch.manual_seed(3)
     tr = poutine.trace(lambda: f.program.run(num_samples=64)).get_trace()
-    assert torch.equal(fast, f.program._generated(tr, 64))
+    assert torch.equal(fast, f.program.generated(tr, 64))

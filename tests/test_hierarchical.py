@@ -10,7 +10,12 @@ import arviz as az
 import numpy as np
 import pyro
 import pytest
-from programs import (
+from pyro.infer import MCMC, NUTS
+from scipy.special import logsumexp
+from scipy.stats import norm
+
+import inference
+from ppl_models.example_programs import (
     BASEBALL_AT_BATS,
     BASEBALL_HITS,
     EIGHT_SIGMA,
@@ -19,11 +24,6 @@ from programs import (
     eight_schools_pooled,
     partially_pooled,
 )
-from pyro.infer import MCMC, NUTS
-from scipy.special import logsumexp
-from scipy.stats import norm
-
-import inference
 
 SCHOOLS = {"given": {"J": 8, "sigma": EIGHT_SIGMA}, "data_arg": "y", "data_plate": "J"}
 

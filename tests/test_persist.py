@@ -8,13 +8,13 @@ import numpy as np
 import pyro.distributions as dist
 import pytest
 import torch
-from programs import shared_markov
 from pyro.nn import PyroSample
 
 import inference
 from inference import persist
 from ppl_models import NADE, AutoRegressive, FullJoint, Independent, LinearGaussian, Markov
 from ppl_models.app import cli
+from ppl_models.example_programs import shared_markov
 
 
 # -- crafted files ----------------------------------------------------------------------------

@@ -12,7 +12,6 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from programs import SharedMarkov, independent, independent_params, mixture, shared_markov
 from pyro.infer import MCMC, NUTS, SVI, Predictive, Trace_ELBO
 from pyro.infer.autoguide import AutoNormal, init_to_value
 from pyro.optim import ClippedAdam
@@ -20,6 +19,13 @@ from scipy.special import logsumexp
 
 import inference
 from ppl_models import AutoRegressive, Independent, Markov, datasets
+from ppl_models.example_programs import (
+    SharedMarkov,
+    independent,
+    independent_params,
+    mixture,
+    shared_markov,
+)
 from ppl_models.programs.program import Program, accelerator
 
 f64 = torch.float64
@@ -344,13 +350,13 @@ def test_a_hand_written_guide(digits):
 
 def test_a_guide_of_yours_runs_against_the_vectorised_density():
     """The fast paths for a guide you write: its ELBO against a program of flat sites plus one
-    factor, the program's vectorised log p(x, theta) (`inference.bayes._scored`, for Pyro's
+    factor, the program's vectorised log p(x, theta) (`inference.guides.scored`, for Pyro's
     SVI), and the loss of one reparameterised step without the model's traces
     (`_reparameterised_step`) equal plain Pyro's Trace_ELBO of the same guide against the
     program itself (AR(2): 307 sites traced; the shared chain) at the same seeds, to 1e-9."""
     import functools
 
-    from inference.svi import reparameterised_step, scored
+    from inference.guides import reparameterised_step, scored
 
     def ar_guide(x=None, num_samples=None):
         loc = pyro.param("loc", torch.tensor([10.0, 1.3, -0.6], dtype=f64))

@@ -137,7 +137,7 @@ def test_the_fast_sampler_draws_what_the_program_draws(make, kind, digits):
     fast = p.sample(300)
     torch.manual_seed(7)
     tr = poutine.trace(functools.partial(p.run, num_samples=300)).get_trace()
-    assert torch.equal(fast, p._generated(tr, 300))
+    assert torch.equal(fast, p.generated(tr, 300))
     assert torch.equal(f.sample(20, seed=1), f.sample(20, seed=1))
 
 

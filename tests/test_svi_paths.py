@@ -1,5 +1,5 @@
 """SVI's fast path for the Gaussian autoguides (issue 18) computes what Pyro's Trace_ELBO
-computes: their ELBO without traces (`inference.bayes.gaussian_elbo`) equals Trace_ELBO's at the
+computes: their ELBO without traces (`inference.svi.gaussian_elbo`) equals Trace_ELBO's at the
 same draw z. (A guide of yours: tests/test_programs.py; the delta guide at the MAP:
 tests/test_everyday_map_by_svi.py.)"""
 

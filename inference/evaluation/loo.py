@@ -24,7 +24,7 @@ def psis_log_weights(log_ratios):
     """Pareto-smoothed importance sampling of one set of log importance ratios over draws (a
     1-D tensor): (normalised log weights as a tensor, Pareto k)."""
     lw, k = psis(numpy_of(log_ratios).astype(float))
-    return torch.fromnumpy_of(np.asarray(lw, dtype=float)), float(k)
+    return torch.from_numpy(np.asarray(lw, dtype=float)), float(k)
 
 
 def elpd(pointwise, *, n_samples: int, p_eff: float = 0.0, pareto_k=None, name: str = "x"):

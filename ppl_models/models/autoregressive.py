@@ -14,7 +14,6 @@ from torch.distributions.transforms import PowerTransform
 
 from ppl_models import checks
 from ppl_models.models.base import Model
-from ppl_models.models.conjugate import Posterior
 from ppl_models.models.gaussian_steps import (
     Forecast,
     gaussian_forecast,
@@ -22,6 +21,7 @@ from ppl_models.models.gaussian_steps import (
     mixture_quantile,
     step_moments,
 )
+from ppl_models.models.normal_inverse_gamma import NormalInverseGammaPosterior
 from ppl_models.models.stationary import PacfToPhi, levinson
 from ppl_models.models.stationary import stationary as stationary_region
 
@@ -183,7 +183,7 @@ class AutoRegressive(Model):
             cache[s] = dist.TransformedDistribution(sigma2, [PowerTransform(0.5)])
         return cache[s]
 
-    def _conjugate_prior(self):
+    def conjugate_prior(self):
         """The default priors as Normal-Inverse-Gamma: beta = (const, phi) | sigma^2 ~
         N(b0, sigma^2 Lambda0^-1), sigma^2 ~ InverseGamma(a0, c0). Returns (b0, Lambda0, a0, c0).
         Lambda0 = U^T U with U = [[1, m 1^T], [0, s I]] / 5, since beta = b0 + sigma U^-1 eps."""
@@ -340,7 +340,7 @@ class AutoRegressive(Model):
             lags = torch.cat([torch.ones(T - p, 1, dtype=x.dtype, device=x.device), lags], -1)
         return lags.to(f64), x[p:].to(f64)
 
-    def _split(self, beta: torch.Tensor) -> dict[str, torch.Tensor]:
+    def split(self, beta: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.constant:
             return {"const": beta[..., 0], "phi": beta[..., 1:]}
         return {"phi": beta}
@@ -352,7 +352,7 @@ class AutoRegressive(Model):
         beta = torch.linalg.lstsq(X.cpu(), y[:, None].cpu(), driver="gelsd").solution[:, 0]
         beta = beta.to(X.device)
         rss = (y - X @ beta).pow(2).sum()
-        return {**self._split(beta), "sigma": (rss / len(y)).sqrt()}
+        return {**self.split(beta), "sigma": (rss / len(y)).sqrt()}
 
     def _yule_walker(self, x) -> dict[str, torch.Tensor]:
         """Yule-Walker estimates (always stationary): a start for the exact likelihood."""
@@ -375,7 +375,7 @@ class AutoRegressive(Model):
         elif self._default_conjugate():
             post = self.posterior(x)  # mode in (beta, sigma): sigma^2 = 2 c_n / (2 a_n + k + 1)
             k = len(post.b)
-            estimate = {**self._split(post.b), "sigma": (2 * post.c / (2 * post.a + k + 1)).sqrt()}
+            estimate = {**self.split(post.b), "sigma": (2 * post.c / (2 * post.a + k + 1)).sqrt()}
         else:
             return False
         self.set_params(estimate)
@@ -425,49 +425,3 @@ def _flag(value, name: str) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"{name} must be True or False, got {value!r}")
     return value
-
-
-class NormalInverseGammaPosterior(Posterior):
-    """The exact posterior of the conditional likelihood under the Normal-Inverse-Gamma prior:
-    beta | sigma^2, x ~ N(b, sigma^2 Lambda^-1), sigma^2 | x ~ InverseGamma(a, c), with
-    Lambda = Lambda0 + X^T X, b = Lambda^-1 (Lambda0 b0 + X^T y), a = a0 + n / 2,
-    c = c0 + (y^T y + b0^T Lambda0 b0 - b^T Lambda b) / 2. Each step's posterior predictive is a
-    Student t with 2a degrees of freedom, location z^T b and scale^2 (c / a)(1 + z^T Lambda^-1 z)
-    (z: the step's design row)."""
-
-    def __init__(self, model: AutoRegressive, x: torch.Tensor):
-        self.model = model
-        b0, L0, a0, c0 = model._conjugate_prior()
-        X, y = model.design(x)
-        self.precision = L0 + X.T @ X
-        self.b = torch.linalg.solve(self.precision, L0 @ b0 + X.T @ y)
-        self.a = torch.tensor(a0 + len(y) / 2, dtype=y.dtype, device=y.device)
-        self.c = c0 + (y @ y + b0 @ L0 @ b0 - self.b @ self.precision @ self.b) / 2
-        self.cov_chol = torch.linalg.cholesky(
-            torch.cholesky_inverse(torch.linalg.cholesky(self.precision))
-        )
-
-    def sample(self, num_samples):
-        sigma2 = 1 / dist.Gamma(self.a, self.c).sample((num_samples,))
-        eps = torch.randn(num_samples, len(self.b), dtype=self.b.dtype, device=self.b.device)
-        beta = self.b + sigma2.sqrt()[:, None] * eps @ self.cov_chol.T
-        return {**self.model._split(beta), "sigma": sigma2.sqrt()}
-
-    def mean(self):
-        # E[sigma] for sigma^2 ~ InverseGamma(a, c): sqrt(c) Gamma(a - 1/2) / Gamma(a)
-        e_sigma = self.c.sqrt() * torch.exp(torch.lgamma(self.a - 0.5) - torch.lgamma(self.a))
-        return {**self.model._split(self.b.clone()), "sigma": e_sigma}
-
-    def log_predictive(self, x):
-        X, y = self.model.design(x)
-        spread = 1 + (X @ self.cov_chol).pow(2).sum(-1)  # 1 + z^T Lambda^-1 z
-        scale = (self.c / self.a * spread).sqrt()
-        return dist.StudentT(2 * self.a, X @ self.b, scale).log_prob(y)
-
-    def sample_predictive(self, num_samples):
-        theta = self.sample(1)
-        point = self.model.point().set_params({k: v[0] for k, v in theta.items()})
-        return point(num_samples=num_samples)
-
-    def log_likelihood(self, x, draws):
-        return self.model.log_likelihood(x, draws)

@@ -1,5 +1,6 @@
-"""User programs the tests (and the benchmark) fit exactly like built-in models, written as a
-user would: plain Pyro, no ppl_models imports. Each states its factorization."""
+"""Example Pyro programs, written as a user would (plain Pyro, no ppl_models imports), that the
+tests and the benchmarks fit exactly like the built-in models: a shared Markov chain, mixtures,
+eight schools, baseball, regressions, an HMM. Each states its factorization."""
 
 import pyro
 import pyro.distributions as dist
