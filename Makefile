@@ -16,7 +16,11 @@ PYTHON312 ?= $(shell for v in 3.12 3.13; do \
 	  [ -n "$$p" ] && PYENV_VERSION=$$p python$$v -c 'import sys' 2>/dev/null && { echo "PYENV_VERSION=$$p python$$v"; exit; }; \
 	done)
 
-.PHONY: demo test test-fast test-arviz1 print-python312 bench docs lint format clean
+# Fashion-MNIST (Debian's dataset-fashion-mnist, the one dataset that needs an install step):
+# installed where missing and we are root; elsewhere its tests skip and say how to install it.
+FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+
+.PHONY: demo test test-fast fashion-data test-arviz1 print-python312 bench docs lint format clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -38,15 +42,21 @@ $(STAMP1): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/ppl-models compare digits
 
+fashion-data:
+	@test -f $(FASHION) || [ "$$(id -u)" != 0 ] || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    dataset-fashion-mnist >/dev/null; } || echo "could not install dataset-fashion-mnist"
+	@test -f $(FASHION) || echo "no Fashion-MNIST: its tests skip (apt-get install dataset-fashion-mnist)"
+
 # the whole suite, the 15 slowest tests listed at the end
-test: $(STAMP)
+test: $(STAMP) fashion-data
 	CI=$${CI:-1} $(PY) -m pytest -q -n 2 --dist loadfile --durations=15
 
 # the inner loop: everything but the slow statistical checks
-test-fast: $(STAMP)
+test-fast: $(STAMP) fashion-data
 	CI=$${CI:-1} $(PY) -m pytest -q -n 2 --dist loadfile -m "not slow"
 
-test-arviz1: $(STAMP1) $(STAMP)
+test-arviz1: $(STAMP1) $(STAMP) fashion-data
 	CI=$${CI:-1} $(PY1) -m pytest -q -n 2 --dist loadfile -m arviz
 
 print-python312:

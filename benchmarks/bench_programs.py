@@ -7,12 +7,13 @@ and 15).
                                                   [--programs WORD ...] [--skip-plain-jit]
 
 Pyro's everyday programs (issue 15; `ppl_models/example_programs.py`, bodies as in Pyro's
-examples): eight schools (non-centred), baseball partial pooling, the Bayesian regression tutorial's PyroModule,
-the GMM tutorial (assignments enumerated), HMM model_1 (states enumerated) and a logistic
-regression, each by ours `fit(..., "nuts")` and plain `pyro.infer.MCMC(NUTS(program))`, the
-same chains and draws, one after the other in the same run: wall seconds (ours includes its
-MAP search and Laplace approximation), min bulk ESS over every parameter and latent, ESS/s,
-largest r_hat. Target: ours ESS/s at least plain Pyro's on every program.
+examples): eight schools (non-centred), baseball partial pooling, the Bayesian regression
+tutorial's PyroModule, the GMM tutorial (assignments enumerated), HMM model_1 (states
+enumerated) and a logistic regression, each by ours `fit(..., "nuts")` and plain
+`pyro.infer.MCMC(NUTS(program))`, the same chains and draws, one after the other in the same
+run: wall seconds (ours includes its MAP search and Laplace approximation), min bulk ESS over
+every parameter and latent, ESS/s, largest r_hat. Target: ours ESS/s at least plain Pyro's on
+every program.
 
 In one run, on the shared-transition Markov chain over the 64 digit pixels (a plain function,
 `ppl_models/example_programs.py`):

@@ -65,7 +65,7 @@ def _nade_rows(program, x, device, repeat, D, H, batch) -> list[dict]:
         opt.step()
 
     def plain_step():
-        loss = -plain.log_prob(x).mean()
+        loss = plain.nll(x) / len(x)
         plain_opt.zero_grad()
         loss.backward()
         plain_opt.step()

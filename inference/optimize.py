@@ -109,10 +109,13 @@ def point_fit(
     restarts = positive_int(1 if restarts is None else restarts, "restarts")
     objective, first = Objective(program, names, prior, len(x)), {}
     if restarts > 1:
+        # each restart runs restart_steps Adam steps, as many epochs as that takes
+        per_epoch = math.ceil(len(x) / (batch_size or len(x)))
+        short = max(1, math.ceil(MIXTURE_ADAM["restart_steps"] / per_epoch))
         objective, first = _best_start(
-            program, names, prior, x, restarts, run, lr=lr, batch_size=batch_size
+            program, names, prior, x, restarts, run, short, lr=lr, batch_size=batch_size
         )
-        max_epochs = max(1, (max_epochs or 1000) - MIXTURE_ADAM["restart_steps"])
+        max_epochs = max(1, (max_epochs or 1000) - short)
     extra = {"seed": seed} if run is _adam else {}
     info = run(
         objective,
@@ -140,9 +143,9 @@ def point_fit(
     )
 
 
-def _best_start(program, names, prior, x, restarts, run, **options):
-    """`restarts` short runs from fresh starts of the global parameters; the one with the
-    lowest loss is continued."""
+def _best_start(program, names, prior, x, restarts, run, epochs, **options):
+    """`restarts` short runs (`epochs` each) from fresh starts of the global parameters; the
+    one with the lowest loss is continued."""
     losses, best = [], None
     for r in range(restarts):
         start = program if r == 0 else program.with_values(program.fresh_starts())
@@ -151,7 +154,7 @@ def _best_start(program, names, prior, x, restarts, run, **options):
             objective,
             x,
             valid=None,
-            max_epochs=MIXTURE_ADAM["restart_steps"],
+            max_epochs=epochs,
             patience=None,
             lr_decay=None,
             progress=False,

@@ -369,6 +369,14 @@ class Fit:
                 out[rows] = xs
             return out
 
+    def complete(self, prefix, seed: int | None = None) -> torch.Tensor:
+        """(N, D): each row of `prefix` (N, k: the first k dims, the top half of an image)
+        completed by a draw of the other dims from the fitted model's conditional
+        (`inference.completion`); a ValueError where the model cannot condition on them."""
+        from inference.completion import complete
+
+        return complete(self, prefix, seed)
+
     @_placed
     def forecast(self, steps: int, prob: float = 0.9, history=None):
         """Forecast `steps` values after the training series (or after `history`): mean and

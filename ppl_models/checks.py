@@ -124,10 +124,15 @@ def categories(
             )
     bad = (t < 0) | (t >= num_categories)
     if bad.any():
+        fix = "raise it, or recode the data"
+        if num_categories == 2 and bool((t >= 0).all()) and bool((t <= 255).all()):
+            fix = (
+                "these look like 0-255 pixel intensities: binarise them (e.g. x > 127), or "
+                "raise num_categories"
+            )
         raise ValueError(
             f"{name} has values outside 0..{num_categories - 1}: {_where(t, bad)}; "
-            f"{what} has num_categories={num_categories} (raise it, or recode the "
-            "data)"
+            f"{what} has num_categories={num_categories} ({fix})"
         )
     return t.to(torch.int64)
 

@@ -1,13 +1,17 @@
 """Real data that ships inside installed packages, with fixed, documented splits.
 
 Nothing is downloaded: digits and the sample images come with scikit-learn, sunspots with
-statsmodels. `load(name)` returns `Split(train, valid, test)` of tensors; an empty split has
-zero rows.
+statsmodels, Fashion-MNIST with Debian's `dataset-fashion-mnist` package (the one dataset that
+needs an install step: `apt-get install dataset-fashion-mnist`, or a folder of the IDX files).
+`load(name)` returns `Split(train, valid, test)` of tensors; an empty split has zero rows.
 """
 
 from __future__ import annotations
 
 import functools
+import gzip
+import os
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -29,15 +33,26 @@ DATASETS = {
     "dropped: (N, 63) float32; 20,000 train / 5,000 valid / 5,000 test",
     "sunspots": "yearly sunspot numbers 1700-2008 from statsmodels: (309,) float64, all train "
     "(evaluate a series by leave-future-out)",
+    "fashion": "28x28 Fashion-MNIST binarised as pixel > 127, raster order: (N, 784) int64 in "
+    "{0, 1}; 50,000 train / 10,000 valid (the training file's last) / 10,000 test",
 }
+# Where Debian's dataset-fashion-mnist puts the gzipped IDX files; PPL_MODELS_FASHION or
+# load("fashion", folder=...) names another folder
+FASHION_FOLDER = Path("/usr/share/datasets/fashion-mnist")
+FASHION_FILES = ("train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz")
 
 
 def names() -> list[str]:
     return list(DATASETS)
 
 
-def load(name: str, num_train: int | None = None) -> Split:
+def load(name: str, num_train: int | None = None, folder=None) -> Split:
     """The named dataset as `Split(train, valid, test)`; see `DATASETS` for each recipe.
+
+    ``folder`` (fashion only): the folder holding ``train-images-idx3-ubyte.gz`` and
+    ``t10k-images-idx3-ubyte.gz``; default: the environment variable ``PPL_MODELS_FASHION``,
+    else Debian's ``/usr/share/datasets/fashion-mnist`` (``apt-get install
+    dataset-fashion-mnist``).
 
     ``num_train`` (patches only, for scale runs): that many training patches. The default
     30,000 patches are drawn exactly as documented (valid and test never change); beyond the
@@ -49,6 +64,14 @@ def load(name: str, num_train: int | None = None) -> Split:
     minibatch fits read only the rows of each batch once it is a tensor view)."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    if folder is not None and name != "fashion":
+        raise ValueError(
+            f"folder applies to fashion (files you install); {name} ships inside a package"
+        )
+    if name == "fashion":
+        if num_train is not None:
+            raise ValueError("num_train applies to patches; fashion has a fixed split")
+        return _fashion(_fashion_folder(folder))
     if num_train is None:
         return _LOADERS[name]()
     if name != "patches":
@@ -143,6 +166,40 @@ def _sunspots() -> Split:
     y = sunspots.load_pandas().data["SUNACTIVITY"].to_numpy(dtype=np.float64, copy=True)
     t = torch.from_numpy(y)
     return Split(t, t[:0], t[:0])
+
+
+def _fashion_folder(folder) -> Path:
+    chosen = folder if folder is not None else os.environ.get("PPL_MODELS_FASHION")
+    path = Path(chosen) if chosen else FASHION_FOLDER
+    missing = [f for f in FASHION_FILES if not (path / f).is_file()]
+    if missing:
+        where = "the folder you named" if chosen else "Debian's default folder"
+        raise ValueError(
+            f"Fashion-MNIST is not in {path} ({where}): {', '.join(missing)} missing. Install "
+            "Debian's package (apt-get install dataset-fashion-mnist, as root), or pass "
+            "load('fashion', folder=...) / set PPL_MODELS_FASHION to a folder holding "
+            f"{' and '.join(FASHION_FILES)}"
+        )
+    return path.resolve()
+
+
+def read_idx_images(path) -> np.ndarray:
+    """A gzipped IDX image file (magic 2051, big-endian counts) as (N, rows * cols) uint8."""
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    magic, n, rows, cols = np.frombuffer(data[:16], dtype=">i4")
+    if magic != 2051 or len(data) != 16 + n * rows * cols:
+        raise ValueError(f"{path} is not an IDX image file (magic {magic}, {len(data)} bytes)")
+    return np.frombuffer(data, dtype=np.uint8, offset=16).reshape(n, rows * cols)
+
+
+@functools.cache
+def _fashion(folder: Path) -> Split:
+    """Fashion-MNIST, pixel > 127: train = the training file's first 50,000 images, valid its
+    last 10,000, test the 10,000 of the test file."""
+    train = (read_idx_images(folder / FASHION_FILES[0]) > 127).astype(np.int64)
+    test = (read_idx_images(folder / FASHION_FILES[1]) > 127).astype(np.int64)
+    return _split(np.concatenate([train, test]), (50_000, 10_000))
 
 
 _LOADERS = {"digits": _digits, "pixels": _pixels, "patches": _patches, "sunspots": _sunspots}

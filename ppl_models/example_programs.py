@@ -76,9 +76,10 @@ def independent_params(x=None, num_samples=None):
         return pyro.sample("x", dist.Bernoulli(probs).to_event(1), obs=x)
 
 
-def mixture(x=None, num_samples=None, K=10):
-    """p(x) = sum_k w_k prod_d Bernoulli(x_d | mu_kd), the assignment z summed out;
-    w ~ Dirichlet(1), mu_kd ~ Beta(1.1, 1.1)."""
+def bernoulli_mixture(x=None, num_samples=None, K=50, D=784):
+    """p(x) = sum_k w_k prod_d Bernoulli(x_d | mu_kd) for images of D binary pixels, the
+    component z enumerated (summed out); w ~ Dirichlet(1), mu_kd ~ Beta(1.1, 1.1). K (D + 1) - 1
+    free parameters (50 components of 28x28: 39,249)."""
     n = len(x) if x is not None else num_samples
     w = pyro.sample("weights", dist.Dirichlet(torch.ones(K, dtype=f64)))
     with pyro.plate("components", K):
@@ -91,6 +92,11 @@ def mixture(x=None, num_samples=None, K=10):
     with pyro.plate("data", n):
         z = pyro.sample("z", dist.Categorical(w), infer={"enumerate": "parallel"})
         return pyro.sample("x", dist.Bernoulli(mu[z]).to_event(1), obs=x)
+
+
+def mixture(x=None, num_samples=None, K=10):
+    """The same mixture over the 8x8 digits (D = 64), K = 10 components by default."""
+    return bernoulli_mixture(x, num_samples, K=K, D=D)
 
 
 # -- Pyro's everyday programs (issue 15): bodies as in Pyro's examples, tutorials and ArviZ's

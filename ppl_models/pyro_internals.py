@@ -10,6 +10,7 @@ Pyro release renames or removes one. The tested Pyro minor versions are pinned i
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import pyro
@@ -17,6 +18,7 @@ import torch
 from pyro.infer import NUTS
 from pyro.infer.autoguide import AutoNormal
 from pyro.nn import PyroModule
+from pyro.poutine.broadcast_messenger import BroadcastMessenger
 from pyro.poutine.subsample_messenger import _Subsample as Subsample
 from torch.distributions import constraints
 
@@ -33,6 +35,7 @@ MEMBERS = [
     (NUTS, "_kinetic_energy"),
     (NUTS, "_build_basetree"),
     (NUTS, "_fetch_from_cache"),
+    (BroadcastMessenger, "_pyro_sample"),
 ]
 # attributes a NUTS kernel sets when it runs (checked on a kernel that took a step)
 NUTS_STATE = ("_divergences", "_mean_accept_prob", "_t", "_warmup_steps")
@@ -130,3 +133,30 @@ class RecordingNUTS(NUTS):
             "acceptance_rate": torch.tensor(rows[4], dtype=torch.float64),
             "lp": torch.tensor(rows[5], dtype=torch.float64),
         }
+
+
+@contextlib.contextmanager
+def observed_unexpanded():
+    """While a density is evaluated, plates leave observed sites' distributions unexpanded:
+    log_prob broadcasts against the observed value all the same, while an expanded
+    Bernoulli(probs) would compute its logits over the whole plate (measured: a hand-written
+    Independent(64) on 100,000 images spends 1.4 of 3.0 s in probs_to_logits of the expanded
+    probs). Sampled sites are expanded as usual."""
+    original = BroadcastMessenger.__dict__["_pyro_sample"]
+    expand = original.__func__
+
+    def broadcast(msg):
+        if (
+            msg["type"] == "sample"
+            and msg["is_observed"]
+            and msg["value"] is not None
+            and not msg["infer"].get("_deterministic", False)
+        ):
+            return
+        expand(msg)
+
+    BroadcastMessenger._pyro_sample = staticmethod(broadcast)
+    try:
+        yield
+    finally:
+        BroadcastMessenger._pyro_sample = original

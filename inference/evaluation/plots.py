@@ -107,6 +107,11 @@ def digit_images(x, n: int = 12) -> np.ndarray:
     return _array(x[:n]).reshape(-1, 8, 8)
 
 
+def fashion_images(x, n: int = 12) -> np.ndarray:
+    """28x28 images stored as 784 values in raster order."""
+    return _array(x[:n]).reshape(-1, 28, 28)
+
+
 def pixel_swatches(x, side: int = 16, n: int = 4) -> np.ndarray:
     """RGB triples (0..255) as n square swatches of side x side pixels."""
     a = _array(x[: n * side * side]) / 255.0
@@ -122,15 +127,17 @@ def patch_images(x, n: int = 12) -> np.ndarray:
 
 KINDS = {
     "digits": (digit_images, {"cmap": "gray_r", "vmin": 0, "vmax": 1}),
+    "fashion": (fashion_images, {"cmap": "gray_r", "vmin": 0, "vmax": 1}),
     "pixels": (pixel_swatches, {}),
     "patches": (patch_images, {"cmap": "gray"}),
 }
 
 
 def kind_of(x) -> str | None:
-    """The picture for data of this width: 64 binary dims (digits), 3 (pixels), 63 (patches)."""
+    """The picture for data of this width: 64 binary dims (digits), 784 (28x28 images), 3
+    (pixels), 63 (patches)."""
     d = x.shape[1] if getattr(x, "ndim", 0) == 2 else None
-    return {64: "digits", 3: "pixels", 63: "patches"}.get(d)
+    return {64: "digits", 784: "fashion", 3: "pixels", 63: "patches"}.get(d)
 
 
 def image_rows(rows: dict, path, kind: str | None = None, title: str = "", **style) -> None:

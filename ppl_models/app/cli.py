@@ -1,7 +1,7 @@
 """The `ppl-models` command line: compare assumptions on a dataset, fit one, sample from a fit.
 
     ppl-models datasets
-    ppl-models compare [digits|pixels|patches|sunspots] [--out reports]
+    ppl-models compare [digits|fashion|pixels|patches|sunspots] [--out reports]
     ppl-models fit digits Markov --arg order=2 --method nuts --option num_samples=300 --save m.pt
     ppl-models sample m.pt -n 16 --out samples.png      (.png: a picture; .txt/.csv: numbers)
 

@@ -80,6 +80,44 @@ class Counts:
         return out
 
 
+def complete_counts(table: Counts, prefix: torch.Tensor) -> torch.Tensor:
+    """Rows whose first k dims are `prefix`, the rest drawn from the smoothed counts'
+    conditional: p(rest | prefix) = (count(prefix, rest) + beta) / (M + beta K^(D-k)), M the
+    count of the seen configurations that start with the prefix: with probability
+    M / (M + beta K^(D-k)) one of them (by count), else uniform cells."""
+    n, k = prefix.shape
+    D, K = table.configs.shape[1], table.num_categories
+    out = torch.randint(K, (n, D), dtype=torch.int64)
+    out[:, :k] = prefix.to(torch.int64).cpu()
+    heads = {}
+    for i, key in enumerate(table.keys(table.configs[:, :k])):
+        heads.setdefault(key, []).append(i)
+    log_rest = (D - k) * math.log(K)
+    zero = []
+    for r, key in enumerate(table.keys(prefix.cpu())):
+        seen = heads.get(key, [])
+        M = float(table.counts[seen].sum()) if seen else 0.0
+        log_uniform = math.log(table.beta) + log_rest if table.beta > 0 else -math.inf
+        if M == 0 and log_uniform == -math.inf:
+            zero.append(r)
+            continue
+        top = max(math.log(M) if M else -math.inf, log_uniform)
+        p_seen = math.exp((math.log(M) if M else -math.inf) - top) / (
+            math.exp((math.log(M) if M else -math.inf) - top) + math.exp(log_uniform - top)
+        )
+        if seen and torch.rand(()) < p_seen:
+            pick = seen[int(torch.multinomial(table.counts[seen], 1))]
+            out[r] = table.configs[pick].to(torch.int64)
+    if zero:
+        raise ValueError(
+            f"{len(zero)} of {n} given prefixes (rows {zero[:5]}{'...' if len(zero) > 5 else ''})"
+            " have probability zero under this full joint (no training configuration starts "
+            "with them and no smoothing): nothing to condition on; use method='exact' (the "
+            "Dirichlet posterior predictive) or a smoother model"
+        )
+    return out
+
+
 class FullJoint(Model):
     """Full joint: one categorical over all K^D configurations, p(x) = probs[x];
     K^D - 1 free parameters (64 binary dims: 2^64 - 1; one RGB pixel: 256^3 - 1).
@@ -186,6 +224,17 @@ class FullJoint(Model):
             lambda n: self.decode(torch.multinomial(log_probs.exp(), n, replacement=True)),
             self.num_dims,
         )
+
+    @torch.no_grad()
+    def complete(self, prefix: torch.Tensor) -> torch.Tensor:
+        """Rows whose first k dims are `prefix`, the rest drawn from the exact conditional of
+        the fitted table (`complete_counts`); sparse tables only."""
+        if not self.sparse:
+            raise ValueError(
+                "complete() conditions a sparse FullJoint (counts of configurations); "
+                "fit FullJoint(..., sparse=True)"
+            )
+        return complete_counts(self.table, prefix)
 
     def _log_prob(self, x):
         if self.sparse:

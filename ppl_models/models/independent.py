@@ -118,6 +118,16 @@ class Independent(Model):
         with pyro.plate("dims", self.num_dims, dim=-1), pyro.plate("data", n, dim=-2):
             return pyro.sample("x", p, obs=x)  # one factor p(x_d) per dimension
 
+    @torch.no_grad()
+    def complete(self, prefix: torch.Tensor) -> torch.Tensor:
+        """Rows whose first k dims are `prefix` (n, k), the rest drawn from p(x_(k+1..D)):
+        under independence the given dims say nothing about the others."""
+        with pyro.poutine.block():
+            out = self(num_samples=len(prefix))
+        out = out.to(prefix.dtype) if not out.is_floating_point() else out
+        out[:, : prefix.shape[1]] = prefix.to(out.dtype)
+        return out
+
     def _log_prob(self, x):
         # Exact at the boundary (torch clamps probabilities away from 0): a zero-probability
         # datum gets -inf, never a large finite number.

@@ -97,6 +97,19 @@ class Markov(Model):
                 xs.append(x_d)
         return torch.stack(xs, -1)
 
+    @torch.no_grad()
+    def complete(self, prefix: torch.Tensor) -> torch.Tensor:
+        """Rows whose first k dims are `prefix` (n, k), dims k+1..D drawn in turn from
+        p(x_d | the `order` dims before it): exact, since the chain visits the given dims
+        first."""
+        probs = self.probs
+        xs = list(prefix.T.to(torch.int64))
+        for d in range(prefix.shape[1], self.num_dims):
+            row = self._row(d, xs[::-1])
+            p = probs[row] if torch.is_tensor(row) else probs[row].expand(len(prefix), -1)
+            xs.append(torch.multinomial(p, 1)[:, 0])
+        return torch.stack(xs, -1)
+
     def rows(self, x: torch.Tensor) -> torch.Tensor:
         """(N, D) row of the stacked table that each datum uses for each dim (vectorised)."""
         K, codes = self.num_categories, torch.zeros_like(x)

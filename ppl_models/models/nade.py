@@ -10,14 +10,13 @@ import math
 import pyro
 import pyro.distributions as dist
 import torch
-import torch.nn.functional as F
 from torch.distributions import constraints
 
 from ppl_models import checks, pyro_internals
 from ppl_models.models.base import Model, model_method
+from ppl_models.models.nade_gradient import ROWS, log_conditionals, preactivations
 
 OUTPUTS = ("bernoulli", "mog")
-CHUNK = 4096  # data per vectorised pass when evaluating many
 
 
 class NADE(Model):
@@ -86,9 +85,6 @@ class NADE(Model):
         self.order = _permutation(order, D)
         self.register_buffer("perm", torch.tensor(self.order), persistent=False)
         self.register_buffer("position", torch.argsort(self.perm), persistent=False)
-        self.register_buffer(
-            "before", torch.ones(D, D - 1, dtype=dtype).tril(-1), persistent=False
-        )  # (D, D-1): before[d, j] = 1 if j < d
         self.register_buffer("shift", torch.zeros(D, dtype=dtype))  # mog: x = shift + scale z
         self.register_buffer("scale", torch.ones(D, dtype=dtype))
         self.register_buffer("initialised", torch.tensor(False))
@@ -265,6 +261,30 @@ class NADE(Model):
                 xs[d], a = self._draw(i, d, a, W)
         return torch.stack(xs, -1)
 
+    @torch.no_grad()
+    def complete(self, prefix: torch.Tensor) -> torch.Tensor:
+        """Rows whose first k dims are `prefix` (n, k), the others drawn from their
+        conditionals in ``order``: exact where the order visits dims 0..k-1 first (the raster
+        order does), since then every later conditional sees what it conditions on."""
+        k, D, W = prefix.shape[1], self.num_dims, self.W
+        if sorted(self.order[:k]) != list(range(k)):
+            raise ValueError(
+                f"this NADE visits its dims in an order whose first {k} are not dims 0..{k - 1},"
+                " so it cannot condition on the given ones exactly; complete with a NADE in "
+                "raster order (order=None) or give the dims it visits first"
+            )
+        x = prefix.to(self.dtype)
+        a = self.c.expand(len(x), -1)
+        for i in range(min(k, D - 1)):
+            z_d = self.standardise(x)[:, self.order[i]]
+            a = a + W[:, i] * z_d[:, None]
+        xs = {d: x[:, d] for d in range(k)}
+        with pyro.validation_enabled(False):
+            for i in range(k, D):
+                d = self.order[i]
+                xs[d], a = self._draw(i, d, a, W)
+        return torch.stack([xs[d] for d in range(D)], -1)
+
     def _draw(self, i: int, d: int, a: torch.Tensor, W: torch.Tensor):
         """x_d from its conditional given the pre-activations a, and the next a."""
         x_d = self.conditional(i, self.activation(a, i)).sample()
@@ -284,24 +304,21 @@ class NADE(Model):
         return self._log_conditionals(self.validate(x))[self.position].T
 
     def _log_conditionals(self, x: torch.Tensor) -> torch.Tensor:
-        """(D, N): log p(x_o[i] | x_o[<i]), row i for the i-th dim in ``order``; in chunks of
-        CHUNK data, which bounds the (D, chunk, H) hidden units held at once."""
-        if len(x) > CHUNK:
-            return torch.cat([self._log_conditionals(part) for part in x.split(CHUNK)], 1)
+        """(D, N): log p(x_o[i] | x_o[<i]), row i for the i-th dim in ``order``. The hidden
+        pre-activations come from the O(N D H) recurrence (`nade_gradient`), never the masked
+        (D, N, D) inputs; the Bernoulli NADE has the paper's hand-derived gradient."""
         z = self.standardise(x)
         if self.order != list(range(self.num_dims)):
             z = z[:, self.perm]  # (N, D) in visiting order
-        h = self.activation(self._preactivations(z))  # (D, N, H)
         if self.output == "bernoulli":
-            logits = (h * self.V[:, None, :]).sum(-1) + self.b[:, None]  # (D, N)
-            return -F.binary_cross_entropy_with_logits(logits, z.T, reduction="none")
+            return log_conditionals(z, self.W, self.c, self.V, self.b).T
+        step = max(1, (ROWS * 500) // self.hidden)  # the (D, n, H) hidden units held at once
         log_jacobian = self.scale[self.perm].log()[:, None]  # dz_d / dx_d = 1 / scale_d
-        return self._mog_log_prob(z.T, h) - log_jacobian
-
-    def _preactivations(self, z: torch.Tensor) -> torch.Tensor:
-        """(D, N, H): a_d = c + sum_(j<d) W[:, j] z_j for every d at once, one matrix product of
-        the masked inputs (z_j kept where j < d) with W^T."""
-        return (self.before[:, None, :] * z[None, :, :-1]) @ self.W.T + self.c
+        parts = []
+        for part in z.split(step):
+            a = preactivations(part, self.W, self.c).transpose(0, 1)  # (D, n, H)
+            parts.append(self._mog_log_prob(part.T, self.activation(a)) - log_jacobian)
+        return torch.cat(parts, 1)
 
     def _mog_log_prob(self, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """log sum_k pi_dk N(z_d | mu_dk, sigma_dk^2) for standardised z (D, N) and

@@ -26,6 +26,7 @@ ACCELERATORS = (
     "replicate",
     "simulate",
     "forecast",
+    "complete",
     "fit_closed_form",
     "posterior",
     "num_parameters",
@@ -76,6 +77,7 @@ class BuiltinModel(Protocol):
     def replicate(self, x: torch.Tensor, draws: dict) -> torch.Tensor: ...
     def simulate(self, x: torch.Tensor, draws: dict) -> torch.Tensor: ...
     def forecast(self, x, steps: int, prob: float = 0.9, draws: dict | None = None): ...
+    def complete(self, prefix: torch.Tensor) -> torch.Tensor: ...  # the rest, given dims 0..k-1
 
     # -- saving (torch.nn.Module's) ------------------------------------------------------------
     def state_dict(self) -> dict: ...
@@ -84,7 +86,7 @@ class BuiltinModel(Protocol):
 
 
 # Members only some models have (each an accelerator that a generic path replaces).
-OPTIONAL = ("_sample", "replicate", "simulate", "forecast")
+OPTIONAL = ("_sample", "replicate", "simulate", "forecast", "complete")
 
 
 def is_builtin(model) -> bool:

@@ -15,14 +15,15 @@ conditioned (parameters, and continuous local latents at given draws) are not te
 
 from __future__ import annotations
 
-import contextlib
+import math
 from collections import OrderedDict
 
 import pyro.distributions as dist
 import torch
+import torch.nn.functional as F
 from pyro.distributions.util import scale_and_mask
 from pyro.ops.contract import contract_to_tensor
-from pyro.poutine.broadcast_messenger import BroadcastMessenger
+from torch.distributions.utils import probs_to_logits
 
 from ppl_models.programs.roles import data_frame, skip
 
@@ -136,15 +137,20 @@ def per_value(site) -> torch.Tensor:
 
 
 def bernoulli_log_probs(tr) -> None:
-    """Observed Bernoulli(probs) sites (``.to_event`` allowed) scored by picking log p or
-    log(1 - p), as the built-ins do, before `compute_log_prob` scores the rest: torch's
-    Bernoulli.log_prob converts probs to logits and runs binary_cross_entropy_with_logits, 3.4x
-    the built-in Independent's time on 100,000 digits. On the boundary a probability of exactly
-    0 gives -inf (torch clamps it to a finite number): the same honest rule as the built-ins.
-    Only where no gradient is taken (reports, pointwise log-likelihoods): through a
-    probability of exactly 0 the selected-away log would turn a gradient into NaN."""
-    if torch.is_grad_enabled():
-        return
+    """Observed Bernoulli(probs) sites (``.to_event`` allowed) scored before
+    `compute_log_prob` scores the rest.
+
+    - Without gradients (reports, pointwise log-likelihoods): by picking log p or log(1 - p), as
+      the built-ins do: torch's Bernoulli.log_prob converts probs to logits and runs
+      binary_cross_entropy_with_logits, 3.4x the built-in Independent's time on 100,000
+      digits. On the boundary a probability of exactly 0 gives -inf (torch clamps it to a
+      finite number): the same honest rule as the built-ins.
+    - A vector of pixels (one event dim) as a sum over it, x . log p + (1 - x) . log(1 - p),
+      one matrix product where the probabilities broadcast against the data (a mixture's
+      components, enumerated: 50 x 1,000 images x 784 pixels in 4 ms instead of 1.3 s). With
+      gradients it is torch's own formula, clamped logits x . l - sum softplus(l), so a fit
+      sees exactly the density Pyro computes."""
+    grad = torch.is_grad_enabled()
     for site in tr.nodes.values():
         if site["type"] != "sample" or not site["is_observed"] or site["args"] or site["kwargs"]:
             continue
@@ -157,39 +163,34 @@ def bernoulli_log_probs(tr) -> None:
         ):
             continue
         p, value = fn.probs, site["value"]
-        log_p = torch.where(value.bool(), p.log(), torch.log1p(-p))
-        if event:
-            log_p = log_p.sum(tuple(range(-event, 0)))
+        if event == 1:
+            log_p = _bernoulli_vector(value, p, grad)
+        elif grad:
+            continue
+        else:
+            log_p = torch.where(value.bool(), p.log(), torch.log1p(-p))
+            if event:
+                log_p = log_p.sum(tuple(range(-event, 0)))
         site["unscaled_log_prob"] = log_p
         site["log_prob"] = scale_and_mask(log_p, site["scale"], site["mask"])
         site["log_prob_sum"] = site["log_prob"].sum()
 
 
-@contextlib.contextmanager
-def observed_unexpanded():
-    """While a density is evaluated, plates leave observed sites' distributions unexpanded:
-    log_prob broadcasts against the observed value all the same, while an expanded
-    Bernoulli(probs) would compute its logits over the whole plate (measured: a hand-written
-    Independent(64) on 100,000 images spends 1.4 of 3.0 s in probs_to_logits of the expanded
-    probs). Sampled sites are expanded as usual."""
-    original = BroadcastMessenger.__dict__["_pyro_sample"]
-    expand = original.__func__
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """sum over the last dim of a * b, broadcasting the others: a matrix product."""
+    return torch.einsum("...d,...d->...", a, b)
 
-    def broadcast(msg):
-        if (
-            msg["type"] == "sample"
-            and msg["is_observed"]
-            and msg["value"] is not None
-            and not msg["infer"].get("_deterministic", False)
-        ):
-            return
-        expand(msg)
 
-    BroadcastMessenger._pyro_sample = staticmethod(broadcast)
-    try:
-        yield
-    finally:
-        BroadcastMessenger._pyro_sample = original
+def _bernoulli_vector(x: torch.Tensor, p: torch.Tensor, grad: bool) -> torch.Tensor:
+    """sum_d log Bernoulli(x_d | p_d) over the last dim (see `bernoulli_log_probs`)."""
+    x = x.to(p.dtype)
+    if grad:
+        logits = probs_to_logits(p, is_binary=True)  # clamped, as torch's Bernoulli
+        return _dot(x, logits) - F.softplus(logits).sum(-1)
+    lowest = torch.finfo(p.dtype).min  # log 0, finite so that 0 * log 0 = 0 in the product
+    out = _dot(x, p.log().clamp_min(lowest)) + _dot(1 - x, torch.log1p(-p).clamp_min(lowest))
+    zero = _dot(x, (p == 0).to(p.dtype)) + _dot(1 - x, (p == 1).to(p.dtype))
+    return torch.where(zero > 0, torch.full_like(out, -math.inf), out)
 
 
 class LogMeanExp:
@@ -231,7 +232,6 @@ __all__ = [
     "bernoulli_log_probs",
     "contract",
     "is_term",
-    "observed_unexpanded",
     "per_value",
     "pointwise",
     "reduce_to",

@@ -9,8 +9,9 @@ import pyro
 import torch
 from pyro import poutine
 
-from ppl_models.programs.densities import bernoulli_log_probs, observed_unexpanded, pointwise
+from ppl_models.programs.densities import bernoulli_log_probs, pointwise
 from ppl_models.programs.roles import ProgramError, skip
+from ppl_models.pyro_internals import observed_unexpanded
 
 
 class Scoring:
