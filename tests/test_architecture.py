@@ -283,3 +283,22 @@ def test_importing_the_library_chooses_no_plotting_backend():
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, check=True
     ).stdout.strip()
     assert out == "None", f"importing the library set the plotting backend to {out}"
+
+
+def test_the_old_import_paths_keep_working():
+    import importlib
+
+    import inference
+    import ppl_models
+    from ppl_models.moved import MOVED
+
+    for old, new in MOVED.items():
+        assert importlib.import_module(old) is importlib.import_module(new), old
+    import ppl_models.nade
+    from inference.arviz_io import to_inference_data
+    from inference.compare import table
+    from ppl_models.cli import main
+
+    assert ppl_models.nade.NADE is ppl_models.NADE
+    assert callable(inference.compare) and callable(table) and callable(main)
+    assert to_inference_data.__module__ == "inference.evaluation.arviz_io"

@@ -54,25 +54,36 @@ def _forward(xT, W, c, V, b, keep: torch.Tensor | None) -> torch.Tensor:
     return logits + b[:, None]
 
 
+KEEP = 1 << 26  # hidden units (D x N x H) kept for the backward pass: 256 MB in float32
+
+
+def _no_grad(x, W, c, V, b) -> torch.Tensor:
+    xT = x.T.contiguous()
+    logits = torch.cat([_forward(part, W, c, V, b, None) for part in xT.split(ROWS, 1)], 1)
+    return -F.binary_cross_entropy_with_logits(logits, xT, reduction="none").T
+
+
 class BernoulliNADE(torch.autograd.Function):
-    """(N, D) log p(x_d | x_<d) of x (N, D) in visiting order; gradients for W, c, V, b."""
+    """(N, D) log p(x_d | x_<d) of x (N, D) in visiting order; gradients for W, c, V, b. The
+    hidden units are kept for the backward pass up to `KEEP` of them; beyond, the backward pass
+    recomputes them block by block (memory bounded whatever the batch)."""
 
     @staticmethod
     def forward(ctx, x, W, c, V, b):
         xT = x.T.contiguous()
         D, N = xT.shape
-        if not any(ctx.needs_input_grad):
-            out = [_forward(part, W, c, V, b, None) for part in xT.split(ROWS, 1)]
-            logits = torch.cat(out, 1)
-            return -F.binary_cross_entropy_with_logits(logits, xT, reduction="none").T
-        h = xT.new_empty(D, N, W.shape[0])
-        logits = _forward(xT, W, c, V, b, h)
-        ctx.save_for_backward(x, W, c, V, b, h, logits)
+        keep = D * N * W.shape[0] <= KEEP
+        h = xT.new_empty(D, N, W.shape[0]) if keep else None
+        if keep:
+            logits = _forward(xT, W, c, V, b, h)
+        else:
+            logits = torch.cat([_forward(p, W, c, V, b, None) for p in xT.split(ROWS, 1)], 1)
+        ctx.save_for_backward(x, W, c, V, b, logits, *([h] if keep else []))
         return -F.binary_cross_entropy_with_logits(logits, xT, reduction="none").T
 
     @staticmethod
     def backward(ctx, grad):
-        x, W, c, V, b, h, logits = ctx.saved_tensors
+        x, W, c, V, b, logits, *kept = ctx.saved_tensors
         if torch.is_grad_enabled():  # a second derivative: the differentiable formulas
             params = (W, c, V, b)
             out = running_sum_log_conditionals(x, *params)
@@ -80,20 +91,40 @@ class BernoulliNADE(torch.autograd.Function):
             grads = iter(torch.autograd.grad(out, needed, grad, create_graph=True))
             return (None, *(next(grads) if n else None for n in ctx.needs_input_grad[1:]))
         xT = x.T
-        D, N = xT.shape
-        e = grad.T * (xT - torch.sigmoid(logits))  # (D, N)
-        db = e.sum(1)
-        dV = torch.bmm(e[:, None, :], h)[:, 0]  # (D, H): sum_n e_dn h_dn
-        dWT = W.new_empty(D - 1, W.shape[0])
-        delta = h.new_zeros(N, W.shape[0])  # sum over the dims after d of the gradient at a
-        for d in range(D - 1, -1, -1):
-            if d < D - 1:
-                torch.mv(delta.T, xT[d], out=dWT[d])
-            h_d = h[d]
-            delta.addcmul_(torch.outer(e[d], V[d]), h_d - h_d * h_d)
-        return None, dWT.T, delta.sum(0), dV, db
+        e = grad.T * (xT - torch.sigmoid(logits))  # (D, N): gradient at the logits
+        if kept:
+            parts = [(xT, e, kept[0])]
+        else:  # recompute the hidden units of each block of data
+            parts = []
+            for xb, eb in zip(xT.split(ROWS, 1), e.split(ROWS, 1), strict=True):
+                h = xb.new_empty(*xb.shape, W.shape[0])
+                _forward(xb.contiguous(), W, c, V, b, h)
+                parts.append((xb, eb, h))
+        dWT, dc, dV = torch.zeros_like(W.T), torch.zeros_like(c), torch.zeros_like(V)
+        for xb, eb, h in parts:
+            block_dWT, block_dc = _backward(xb, eb, V, h)
+            dWT += block_dWT
+            dc += block_dc
+            dV += torch.bmm(eb[:, None, :], h)[:, 0]  # (D, H): sum_n e_dn h_dn
+        return None, dWT.T, dc, dV, e.sum(1)
+
+
+def _backward(xT, e, V, h):
+    """(dW^T (D-1, H), dc (H)) of one block: the loop over the dims in reverse."""
+    D, N = xT.shape
+    dWT = h.new_empty(D - 1, h.shape[-1])
+    delta = h.new_zeros(N, h.shape[-1])  # sum over the dims after d of the gradient at a
+    for d in range(D - 1, -1, -1):
+        if d < D - 1:
+            torch.mv(delta.T, xT[d], out=dWT[d])
+        h_d = h[d]
+        delta.addcmul_(torch.outer(e[d], V[d]), h_d - h_d * h_d)
+    return dWT, delta.sum(0)
 
 
 def log_conditionals(x, W, c, V, b) -> torch.Tensor:
-    """(N, D) log-conditionals of x (N, D) in visiting order (see the module docstring)."""
+    """(N, D) log-conditionals of x (N, D) in visiting order (see the module docstring):
+    without gradients (no_grad, or no parameter requiring one) in blocks, keeping nothing."""
+    if not torch.is_grad_enabled() or not any(t.requires_grad for t in (W, c, V, b)):
+        return _no_grad(x, W, c, V, b)
     return BernoulliNADE.apply(x, W, c, V, b)
