@@ -158,16 +158,16 @@ def completion_picture(split, fits, out: Path, seed: int, n: int = 8) -> list[st
         try:
             rows[label] = f.complete(x[:, :half], seed=seed)
         except ValueError as e:
-            skipped.append(f"{label}: {str(e).split(';')[0]}")
-    note = "" if not skipped else "\n(no completion: " + "; ".join(skipped)[:160] + ")"
+            skipped.append((label, str(e).split(";")[0]))
+    note = "" if not skipped else "\n(cannot condition: " + ", ".join(k for k, _ in skipped) + ")"
     plots.image_rows(
         rows,
         out / "completion.png",
         kind=plots.kind_of(x),
         title=f"completion: the top half given, the bottom half drawn from each model{note}",
     )
-    for s in skipped:
-        print(f"no completion from {s}", file=sys.stderr)
+    for label, why in skipped:
+        print(f"no completion from {label}: {why}", file=sys.stderr)
     return ["completion.png"]
 
 
