@@ -40,8 +40,7 @@ def complete(fit, prefix, seed: int | None = None) -> torch.Tensor:
             f"prefix must be (N, k) with 0 < k < {D} (the first k of the {D} dims of each "
             f"datum), got shape {tuple(x.shape)}"
         )
-    padded = torch.cat([x, x.new_zeros(len(x), D - x.shape[1])], 1)
-    program.validate(padded)  # the model's own checks (binary, categories) on the given dims
-    x = x.to(padded.dtype if not padded.is_floating_point() else program.validate(padded).dtype)
+    # the model's own checks (binary, categories), dtype and device, on the given dims
+    padded = program.validate(torch.cat([x, x.new_zeros(len(x), D - x.shape[1])], 1))
     with seeded(seed), program.placed(), program.model.using(program.values):
-        return hook(x.to(program.device))
+        return hook(padded[:, : x.shape[1]])

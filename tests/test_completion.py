@@ -75,10 +75,10 @@ def test_a_nade_visiting_other_dims_first_cannot_complete(data):
 
 def test_what_cannot_condition_says_so(data):
     mle = inference.fit(FullJoint(D, sparse=True), data[:5], "mle")
-    unseen = torch.tensor([[1, 1, 1]]) if not (data[:5, :3] == 1).all(1).any() else None
-    if unseen is not None:
-        with pytest.raises(ValueError, match="probability zero under this full joint"):
-            mle.complete(unseen)
+    seen = {tuple(r) for r in data[:5, :3].tolist()}  # 5 rows: at least 3 of 8 prefixes unseen
+    unseen = next(p for p in itertools.product([0, 1], repeat=3) if p not in seen)
+    with pytest.raises(ValueError, match="probability zero under this full joint"):
+        mle.complete(torch.tensor([unseen]))
     program = inference.fit(shared_markov, torch.zeros(8, 64, dtype=torch.int64), "map")
     with pytest.raises(ValueError, match="cannot condition on given dims"):
         program.complete(torch.zeros(2, 32, dtype=torch.int64))

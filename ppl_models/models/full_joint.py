@@ -101,11 +101,9 @@ def complete_counts(table: Counts, prefix: torch.Tensor) -> torch.Tensor:
         if M == 0 and log_uniform == -math.inf:
             zero.append(r)
             continue
-        top = max(math.log(M) if M else -math.inf, log_uniform)
-        p_seen = math.exp((math.log(M) if M else -math.inf) - top) / (
-            math.exp((math.log(M) if M else -math.inf) - top) + math.exp(log_uniform - top)
-        )
-        if seen and torch.rand(()) < p_seen:
+        # P(a seen configuration) = M / (M + beta K^(D-k)), in logs (K^(D-k) may be 2^392)
+        p_seen = 1.0 / (1.0 + math.exp(log_uniform - math.log(M))) if M else 0.0
+        if torch.rand(()) < p_seen:
             pick = seen[int(torch.multinomial(table.counts[seen], 1))]
             out[r] = table.configs[pick].to(torch.int64)
     if zero:

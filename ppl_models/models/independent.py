@@ -124,7 +124,6 @@ class Independent(Model):
         under independence the given dims say nothing about the others."""
         with pyro.poutine.block():
             out = self(num_samples=len(prefix))
-        out = out.to(prefix.dtype) if not out.is_floating_point() else out
         out[:, : prefix.shape[1]] = prefix.to(out.dtype)
         return out
 

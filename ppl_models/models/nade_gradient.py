@@ -42,7 +42,7 @@ def _forward(xT, W, c, V, b, keep: torch.Tensor | None) -> torch.Tensor:
     """(D, N) logits of x^T (D, N); h_d written into keep[d] when given."""
     D, N = xT.shape
     a = c.expand(N, -1).clone()
-    h = a.new_empty(a.shape)
+    h = a.new_empty(a.shape) if keep is None else None
     logits = a.new_empty(D, N)
     WT = W.T
     for d in range(D):
@@ -57,9 +57,14 @@ def _forward(xT, W, c, V, b, keep: torch.Tensor | None) -> torch.Tensor:
 KEEP = 1 << 26  # hidden units (D x N x H) kept for the backward pass: 256 MB in float32
 
 
+def _blocks(xT, W, c, V, b) -> torch.Tensor:
+    """(D, N) logits in blocks of ROWS data, keeping no hidden units."""
+    return torch.cat([_forward(part, W, c, V, b, None) for part in xT.split(ROWS, 1)], 1)
+
+
 def _no_grad(x, W, c, V, b) -> torch.Tensor:
     xT = x.T.contiguous()
-    logits = torch.cat([_forward(part, W, c, V, b, None) for part in xT.split(ROWS, 1)], 1)
+    logits = _blocks(xT, W, c, V, b)
     return -F.binary_cross_entropy_with_logits(logits, xT, reduction="none").T
 
 
@@ -74,10 +79,7 @@ class BernoulliNADE(torch.autograd.Function):
         D, N = xT.shape
         keep = D * N * W.shape[0] <= KEEP
         h = xT.new_empty(D, N, W.shape[0]) if keep else None
-        if keep:
-            logits = _forward(xT, W, c, V, b, h)
-        else:
-            logits = torch.cat([_forward(p, W, c, V, b, None) for p in xT.split(ROWS, 1)], 1)
+        logits = _forward(xT, W, c, V, b, h) if keep else _blocks(xT, W, c, V, b)
         ctx.save_for_backward(x, W, c, V, b, logits, *([h] if keep else []))
         return -F.binary_cross_entropy_with_logits(logits, xT, reduction="none").T
 
