@@ -91,6 +91,7 @@ class Whitened:
             self.L, torch.eye(self.dim, dtype=flat.dtype, device=flat.device)
         )
         self.scaled = False  # `diagonal()`: the Laplace scales only
+        self.plain = False  # `unwhiten()`: the unconstrained space as it is
 
     @torch.no_grad()
     def gaussian_like(self, draws: int = 32, tolerance: float = GAUSSIAN_TOLERANCE) -> bool:
@@ -113,6 +114,12 @@ class Whitened:
         posterior is far from Gaussian, a sampler adapts its own (diagonal) metric on top."""
         self.L = torch.diag(torch.sqrt((self.L @ self.L.T).diagonal()))
         self.dense, self.scaled = False, True
+
+    def unwhiten(self) -> None:
+        """Run in the plain unconstrained space (no Laplace scales or rotation)."""
+        self.L = torch.eye(self.dim, dtype=self.mu.dtype, device=self.mu.device)
+        self.dense = self.scaled = False
+        self.plain = True
 
     def whiten(self, values: dict[str, torch.Tensor]) -> torch.Tensor:
         """z of constrained parameter values (the inverse of `constrained`)."""

@@ -5,7 +5,6 @@ processes where cores are free (`inference.chains`)."""
 from __future__ import annotations
 
 import functools
-import warnings
 
 import torch
 
@@ -15,7 +14,7 @@ from inference.result import Fit
 from inference.start import initial_values, needs_random, posterior_fit, whitened_info
 from ppl_models import pyro_internals
 from ppl_models.checks import positive_int
-from ppl_models.runtime import few_threads, show_progress
+from ppl_models.runtime import few_threads, show_progress, warn
 
 
 def nuts(program, x, **options) -> Fit:
@@ -107,21 +106,17 @@ def _warn_nuts(program, draws, stats, target_accept_prob) -> None:
 
     n_div, total = int(stats["diverging"].sum()), stats["diverging"].numel()
     if n_div:
-        warnings.warn(
+        warn(
             f"{program.label}: {n_div} of {total} NUTS draws diverged (the sampler hit a region "
             "of high curvature, so the draws may be biased); try "
             f"target_accept_prob={max(0.95, target_accept_prob)} (smaller steps), a "
             "reparameterised (non-centred) program, or more informative priors",
-            RuntimeWarning,
-            stacklevel=4,
         )
     if next(iter(draws.values())).shape[0] > 1:
         r_hat, ess = convergence(draws)
         if r_hat > 1.01 or ess < 100:
-            warnings.warn(
+            warn(
                 f"{program.label}: chains disagree or mix slowly (max r_hat {r_hat:.3f}, min "
                 f"bulk ESS {ess:.0f}; aim for r_hat <= 1.01 and ESS >= 100); run longer "
                 "(num_samples, warmup_steps) or reparameterise",
-                RuntimeWarning,
-                stacklevel=4,
             )

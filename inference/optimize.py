@@ -190,22 +190,37 @@ def _lbfgs(objective, x, *, valid, batch_size, max_epochs, patience, lr, lr_deca
             "solver='lbfgs' is full batch with a line search; batch_size and "
             "lr_decay apply to solver='adam'"
         )
-    opt = torch.optim.LBFGS(
-        objective.parameters,
-        lr=lr or 1.0,
-        max_iter=20,
-        history_size=50,
-        tolerance_grad=1e-12,
-        tolerance_change=1e-14,
-        line_search_fn="strong_wolfe",
-    )
 
-    closure = closure_of(opt, lambda: objective(x))
+    def optimizer(step):
+        opt = torch.optim.LBFGS(
+            objective.parameters,
+            lr=step,
+            max_iter=20,
+            history_size=50,
+            tolerance_grad=1e-12,
+            tolerance_change=1e-14,
+            line_search_fn="strong_wolfe",
+        )
+        return opt, closure_of(opt, lambda: objective(x))
+
+    step = lr or 1.0
+    opt, closure = optimizer(step)
     losses, stop = [], "max_epochs reached"
     epochs = positive_int(max_epochs or 100, "max_epochs")
     best = objective.snapshot()
     for epoch in tqdm(range(epochs), desc=desc, disable=not progress, leave=False):
-        loss = float(opt.step(closure).detach())
+        try:
+            loss = float(opt.step(closure).detach())
+        except (ValueError, RuntimeError):
+            # the line search extrapolated to overflow (a scale of 1e-300, then NaN): back to
+            # the last epoch's parameters with a fresh history and half the step; an error at
+            # finite parameters is the program's own
+            if all(bool(torch.isfinite(u).all()) for u in objective.parameters) or step < 1e-3:
+                raise
+            objective.restore(best)
+            step /= 2
+            opt, closure = optimizer(step)
+            continue
         if not math.isfinite(loss):
             stop = f"loss became {loss} at epoch {epoch}; kept the last finite parameters"
             warnings.warn(stop, RuntimeWarning, stacklevel=4)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from inference.evaluation.psis import PROPOSAL_K
 from ppl_models.checks import positive_int
 from ppl_models.models.protocol import is_builtin
 from ppl_models.runtime import seeded
@@ -39,6 +40,8 @@ class Report:
     particles: int = 0
     mc_se: float = 0.0
     flags: str = ""  # why these numbers cannot be trusted ("" when nothing is wrong)
+    # SVI: the Pareto k of the guide's importance weights against the posterior (NaN else)
+    guide_pareto_k: float = math.nan
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -281,10 +284,17 @@ class Fit:
                     self._r_hat = convergence(self.draws)[0]
         return self._r_hat
 
-    def flags(self, lp: torch.Tensor | None = None) -> list[str]:
+    def flags(self, lp: torch.Tensor | None = None, guide: bool = True) -> list[str]:
         """Why this fit's numbers (and the per-datum log-densities `lp`, if given) cannot be
-        trusted: NaN log-densities, a discrete likelihood above 0, chains that did not mix."""
+        trusted: NaN log-densities, a discrete likelihood above 0, chains that did not mix,
+        and (with `guide`) an SVI guide far from the posterior."""
         out = []
+        k = self.info.get("pareto_k", math.nan) if guide and self.method == "svi" else math.nan
+        if k > PROPOSAL_K:
+            out.append(
+                f"the SVI guide is far from the posterior (Pareto k {k:.2f} > {PROPOSAL_K}): "
+                "refit by nuts"
+            )
         if lp is not None:
             nan = int(torch.isnan(lp).sum())
             if nan:
@@ -327,6 +337,7 @@ class Fit:
             particles=int(k),
             mc_se=mc_se,
             flags="; ".join(self.flags(lp)),
+            guide_pareto_k=float(self.info.get("pareto_k", math.nan)),
         )
 
     # -- generation -----------------------------------------------------------------------------

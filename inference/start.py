@@ -117,6 +117,8 @@ def whitened_info(w) -> str:
             "the posterior is far from Gaussian: run in coordinates scaled by the Laplace "
             "approximation's standard deviations, a diagonal mass matrix adapted"
         )
+    if w.plain:
+        return "run in the unconstrained space, as Pyro's autoguides do"
     if w.dim > MAX_DENSE:
         return f"run in the unconstrained space ({w.dim} > {MAX_DENSE} values to whiten)"
     return "run in the unconstrained space (no mode to whiten at)"

@@ -2,6 +2,7 @@
 
 - `seeded(seed)`: reproducible draws that leave the global RNG as it was;
 - `few_threads(x)`: one intra-op thread while sampling a small problem;
+- `warn(message)`: a RuntimeWarning attributed to the caller's line, not ours;
 - `show_progress(progress_bar)`: progress bars on by default wherever tqdm can draw (a
   terminal, a notebook through `tqdm.auto`, a log file), off with ``progress_bar=False`` or in
   CI (``CI`` set in the environment, as CI services do) or with ``PPL_MODELS_PROGRESS=0``.
@@ -10,9 +11,16 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
+import warnings
 
 import torch
+
+_OURS = tuple(
+    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), part) + os.sep
+    for part in ("ppl_models", "inference")
+)
 
 SMALL = 1_000_000  # data entries up to which sampling runs on one thread (`few_threads`)
 
@@ -61,3 +69,13 @@ def show_progress(progress_bar=None) -> bool:
     if os.environ.get("PPL_MODELS_PROGRESS", "").strip() in ("0", "false", "no"):
         return False
     return not os.environ.get("CI")
+
+
+def warn(message: str, category=RuntimeWarning) -> None:
+    """`warnings.warn` pointing at the first frame outside this library (the user's call of
+    `inference.fit`, say), however deep inside it the warning arises."""
+    here = inspect.currentframe()
+    level, frame = 1, here.f_back if here is not None else None
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_OURS):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)

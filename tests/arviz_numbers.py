@@ -1,12 +1,13 @@
 """Numbers that ArviZ computes from a saved fit, in whichever ArviZ generation this interpreter
 has (tests/test_arviz_generations.py runs it in both legs on the same files):
 
-    python tests/arviz_numbers.py FIT.nc FIT.pt
+    python tests/arviz_numbers.py FIT.nc FIT.pt [SERIES.pt ...]
 
 prints JSON: the generation, elpd_loo and p_loo (PSIS-LOO; importance-corrected where the
 file's sample_stats hold log_p and log_q), the smallest bulk ESS and largest r_hat over the
 posterior, the groups the netCDF file opens with, and the log-density of the saved fit
-(`inference.load`) on its own data."""
+(`inference.load`) on its own data; with more saved fits of one series, `inference.compare`'s
+table of them (PSIS-LOO on a common sample)."""
 
 import json
 import sys
@@ -46,5 +47,15 @@ def numbers(nc: str, pt: str) -> dict:
     }
 
 
+def compared(paths: list[str]) -> dict:
+    fits = {Path(p).stem: inference.load(p) for p in paths}
+    table = inference.compare(fits, criterion="loo")
+    columns = ["rank", "elpd_loo", "p_loo", "elpd_diff", "weight", "se", "dse", "pareto_k_max"]
+    return {k: [float(table.loc[k, c]) for c in columns] for k in table.index}
+
+
 if __name__ == "__main__":
-    print(json.dumps(numbers(*sys.argv[1:3])))
+    out = numbers(*sys.argv[1:3])
+    if len(sys.argv) > 3:
+        out["compare"] = compared(sys.argv[3:])
+    print(json.dumps(out))

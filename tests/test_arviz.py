@@ -180,7 +180,7 @@ def test_posterior_predictive_has_the_observed_shape(digits, tmp_path):
     x = digits.train[:150, 20:28]
     f = inference.fit(Independent(8), x, "svi", steps=100, num_samples=40)
     idata = f.to_arviz(posterior_predictive=True)
-    assert idata.posterior_predictive["x"].shape == (1, 40, 150, 8)
+    assert idata.posterior_predictive["x"].shape == (2, 20, 150, 8)
     means = idata.posterior_predictive["x"].values.mean((0, 1, 2))
     np.testing.assert_allclose(means, x.double().mean(0).numpy(), atol=0.08)
     plots.ppc(f, tmp_path / "ppc.png")

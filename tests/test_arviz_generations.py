@@ -21,7 +21,7 @@ from inference.evaluation import plots
 from ppl_models import AutoRegressive, Independent, datasets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from arviz_numbers import numbers  # noqa: E402
+from arviz_numbers import compared, numbers  # noqa: E402
 
 from ppl_models.example_programs import shared_markov  # noqa: E402
 
@@ -125,11 +125,15 @@ def test_a_users_program_compares_beside_a_builtin(digits):
         ),
     }
     data = fits["shared chain (yours, svi)"].to_arviz()
-    assert gen.groups(data)["posterior"]["trans"].shape[:2] == (1, 200)
+    assert gen.groups(data)["posterior"]["trans"].shape[:2] == (2, 100)  # 2 chains of 100
     table = inference.compare(fits)
     assert list(table.index) == ["Independent (exact)", "shared chain (yours, svi)"]
     assert table.loc["shared chain (yours, svi)", "criterion"].startswith("psis-loo (")
     assert table.loc["Independent (exact)", "nats"] < table.loc["shared chain (yours, svi)", "nats"]
+
+
+def map_fit(nuts_fit):
+    return inference.fit(AutoRegressive(2), nuts_fit.data, "map")
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +147,8 @@ def saved(tmp_path_factory, ar_fits, digits):
         ),
     }
     files = {}
+    for name, f in {"ar3_nuts": ar_fits[3], "ar2_map": map_fit(ar_fits[2])}.items():
+        f.save(out / f"{name}.pt")  # for the compare table
     for name, f in fits.items():
         gen.write_netcdf(f.to_arviz(), out / f"{name}.nc")
         f.save(out / f"{name}.pt")
@@ -162,9 +168,13 @@ def test_the_same_files_give_the_same_numbers_in_both_generations(saved):
             ".venv-arviz1; make test builds .venv)"
         )
     for name, (nc, pt) in saved.items():
+        series = [pt] + [pt.replace("ar2_nuts", n) for n in ("ar3_nuts", "ar2_map")]
+        series = series if name == "ar2_nuts" else []
         here = numbers(nc, pt)
+        if series:
+            here["compare"] = compared(series)
         run = subprocess.run(
-            [other, str(ROOT / "tests" / "arviz_numbers.py"), nc, pt],
+            [other, str(ROOT / "tests" / "arviz_numbers.py"), nc, pt, *series],
             capture_output=True,
             text=True,
             timeout=600,
@@ -177,7 +187,12 @@ def test_the_same_files_give_the_same_numbers_in_both_generations(saved):
         for key in ("ess_bulk", "r_hat", "log_density", "elpd_loo", "p_loo", "pareto_k"):
             np.testing.assert_allclose(
                 here[key], there[key], rtol=1e-8, atol=1e-8, err_msg=f"{name} {key}"
-            )  # SVI: one chain, r_hat NaN
+            )
+        if series:  # one compare table in both generations: elpd_diff >= 0, the same se
+            assert here["compare"].keys() == there["compare"].keys()
+            for k, row in here["compare"].items():
+                np.testing.assert_allclose(row, there["compare"][k], rtol=1e-8, atol=1e-8)
+                assert row[3] >= 0, k
         print(name, {k: (here[k], there[k]) for k in ("elpd_loo", "p_loo", "ess_bulk", "r_hat")})
 
 

@@ -93,7 +93,7 @@ def test_regression_svi_on_the_pyromodule(regression):
     np.testing.assert_allclose(f.params["linear.weight"].numpy().ravel(), coef[:3], atol=0.1)
     assert f.sample(5, given={"x": X_new}).shape == (5, 7)
     idata = f.to_arviz(posterior_predictive=True)
-    assert idata.posterior_predictive["x"].shape == (1, 200, 60)
+    assert idata.posterior_predictive["obs"].shape == (2, 100, 60)
 
 
 def gaussian_posterior(X, y, sigma=0.5, prior_sd=2.0):
@@ -297,7 +297,7 @@ def test_a_pyrosample_read_inside_the_plate_is_named_as_a_local_latent():
     ):
         inference.fit(PooledModule(), x, "mle")
     f = inference.fit(PooledModule(), x, "svi", steps=100, num_samples=20)
-    assert f.draws["loc"].shape == (1, 20, 3)
+    assert f.draws["loc"].shape == (2, 10, 3)
 
 
 def test_regressions_on_different_covariates_compare_on_held_out_data(regression):

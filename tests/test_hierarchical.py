@@ -52,7 +52,7 @@ def test_eight_schools_nuts_matches_a_long_reference_run(schools):
 @pytest.mark.slow
 def test_eight_schools_log_likelihood_is_scipy_per_school_at_each_draw(schools):
     idata = schools.to_arviz(posterior_predictive=True)
-    ll = idata.log_likelihood["x"].values
+    ll = idata.log_likelihood["obs"].values  # the program's own name
     post = idata.posterior
     assert ll.shape == (2, 400, 8)
     for c, s in [(0, 0), (1, 250), (0, 399)]:
@@ -60,7 +60,7 @@ def test_eight_schools_log_likelihood_is_scipy_per_school_at_each_draw(schools):
         np.testing.assert_allclose(
             ll[c, s], norm.logpdf(EIGHT_Y.numpy(), theta, EIGHT_SIGMA.numpy()), rtol=0, atol=1e-8
         )
-    assert idata.posterior_predictive["x"].shape == (2, 400, 8)
+    assert idata.posterior_predictive["obs"].shape == (2, 400, 8)
     loo = az.loo(idata, pointwise=True)
     assert np.isfinite(float(loo["elpd_loo"])) and loo["pareto_k"].shape == (8,)
 
@@ -151,8 +151,14 @@ def test_the_potential_with_local_latents_is_pyros():
     p.discover(x)
     w = Whitened(p, x, dict(p.values))
     assert w.names == ["mu", "tau", "eta"]
-    _, theirs, _, _ = initialize_model(eight_schools, model_args=(8, EIGHT_SIGMA, EIGHT_Y))
-    g = torch.Generator().manual_seed(0)
-    for _ in range(3):
-        u = torch.randn(10, generator=g, dtype=torch.float64)
-        assert float(w.potential_u(u)) == pytest.approx(float(theirs(w.unflatten(u))), rel=1e-10)
+    # the program runs in its data's float64 (its priors' Python numbers too); Pyro's as well
+    torch.set_default_dtype(torch.float64)
+    try:
+        _, theirs, _, _ = initialize_model(eight_schools, model_args=(8, EIGHT_SIGMA, EIGHT_Y))
+        g = torch.Generator().manual_seed(0)
+        for _ in range(3):
+            u = torch.randn(10, generator=g, dtype=torch.float64)
+            ours = float(w.potential_u(u))
+            assert ours == pytest.approx(float(theirs(w.unflatten(u))), rel=1e-13)
+    finally:
+        torch.set_default_dtype(torch.float32)

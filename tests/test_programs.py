@@ -345,7 +345,7 @@ def test_a_hand_written_guide(digits):
         lr=0.05,
         num_samples=100,
     )
-    assert g.draws["probs"].shape == (1, 100, 8)
+    assert g.draws["probs"].shape == (2, 50, 8)
 
 
 def test_a_guide_of_yours_runs_against_the_vectorised_density():
@@ -521,13 +521,16 @@ def test_svi_covers_a_continuous_local_latent():
         + 0.5
     )
     f = inference.fit(continuous_local, x, "svi", steps=300, lr=0.05, num_samples=50)
-    assert f.draws["loc"].shape == (1, 50, 64) and f.draws["z"].shape == (1, 50, 40)
+    assert f.draws["loc"].shape == (2, 25, 64) and f.draws["z"].shape == (2, 25, 40)
     assert abs(float(f.params["loc"].mean()) - 0.5) < 0.4
     new = x[:5] + 0.1
     lp, se, particles = f._log_density(new, None, None)
     cov = np.eye(64) + np.ones((64, 64))
     ref = logsumexp(
-        [multivariate_normal(loc, cov).logpdf(new.numpy()) for loc in f.draws["loc"][0].numpy()],
+        [
+            multivariate_normal(loc, cov).logpdf(new.numpy())
+            for loc in f.draws["loc"].flatten(0, 1).numpy()
+        ],
         axis=0,
     ) - np.log(50)
     assert particles == 50 * 2000

@@ -223,7 +223,7 @@ def _pointwise_record(ll, lw, k, like=None):
     )
 
 
-def loo_approximate(data, log_p, log_q):
+def loo_approximate(data, log_p, log_q, var: str = "x"):
     """PSIS-LOO of draws from an approximation q of the posterior p (Magnusson et al. 2019):
     per datum, log w_s = log p(theta_s | y) - log q(theta_s) - log p(y_i | theta_s),
     Pareto-smoothed; elpd_i = log sum_s w_s p(y_i | theta_s) (normalised weights), p_loo_i =
@@ -240,26 +240,78 @@ def loo_approximate(data, log_p, log_q):
                 xr.DataArray(log_p, dims=dims),
                 xr.DataArray(log_q, dims=dims),
                 pointwise=True,
-                var_name="x",
+                var_name=var,
             )
-        ll = groups(data)["log_likelihood"]["x"]
+        ll = groups(data)["log_likelihood"][var]
     values = _per_datum(ll)
     lw, k = psis((log_p - log_q).reshape(-1)[None, :] - values)
     return _pointwise_record(values, lw, k, like=ll.isel(chain=0, draw=0, drop=True))
 
 
 def compare(records: dict):
-    """ArviZ's comparison of ELPD records (label -> record), with the 0.23 columns under
-    both generations."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if not MODERN:
-            return az.compare(records, ic="loo")
-        table = az.compare(records, round_to="none")  # raw numbers, as 0.23 gives
-    table = table.rename(columns={"elpd": "elpd_loo", "p": "p_loo"})
-    table["warning"] = [bool(field(records[k], "warning")) for k in table.index]
-    table["scale"] = "log"
-    return table[COLUMNS + [c for c in table.columns if c not in COLUMNS]]
+    """The comparison of ELPD records (label -> record, the same data), one table in both
+    generations (ArviZ 0.23's `compare` and arviz-stats' differ in the sign of elpd_diff and
+    in the se's divisor): ranked by elpd_loo; ``elpd_diff`` = best - elpd (>= 0, as 0.23 and
+    the flagged rows of `inference.compare`); ``se`` and ``dse`` = sqrt(n var(.)) with the
+    sample variance (n - 1, as R's loo and arviz-stats); ``weight`` by stacking (Yao et al.
+    2018), found here (`stacking_weights`) so that both generations give the same weights."""
+    import pandas as pd
+
+    pointwise = {
+        k: np.asarray(field(r, "loo_i"), dtype=float).reshape(-1) for k, r in records.items()
+    }
+    sizes = {k: len(v) for k, v in pointwise.items()}
+    if len(set(sizes.values())) > 1:
+        raise ValueError(
+            f"compare needs the same data for every fit; the pointwise elpd have lengths {sizes}"
+        )
+    elpd = {k: float(field(r, "elpd_loo")) for k, r in records.items()}
+    order = sorted(records, key=lambda k: -elpd[k] if math.isfinite(elpd[k]) else math.inf)
+    best = order[0]
+    weights = stacking_weights(np.stack([pointwise[k] for k in order]))
+    rows = []
+    for rank, k in enumerate(order):
+        diff = pointwise[best] - pointwise[k]
+        rows.append(
+            {
+                "rank": rank,
+                "elpd_loo": elpd[k],
+                "p_loo": float(field(records[k], "p_loo")),
+                "elpd_diff": elpd[best] - elpd[k],
+                "weight": float(weights[rank]),
+                "se": _se(pointwise[k]),
+                "dse": 0.0 if k == best else _se(diff),
+                "warning": bool(field(records[k], "warning")),
+                "scale": "log",
+            }
+        )
+    return pd.DataFrame(rows, index=order)[COLUMNS]
+
+
+def _se(values: np.ndarray) -> float:
+    n = len(values)
+    return float(np.sqrt(n * np.var(values, ddof=1))) if n > 1 else 0.0
+
+
+def stacking_weights(lpd: np.ndarray, tol: float = 1e-13, max_iter: int = 100_000) -> np.ndarray:
+    """Stacking weights of K models' pointwise log predictive densities lpd (K, n): w on the
+    simplex maximising sum_i log sum_k w_k exp(lpd_ki), by the EM fixed point
+    w_k <- w_k mean_i [p_ki / sum_j w_j p_ji] (concave: it climbs to the optimum), plain numpy
+    so that every generation gets the same numbers."""
+    K = lpd.shape[0]
+    finite = np.where(np.isfinite(lpd), lpd, -np.inf)
+    top = finite.max(0)
+    keep = np.isfinite(top)
+    p = np.exp(finite[:, keep] - top[keep])
+    w = np.full(K, 1.0 / K)
+    if K == 1 or not keep.any():
+        return w
+    for _ in range(max_iter):
+        new = w * (p / (w @ p)).mean(1)
+        if np.max(np.abs(new - w)) < tol:
+            return new / new.sum()
+        w = new
+    return w / w.sum()
 
 
 def loo_pit(data, var: str = "x") -> np.ndarray:

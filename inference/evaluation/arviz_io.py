@@ -6,8 +6,11 @@ converts an SVI fit. Here every fit of every program converts the same way:
 
 - ``posterior``: the draws (chain, draw, ...); a point estimate (mle, map) as one draw, flagged
   ``point_estimate`` in the attributes; named dims from the program's plates;
-- ``log_likelihood``: one variable ``x`` with one entry per datum (a series: per modelled
-  time step, ``start`` restricting it to a common sample), so `az.loo` and `az.compare` work;
+- ``log_likelihood``: one variable with one entry per datum (a series: per modelled time step,
+  ``start`` restricting it to a common sample), so `az.loo` and `az.compare` work. Variables
+  are named as the program names its observed site (``obs``, ``y``; ``x`` for built-ins);
+- ``log_prior``: the log prior density of every random parameter at each draw (not for mle);
+- ``constant_data``: the program's ``given=`` tensors and numbers (covariates, known scales);
 - ``observed_data``; ``sample_stats`` (NUTS: diverging, step_size, tree_depth, n_steps,
   energy, acceptance_rate, lp; SVI: log_p and log_q per draw, for the LOO correction);
 - ``posterior_predictive`` (replicated data of the observed shape, one per posterior draw),
@@ -92,6 +95,7 @@ def to_inference_data(
     prior: bool = False,
     start: int | None = None,
     log_likelihood: bool = True,
+    log_prior: bool | None = None,
     num_prior: int = 500,
     predictive_draws: int | None = None,
     simulate: bool = False,
@@ -103,7 +107,10 @@ def to_inference_data(
     the first that many draws of each chain only (default: every draw, up to
     MAX_PREDICTIVE_CELLS numbers; the group's attrs say how many). `simulate`: for a series,
     also a free-running simulation per draw (``x_simulated``, from the observed start).
-    `seed` makes the replicated data and prior draws reproducible (None: the global RNG)."""
+    `seed` makes the replicated data and prior draws reproducible (None: the global RNG).
+    `log_prior` (default: wherever the fit has a prior, i.e. all but mle): the log prior
+    density of every random parameter and local latent at each draw, for ArviZ's
+    power-scaling sensitivity (`psense`, `psense_summary`, `psens`)."""
     from ppl_models.runtime import seeded
 
     fit.require_draws()
@@ -116,16 +123,23 @@ def to_inference_data(
     obs_dims = _data_dims(fit, obs.ndim)
     first = _first_scored(fit, start)
     groups["observed_data"] = _observed(fit, obs[first:], obs_dims, first)
+    constant = _constant(fit, obs_dims[0])
     if first:  # the values a series' likelihood conditions on
-        groups["constant_data"] = xr.Dataset(
-            {
-                "x_start": xr.DataArray(
-                    obs[:first], dims=["start"], coords={"start": np.arange(first)}
-                )
-            }
+        constant[f"{fit.program.observed_name}_start"] = xr.DataArray(
+            obs[:first], dims=["start"], coords={"start": np.arange(first)}
         )
+    if constant:
+        groups["constant_data"] = xr.Dataset(constant)
     if log_likelihood:
-        groups["log_likelihood"] = _log_likelihood(fit, obs_dims[0], first)
+        # images: the per-datum log-likelihood under `x_total`'s name too, where LOO-PIT of
+        # that statistic can run (with the posterior predictive; `az.loo` then needs var_name)
+        groups["log_likelihood"] = _log_likelihood(
+            fit, obs_dims[0], first, total=posterior_predictive and obs.ndim > 1
+        )
+    if log_prior is None:
+        log_prior = fit.method != "mle" and bool(fit.program.sampled)
+    if log_prior:
+        groups["log_prior"] = _log_prior(fit)
     if fit.sample_stats:
         stats = {k: numpy_of(v) for k, v in fit.sample_stats.items()}
         groups["sample_stats"] = xr.Dataset(
@@ -179,9 +193,10 @@ def _first_scored(fit, start) -> int:
 
 def _observed(fit, obs, dims, first) -> xr.Dataset:
     coords = _coords(dims, obs.shape, _index_coords(fit, dims[0], first, len(obs)))
-    data = {"x": xr.DataArray(obs, dims=dims, coords=coords)}
+    name = fit.program.observed_name
+    data = {name: xr.DataArray(obs, dims=dims, coords=coords)}
     if obs.ndim > 1:  # a per-datum statistic for LOO-PIT: the sum of the datum's values
-        data["x_total"] = xr.DataArray(
+        data[f"{name}_total"] = xr.DataArray(
             obs.reshape(len(obs), -1).sum(-1), dims=dims[:1], coords={dims[0]: coords[dims[0]]}
         )
     return xr.Dataset(data)
@@ -197,9 +212,10 @@ def _predictive(fit, data, obs_dims, first, attrs=None) -> xr.Dataset:
     """A predictive group from (chain, draw, ...) replicates aligned with observed_data."""
     dims = ["chain", "draw"] + obs_dims
     coords = _coords(dims, data.shape, _index_coords(fit, obs_dims[0], first, data.shape[2]))
-    out = {"x": xr.DataArray(data, dims=dims, coords=coords)}
+    name = fit.program.observed_name
+    out = {name: xr.DataArray(data, dims=dims, coords=coords)}
     if data.ndim > 3:
-        out["x_total"] = xr.DataArray(
+        out[f"{name}_total"] = xr.DataArray(
             data.reshape(*data.shape[:3], -1).sum(-1),
             dims=dims[:3],
             coords={d: coords[d] for d in dims[:3]},
@@ -210,6 +226,7 @@ def _predictive(fit, data, obs_dims, first, attrs=None) -> xr.Dataset:
 
 
 def _attrs(fit) -> dict:
+    import datetime
     import platform
 
     import pyro
@@ -218,6 +235,7 @@ def _attrs(fit) -> dict:
 
     p = fit.program
     attrs = {
+        "created_at": datetime.datetime.now(datetime.UTC).isoformat(),
         "inference_library": "pyro",
         "inference_library_version": str(pyro.__version__),
         "ppl_models_version": ppl_models.__version__,
@@ -239,10 +257,13 @@ def _attrs(fit) -> dict:
         pass
     if fit.method == "svi":
         attrs["guide"] = str(fit.info.get("guide", ""))
+        if "pareto_k" in fit.info:  # the guide against the posterior (`inference.svi.checked`)
+            attrs["guide_pareto_k"] = float(fit.info["pareto_k"])
+            attrs["guide_importance_ess"] = float(fit.info["importance_ess"])
     return attrs
 
 
-def _log_likelihood(fit, dim: str, first: int) -> xr.Dataset:
+def _log_likelihood(fit, dim: str, first: int, total: bool = False) -> xr.Dataset:
     n = fit.data.shape[0]
     cells = fit.num_draws * n
     if cells > MAX_LOG_LIKELIHOOD_CELLS:
@@ -255,15 +276,49 @@ def _log_likelihood(fit, dim: str, first: int) -> xr.Dataset:
     ll = numpy_of(fit.pointwise_log_likelihood())
     ll = ll[..., first - (n - ll.shape[-1]) :] if first else ll
     dims = ["chain", "draw", dim]
-    return xr.Dataset(
-        {
-            "x": xr.DataArray(
-                ll,
-                dims=dims,
-                coords=_coords(dims, ll.shape, _index_coords(fit, dim, first, ll.shape[-1])),
-            )
-        }
+    name = fit.program.observed_name
+    array = xr.DataArray(
+        ll, dims=dims, coords=_coords(dims, ll.shape, _index_coords(fit, dim, first, ll.shape[-1]))
     )
+    return xr.Dataset({name: array, f"{name}_total": array} if total else {name: array})
+
+
+def _log_prior(fit) -> xr.Dataset:
+    """log p of every random parameter and local latent at each draw (chain, draw, ...),
+    elementwise where the prior is (a prior over a whole vector: one number per draw)."""
+    program, draws = fit.program, fit.draws
+    lead = next(iter(draws.values())).shape[:2]
+    flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in draws.items()}
+    terms = [
+        program.log_prior_terms(fit.data, {**program.values, **{k: v[s] for k, v in flat.items()}})
+        for s in range(lead.numel())
+    ]
+    out = {}
+    for k in terms[0]:
+        value = torch.stack([t[k] for t in terms])
+        shape = draws[k].shape[2:] if k in draws else ()
+        if tuple(value.shape[1:]) != tuple(shape):  # a density over a whole vector
+            value = value.reshape(len(terms), -1).sum(-1)
+        out[k] = numpy_of(value.reshape(*lead, *value.shape[1:]))
+    return _dataset(fit, out, ["chain", "draw"])
+
+
+def _constant(fit, data_dim: str) -> dict:
+    """The program's `given` arguments that are numbers or tensors (covariates, sizes, known
+    scales), as PyMC keeps its data: a tensor with one row per datum along the data's dim."""
+    n = fit.data.shape[0]
+    out = {}
+    for k, v in fit.program.given.items():
+        if isinstance(v, bool) or not (torch.is_tensor(v) or isinstance(v, int | float)):
+            continue
+        a = numpy_of(v)
+        dims = [f"{k}_dim_{i}" for i in range(a.ndim)]
+        if a.ndim and a.shape[0] == n and fit.program.exchangeable:
+            dims[0] = data_dim
+        out[k] = xr.DataArray(a, dims=dims, coords=_coords(dims, a.shape))
+    # a size that names a dim (J = 8 beside sigma over the plate "J") is that dim's length
+    used = {d for v in out.values() for d in v.dims} | {data_dim}
+    return {k: v for k, v in out.items() if not (v.ndim == 0 and k in used)}
 
 
 def _labels(fit):

@@ -14,7 +14,8 @@
 
 The result is `az.compare`'s DataFrame (rank, elpd_loo, p_loo, elpd_diff, weight, se, dse,
 warning, scale; `az.plot_compare` draws it) with what our reports add: the criterion, method,
-free parameters, data, nats and bits per datum, the largest Pareto k, fit seconds.
+free parameters, data, nats and bits per datum, the largest Pareto k, an SVI guide's own
+Pareto k against the posterior (``guide_pareto_k``, NaN for other methods), fit seconds.
 """
 
 from __future__ import annotations
@@ -101,7 +102,11 @@ def compare(
         elpds, criterion = {k: loo(f, start) for k, f in fits.items()}, "psis-loo"
     flags = {
         k: "; ".join(
-            f.flags(torch.as_tensor(np.asarray(field(elpds[k], "loo_i"))))
+            # PSIS-LOO reweights an SVI guide's draws (and flags the weights when unreliable)
+            f.flags(
+                torch.as_tensor(np.asarray(field(elpds[k], "loo_i"))),
+                guide=criterion != "psis-loo",
+            )
             + _proposal_flag(elpds[k])
         )
         for k, f in fits.items()
@@ -121,6 +126,7 @@ def compare(
         table.loc[k, "bits_per_dim"] = nats / (p.num_dims * math.log(2))
         khat = field(e, "pareto_k")
         table.loc[k, "pareto_k_max"] = float(np.max(khat)) if khat is not None else math.nan
+        table.loc[k, "guide_pareto_k"] = float(f.info.get("pareto_k", math.nan))
         table.loc[k, "fit_seconds"] = f.fit_seconds
         table.loc[k, "flag"] = flags[k]
     table["num_parameters"] = table["num_parameters"].astype(object).map(int)

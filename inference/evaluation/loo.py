@@ -15,7 +15,7 @@ import torch
 from inference.evaluation import arviz_generations as generations
 from inference.evaluation.arviz_generations import noted
 from inference.evaluation.arviz_io import numpy_of, to_inference_data
-from inference.evaluation.psis import psis
+from inference.evaluation.psis import PROPOSAL_K, importance_diagnostics, psis
 from inference.optimize import point_fit
 from inference.result import Fit
 
@@ -40,7 +40,6 @@ def elpd(pointwise, *, n_samples: int, p_eff: float = 0.0, pareto_k=None, name: 
     )
 
 
-PROPOSAL_K = 0.7  # above it, importance weights from an approximate posterior are unreliable
 PROPOSAL_ESS = 100  # below it (effective draws of those weights), too
 # Laplace draws tried, in turn, where a proposal is unreliable. Measured on digits (1,297
 # images): Independent(64)'s SVI guide gives a corrected elpd 6.3 nats above the exact
@@ -74,7 +73,7 @@ def loo(fit, start: int | None = None):
                 "point estimate); refit with an autoguide or a guide with a "
                 "density"
             )
-        return generations.loo(idata)
+        return generations.loo(idata, fit.program.observed_name)
     best = _corrected(idata, stats["log_p"], stats["log_q"], fit.approximation or fit.method)
     for draws in LAPLACE_LADDER:
         if reliable(best):
@@ -97,15 +96,10 @@ def _corrected(idata, log_p, log_q, proposal: str):
     """Importance-corrected PSIS-LOO of `idata`'s draws of a proposal q with log p and log q
     per draw (chain, draw), noted with the proposal's own weights' Pareto k and ESS."""
     log_p, log_q = numpy_of(log_p), numpy_of(log_q)
-    out = generations.loo_approximate(idata, log_p, log_q)
-    lw_all, k_all = psis((log_p - log_q).reshape(-1))
-    w = np.exp(lw_all - lw_all.max())
-    generations.note(
-        out,
-        proposal=proposal,
-        proposal_k=float(k_all),
-        proposal_ess=float(w.sum() ** 2 / (w**2).sum()),
-    )
+    var = next(iter(generations.groups(idata)["log_likelihood"].data_vars))
+    out = generations.loo_approximate(idata, log_p, log_q, var)
+    k, ess = importance_diagnostics(log_p - log_q)
+    generations.note(out, proposal=proposal, proposal_k=k, proposal_ess=ess)
     return out
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
+PROPOSAL_K = 0.7  # above it, importance weights from an approximate posterior are unreliable
 PRIOR_BS = 3.0  # Zhang-Stephens grid scale (the quartile divisor)
 PRIOR_K = 10.0  # weight of the prior k = 0.5, in pseudo-observations
 
@@ -112,3 +113,16 @@ def psis(log_ratios, r_eff: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     k = np.where(constant, 0.0, k)
     r = r - logsumexp(r)[:, None]
     return r.reshape(*lead, S), k.reshape(lead)
+
+
+def importance_diagnostics(log_ratios) -> tuple[float, float]:
+    """(Pareto k, effective draws) of one set of log importance ratios over all draws (any
+    shape, e.g. (chain, draw) of log p - log q): how well a proposal stands in for the target
+    (Yao et al. 2018 for a variational guide; Vehtari et al. 2024, section 3)."""
+    r = np.asarray(
+        log_ratios.detach().cpu().numpy() if hasattr(log_ratios, "detach") else log_ratios,
+        dtype=float,
+    ).reshape(-1)
+    lw, k = psis(r)
+    w = np.exp(lw - lw.max())
+    return float(k), float(w.sum() ** 2 / (w**2).sum())

@@ -48,7 +48,14 @@ from ppl_models.programs.roles import (
     transform_of,
     unconstrained_size,
 )
-from ppl_models.programs.running import Cast, Substitute, call, run_function, run_module
+from ppl_models.programs.running import (
+    Cast,
+    Substitute,
+    call,
+    default_dtype,
+    run_function,
+    run_module,
+)
 from ppl_models.programs.scoring import Scoring
 from ppl_models.programs.values import Values, initial_value, widest
 
@@ -126,6 +133,16 @@ class Program(Scoring, Generating, Values):
     def ours(self) -> bool:
         """A ppl_models model (its own ValueErrors are already clear)."""
         return is_builtin(self.model)
+
+    @property
+    def observed_name(self) -> str:
+        """The name the data go by in ArviZ's groups: ``x`` for a built-in model; a program's
+        own observed site (``obs``, ``y``) where it has one, else its data argument (a series
+        written as one site per step)."""
+        if self.ours or self._roles is None:
+            return "x"
+        sites = [k for k in self._roles.named("observed") if not self._roles.sites[k].factor]
+        return sites[0] if len(sites) == 1 else self.args.data_arg
 
     def accelerator(self, name: str):
         return accelerator(self.model, name) if isinstance(self.model, torch.nn.Module) else None
@@ -278,17 +295,19 @@ class Program(Scoring, Generating, Values):
         return roles
 
     def _settle_dtype(self, x) -> None:
-        """A program mixing float32 and float64 (a float32 prior beside float64 data) runs in
-        the widest of them: every value and given covariate is cast, the data follow in
-        `validate`."""
+        """A program mixing float32 and float64 (a float32 prior beside float64 data), or all
+        float64, runs in the widest of them: every value and given covariate is cast, the
+        data follow in `validate`."""
         if self.dtype is not None:
             return
         found = {v.dtype for v in self.values.values() if v.is_floating_point()}
         found |= set(floating_dtypes(self.args.given))
         if torch.is_tensor(x) and x.is_floating_point():
             found.add(x.dtype)
-        if len(found) <= 1:
+        if not found or found == {torch.get_default_dtype()}:
             return
+        # one dtype other than torch's default (float64 data) is kept as well: the program
+        # then runs with it as the default (`running.default_dtype`)
         wide = widest(found)
         self.dtype = wide
         self.values = {
@@ -315,7 +334,7 @@ class Program(Scoring, Generating, Values):
         params = {k: v for k, v in values.items() if self._role(k) == "param"}
         conditioned = {k: v for k, v in values.items() if self._role(k) != "param"}
         cast = Cast(self.dtype) if self.dtype is not None else contextlib.nullcontext()
-        with Substitute(params), cast:
+        with Substitute(params), cast, default_dtype(self.dtype):
             return call(
                 poutine.condition(fn, data=conditioned),
                 self.label,
@@ -372,8 +391,10 @@ class Program(Scoring, Generating, Values):
             fn = poutine.infer_config(fn, _enumerate_discrete)
         label, ours, args = self.label, self.ours, self.args
 
+        dtype = self.dtype
+
         def program(x=None, num_samples=None):
-            with Substitute(fixed):
+            with Substitute(fixed), default_dtype(dtype):
                 return call(fn, label, ours, args.call(x, num_samples))
 
         return program

@@ -94,6 +94,20 @@ class Scoring:
             (p.log_prob(values[k]).sum() for k, p in self.priors(values).items()), self._zero()
         )
 
+    @torch.no_grad()
+    def log_prior_terms(self, x, values) -> dict[str, torch.Tensor]:
+        """name -> log density of each random parameter and continuous local latent at
+        `values`, elementwise over its batch shape (what ArviZ's ``log_prior`` group holds):
+        a Model's documented priors, else the program's own sample sites run on validated `x`
+        (conditional priors and local latents given the values they depend on)."""
+        fns = {k: p for k, p in self._hooked_priors(values).items() if k in set(self.random)}
+        rest = [k for k in self.sampled if k not in fns]
+        if rest:
+            with poutine.block(), pyro.validation_enabled(False):
+                tr = self.trace(x=x, values=values, enumerate_=False)
+            fns.update({k: tr.nodes[k]["fn"] for k in rest})
+        return {k: _elementwise(fns[k]).log_prob(values[k]) for k in self.sampled}
+
     # -- densities ------------------------------------------------------------------------------
     def log_prob(self, x: torch.Tensor, values=None) -> torch.Tensor:
         """Per-datum log-likelihood of validated `x` (N,), discrete latents summed out; one
@@ -200,6 +214,14 @@ class Scoring:
             tr = self.trace(x=x, values=values, args=args, particles=particles)
             tr.compute_log_prob()
         return self._pointwise(tr, values, particles=particles is not None)
+
+
+def _elementwise(d):
+    """A prior of independent components (``.to_event``, Pyro's masked and expanded wrappers
+    of them) as the distribution of each component, so that its log density is elementwise."""
+    while isinstance(d, torch.distributions.Independent):
+        d = d.base_dist
+    return d
 
 
 def _check_no_enumerated_parents(tr, roles) -> None:
