@@ -40,6 +40,7 @@ OPTIONS = {
         "num_particles": 1,
         "init": None,
         "batch_size": None,
+        "jit_compile": None,
         "progress_bar": None,
     },
     "nuts": {
@@ -168,12 +169,16 @@ def fit(
         kept). ``solver="lbfgs"`` forces the gradient path even where a closed form exists.
       - ``"exact"``: the exact conjugate posterior; ``num_samples`` exact draws are kept.
       - ``"svi"``: a Pyro autoguide (``guide="normal" | "multivariate_normal" | "delta"`` or
-        an autoguide class) started at the MAP estimate, or a guide function you wrote over
-        the program's own sites; ``steps`` of Adam at ``lr``.
+        an autoguide class) started at the MAP estimate (at the prior medians where the
+        posterior is far from Gaussian there), or a guide function you wrote over the
+        program's own sites; ``steps`` of Adam at ``lr``; the guide checked against the
+        posterior (Pareto k in ``info["pareto_k"]``, a warning above 0.7); ``jit_compile``
+        as for NUTS.
       - ``"nuts"``: `pyro.infer.MCMC` with NUTS, ``num_samples``, ``warmup_steps``,
         ``num_chains``, started at the MAP estimate; ``jit_compile`` (default None: the
         potential is traced with `torch.jit.trace` where the traced one gives the eager
-        numbers, else run eagerly; False: always eager).
+        numbers, unless one eager evaluation takes over 0.25 s, else run eagerly; False:
+        always eager; True: traced and checked whatever it costs).
 
     ``seed`` (default 0) makes every method reproducible without touching the global RNG;
     ``seed=None`` draws from the global RNG (a new fit each call). ``device`` ("cpu", "cuda",

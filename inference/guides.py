@@ -11,7 +11,9 @@ import torch
 from pyro import poutine
 from pyro.optim.clipped_adam import ClippedAdam
 
+from inference.evaluation.psis import PROPOSAL_K, importance_diagnostics
 from inference.laplace import checked_trace, unflatten
+from ppl_models.runtime import warn
 
 
 def _flat_log_joint(program, x, fixed):
@@ -160,3 +162,41 @@ def _plated_draws(guide_fn, names, num_samples, shapes):
     except (ValueError, RuntimeError, IndexError, TypeError, KeyError, NotImplementedError):
         return None
     return values, log_q
+
+
+def as_chains(draws: dict, stats: dict) -> tuple[dict, dict]:
+    """Independent draws (S, ...) as 2 chains of S / 2 (S even; one chain for S = 1), so that
+    ArviZ's r_hat and rank plots have two to compare."""
+    S = next(iter(draws.values())).shape[0]
+    chains = 2 if S > 1 and S % 2 == 0 else 1
+
+    def split(v):
+        return v.reshape(chains, S // chains, *v.shape[1:])
+
+    return {k: split(v) for k, v in draws.items()}, {k: split(v) for k, v in stats.items()}
+
+
+def checked(fit):
+    """The guide checked against the posterior (Yao, Vehtari, Simpson and Gelman 2018, "Yes,
+    but did it work?"): Pareto-smoothed importance sampling of log p(theta, y) - log q(theta)
+    over the guide's draws. Its Pareto k (``info["pareto_k"]``) says how far the guide is from
+    the posterior: up to 0.5 it is close, up to 0.7 its draws can be reweighted, above 0.7 its
+    means and intervals may be far off, and a warning says what to do."""
+    stats = fit.sample_stats  # log p(theta, y) of every draw, computed here
+    if "log_q" not in stats:
+        return fit
+    try:
+        k, ess = importance_diagnostics(stats["log_p"] - stats["log_q"])
+    except ValueError:  # too few draws for a Pareto fit
+        return fit
+    fit.info["pareto_k"], fit.info["importance_ess"] = k, ess
+    if not k <= PROPOSAL_K:
+        warn(
+            f"SVI on {fit.program.label}: the guide ({fit.info.get('guide')}) is far from the "
+            f"posterior: Pareto k of its importance weights is {k:.2f} (> {PROPOSAL_K}; "
+            f"{ess:.0f} effective draws of {fit.num_draws}), so its means and intervals "
+            "may be off. Sample the posterior with method='nuts', or try a richer guide "
+            "(guide='multivariate_normal', a non-centred program) and check k again "
+            "(fit.info['pareto_k'])",
+        )
+    return fit

@@ -26,6 +26,7 @@ traced potential and its gradient equal the eager ones at two points; ``True``: 
 from __future__ import annotations
 
 import math
+import time
 import warnings
 
 import pyro
@@ -171,6 +172,17 @@ class Whitened:
         z = params["z"]
         if self.jit_compile is False or self.idx is not None:  # a trace would fix the batch
             return self._potential_z(z)
+        if self._jitted is None and self.jit_compile is None:  # automatic: bounded in time
+            start = time.perf_counter()
+            value = self._potential_z(z)
+            took = time.perf_counter() - start
+            if took > AUTO_TRACE_SECONDS:
+                self._jitted = False
+                self.jit_note = (
+                    f"eager (one evaluation takes {took:.2f} s; tracing and checking it would "
+                    "take minutes: jit_compile=True to try)"
+                )
+                return value
         if self._jitted is None:  # a program's Python (len(x), constants) is fixed here
             self._jitted = self._traced(z)
         if self._jitted is False:
@@ -217,6 +229,7 @@ class Whitened:
         return {k: self.transforms[k](v) for k, v in u.items()}
 
 
+AUTO_TRACE_SECONDS = 0.25  # an eager potential slower than this is not traced automatically
 OFF_MODE = 5.0  # Laplace sds between a point estimate and the mode found from it: a boundary
 
 

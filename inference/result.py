@@ -137,6 +137,12 @@ class Fit:
                 self._draws = {k: v[None, None] for k, v in self.program.values.items()}
         return self._draws
 
+    @functools.cached_property
+    def deterministic(self) -> dict[str, torch.Tensor]:
+        """The program's ``pyro.deterministic`` sites at each draw (chain, draw, ...), as
+        `to_arviz()`'s posterior holds them ({} where it has none)."""
+        return self.program.deterministic_draws(self.data, self.draws) if self.draws else {}
+
     @property
     def sample_stats(self) -> dict[str, torch.Tensor]:
         """Per-draw statistics: NUTS's; for SVI log_q (the guide's density of each draw) and

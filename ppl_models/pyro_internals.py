@@ -160,3 +160,8 @@ def observed_unexpanded():
         yield
     finally:
         BroadcastMessenger._pyro_sample = original
+
+
+def mask_of(fn):
+    """The mask of Pyro's MaskedDistribution (`fn.mask(m)`; private `_mask`)."""
+    return fn._mask

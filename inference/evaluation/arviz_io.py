@@ -44,7 +44,7 @@ def _site_dims(fit, name: str, ndim: int) -> list[str]:
     if isinstance(own, dict) and name in own and len(own[name]) == ndim:
         return list(own[name])
     roles = fit.program.discovered
-    site = roles.sites.get(name) if roles is not None else None
+    site = (roles.sites.get(name) or roles.deterministic.get(name)) if roles is not None else None
     if site is not None:
         batch = ndim - site.event_dim
         for plate, dim, _ in site.plates:
@@ -114,9 +114,12 @@ def to_inference_data(
     from ppl_models.runtime import seeded
 
     fit.require_draws()
+    derived = fit.deterministic
     groups = {
         "posterior": _dataset(
-            fit, {k: numpy_of(v) for k, v in fit.draws.items()}, ["chain", "draw"]
+            fit,
+            {k: numpy_of(v) for k, v in {**fit.draws, **derived}.items()},
+            ["chain", "draw"],
         )
     }
     obs = numpy_of(fit.data)

@@ -84,14 +84,15 @@ def compare(
         )
     if criterion is None:
         criterion = "held-out" if data is not None else "lfo" if is_series else "loo"
+    failed: dict[str, str] = {}
     if criterion == "held-out":
         if data is None:
             raise ValueError("criterion='held-out' needs the held-out data: compare(fits, data)")
-        elpds, criterion = _held_out(fits, data, is_series, given), "held-out"
+        elpds, criterion = _each(fits, failed, _held_out_one(data, is_series, given)), "held-out"
     elif criterion == "lfo":
         if not is_series:
             raise ValueError("leave-future-out is for series; these fits model independent rows")
-        elpds, criterion = _lfo(fits, min_train), "leave-future-out"
+        elpds, criterion = _each(fits, failed, _lfo_one(min_train)), "leave-future-out"
     else:
         _same_data(fits)
         start = (
@@ -99,11 +100,12 @@ def compare(
             if is_series
             else None
         )
-        elpds, criterion = {k: loo(f, start) for k, f in fits.items()}, "psis-loo"
+        elpds, criterion = _each(fits, failed, lambda k, f: loo(f, start)), "psis-loo"
     flags = {
         k: "; ".join(
             # PSIS-LOO reweights an SVI guide's draws (and flags the weights when unreliable)
-            f.flags(
+            ([f"not ranked: {failed[k]}"] if k in failed else [])
+            + f.flags(
                 torch.as_tensor(np.asarray(field(elpds[k], "loo_i"))),
                 guide=criterion != "psis-loo",
             )
@@ -187,15 +189,42 @@ def _same_data(fits):
             )
 
 
-def _held_out(fits, data, is_series, given=None) -> dict:
+def _each(fits: dict, failed: dict, one) -> dict:
+    """`one(label, fit)` for every fit; a fit it cannot score (a ValueError: no Laplace
+    approximation at a boundary, a program that fails on the data) gets NaN elpds and its
+    reason in `failed`, so that the table still ranks every other fit."""
+    out, n = {}, None
+    for k, f in fits.items():
+        try:
+            out[k] = one(k, f)
+            n = len(np.asarray(field(out[k], "loo_i")).reshape(-1))
+        except ValueError as e:
+            failed[k] = str(e)
+    for k in failed:
+        size = n if n is not None else len(fits[k].data)
+        out[k] = elpd(torch.full((size,), math.nan, dtype=torch.float64), n_samples=1)
+    return {k: out[k] for k in fits}
+
+
+def _held_out_one(data, is_series, given):
+    def one(k, f):
+        fits = {k: f}
+        return _held_out(fits, data, is_series, given, label=k)[k]
+
+    return one
+
+
+def _lfo_one(min_train):
+    return lambda k, f: _lfo({k: f}, min_train)[k]
+
+
+def _held_out(fits, data, is_series, given=None, label=None) -> dict:
     out = {}
     for k, f in fits.items():
+        key = k if label is None else label
         g = (
-            given.get(k)
-            if isinstance(given, dict)
-            and k in given
-            and isinstance(given.get(k), dict)
-            and set(given) <= set(fits)
+            given.get(key)
+            if isinstance(given, dict) and key in given and isinstance(given.get(key), dict)
             else given
         )
         lp = f.log_density(data, given=g)

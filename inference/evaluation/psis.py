@@ -100,7 +100,8 @@ def psis(log_ratios, r_eff: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     rows = np.arange(r.shape[0])[:, None]
     tail = r[rows, tail_idx]  # ascending, log scale, the largest is 0
     cutoff = r[np.arange(r.shape[0]), order[:, S - M - 1]]
-    constant = (tail[:, -1] - tail[:, 0]) < np.finfo(float).tiny
+    # a tail equal to rounding (an exact Gaussian proposal: log ratios equal to 1e-14) is flat
+    constant = (tail[:, -1] - tail[:, 0]) < 1e-10
     k, sigma = gpd_fit(np.exp(tail) - np.exp(cutoff)[:, None])
     smooth = np.isfinite(k) & ~constant
     if smooth.any():

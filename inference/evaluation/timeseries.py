@@ -138,9 +138,19 @@ def lfo(
     if isinstance(models, Fit):
         method = method or models.method
         model = models.program.fresh()
+        if not models.program.ours:  # refit as the fit was called: its data argument, etc.
+            p = models.program
+            options = {
+                "data_arg": p.args.data_arg,
+                "data_plate": p.data_plate,
+                "given": p.given,
+                **options,
+            }
     else:
         model, method = models, method or "mle"
-    program = as_program(model)
+    program = as_program(
+        model, options.get("data_plate", "data"), options.get("given"), options.get("data_arg", "x")
+    )
     x = program.validate(x)
     min_train = positive_int(min_train, "min_train")
     if not len(program.validate(x[:min_train])) < len(x):

@@ -25,6 +25,7 @@ from pyro.distributions.util import scale_and_mask
 from pyro.ops.contract import contract_to_tensor
 from torch.distributions.utils import probs_to_logits
 
+from ppl_models import pyro_internals
 from ppl_models.programs.roles import data_frame, skip
 
 PARTICLES = "_particles"  # the plate of Monte Carlo particles over local latents
@@ -52,10 +53,17 @@ def pointwise(
     if data_plate is None:
         if enumerated:
             return contract(tr, terms, keep).reshape(1)
-        return torch.cat([per_value(tr.nodes[k]).reshape(-1) for k in terms])
+        return torch.cat([per_value(tr.nodes[k]) for k in terms])
     if sequential:
         return _sequential(tr, terms, data_plate, keep[:-1], enumerated)
     if enumerated:
+        coupled = [
+            k
+            for k in terms
+            if _enumerated(tr.nodes[k]) and data_frame(tr.nodes[k], data_plate) is None
+        ]
+        if coupled and not particles:
+            return _chain_rule(tr, terms, data_plate)
         return contract(tr, terms, keep)
     out = None
     for k in terms:
@@ -77,6 +85,29 @@ def _sequential(tr, terms, data_plate, keep, enumerated) -> torch.Tensor:
         else:
             out.append(sum(reduce_to(tr.nodes[k], keep) for k in names))
     return torch.stack(torch.broadcast_tensors(*out), -1)
+
+
+def _chain_rule(tr, terms, data_plate: str) -> torch.Tensor:
+    """Per-datum terms where a discrete latent outside the data plate (a change point, one
+    class for the whole data set) couples every datum: log p(y_i | y_<i), the latent summed
+    out of each prefix, log p(y_<=i) = logsumexp_k [log p(k) + sum_(j<=i) log p(y_j | k)]
+    (their sum is the exact log p(y)). Each term's log_prob holds the enumeration dims left of
+    the plates; the data plate's dim is accumulated, every other dim summed out."""
+    total, plate_dim = 0.0, None
+    for k in terms:
+        site = tr.nodes[k]
+        lp = site["log_prob"]
+        frame = data_frame(site, data_plate)
+        if frame is not None:
+            plate_dim = frame.dim
+            lp = lp.cumsum(frame.dim) if lp.dim() >= -frame.dim else lp
+        total = total + lp
+    for f in tr.nodes[terms[-1]]["cond_indep_stack"]:  # other plates: a datum's product
+        if f.vectorized and f.name != data_plate and total.dim() >= -f.dim:
+            total = total.sum(f.dim, keepdim=True)
+    total = total.movedim(plate_dim, -1)
+    prefix = torch.logsumexp(total.reshape(-1, total.shape[-1]), 0)
+    return torch.diff(prefix, prepend=prefix.new_zeros(1))
 
 
 def reduce_to(site, keep: list[str]) -> torch.Tensor:
@@ -125,15 +156,25 @@ def contract(tr, terms, keep: list[str]) -> torch.Tensor:
 
 
 def per_value(site) -> torch.Tensor:
-    """Elementwise log-density of an observed site (event dims of `to_event` undone)."""
+    """Elementwise log-density of an observed site (event dims of `to_event` undone),
+    flattened, without the values its mask leaves out (``obs_mask``, ``poutine.mask``, a
+    ``.mask()``ed distribution: not observations)."""
     fn, value = site["fn"], site["value"]
+    mask = site.get("mask")
     while isinstance(fn, dist.Independent):
         fn = fn.base_dist
     if isinstance(fn, dist.MaskedDistribution):
+        inner = pyro_internals.mask_of(fn)
+        mask = inner if mask is None else mask & inner
         fn = fn.base_dist
     lp = fn.log_prob(value)
     scale = site.get("scale", 1.0)
-    return lp * scale if not isinstance(scale, float) or scale != 1.0 else lp
+    lp = lp * scale if not isinstance(scale, float) or scale != 1.0 else lp
+    if mask is None or mask is True:
+        return lp.reshape(-1)
+    if mask is False:
+        return lp.new_zeros(0)
+    return lp[torch.as_tensor(mask, device=lp.device).expand(lp.shape)]
 
 
 def bernoulli_log_probs(tr) -> None:

@@ -178,7 +178,7 @@ class Program(Scoring, Generating, Values):
         """True when the data are rows of a data plate (independent given the parameters)."""
         if self._roles is None:
             return getattr(self.model, "exchangeable", True)
-        return self.roles.data_plate is not None
+        return self.roles.data_plate is not None and not self.roles.context
 
     # -- arguments and data -----------------------------------------------------------------------
     @property

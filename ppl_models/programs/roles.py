@@ -17,6 +17,7 @@ with no data plate models one series: one entry per observed value.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -62,6 +63,11 @@ class Roles:
     observed_numel: int = 0
     plate_size: int | None = None  # the data plate's size in the discovery trace
     sequential: bool = False  # the data plate is iterated (for i in pyro.plate(...))
+    # leading data values the likelihood conditions on (a plate over the last T - p values of
+    # a series: an autoregression's conditional likelihood), 0 when the plate covers the data
+    context: int = 0
+    # pyro.deterministic sites (functions of the others, reported with the posterior)
+    deterministic: dict = field(default_factory=dict)  # name -> Site
     _named: dict = field(default_factory=dict, repr=False, compare=False)
 
     def named(self, *roles) -> list[str]:
@@ -180,6 +186,11 @@ def read_roles(tr, data_plate: str | None) -> Roles:
         observed,
         plate_size=frames[0].size if frames else None,
         sequential=bool(frames) and not frames[0].vectorized,
+        deterministic={
+            k: _deterministic_site(site, plate)
+            for k, site in tr.nodes.items()
+            if site["type"] == "sample" and site["infer"].get("_deterministic", False)
+        },
     )
 
 
@@ -205,6 +216,14 @@ def _sample_site(site, plate) -> Site:
         enumerable=bool(getattr(fn, "has_enumerate_support", False)),
         in_data=in_data,
     )
+
+
+def _deterministic_site(site, plate) -> Site:
+    """A pyro.deterministic site (a Delta whose event covers its whole value): its batch dims
+    are those of the plates it sits in."""
+    out = _sample_site(site, plate)
+    depth = max([-d for _, d, _ in out.plates] + [0])
+    return dataclasses.replace(out, role="deterministic", event_dim=max(0, len(out.shape) - depth))
 
 
 def check_roles(
@@ -235,7 +254,7 @@ def check_roles(
                 "give it a finite support (a Categorical or a Bernoulli, without to_event) "
                 "or make it continuous"
             )
-    if data_plate != "data" and roles.data_plate is None:
+    if data_plate not in ("data", None) and roles.data_plate is None:
         raise ProgramError(
             f"data_plate={data_plate!r}, but the program has no pyro.plate named "
             f"{data_plate!r}; name the plate over your data that way, or pass the name "
@@ -248,17 +267,20 @@ def check_roles(
                 f"covariates need one row per datum (the data plate {roles.data_plate!r} has "
                 f"size {roles.plate_size})"
             )
-        if roles.plate_size != n:
+        rows = roles.observed_numel // max(roles.plate_size or 1, 1)
+        if (
+            roles.plate_size < n
+            and not roles.sequential
+            and roles.observed_numel == roles.plate_size * max(rows, 1)
+            and numel == n * max(rows, 1)
+        ):
+            # a plate over the last values: the first n - size are the context (set here)
+            roles.context = n - roles.plate_size
+        elif roles.plate_size != n:
             raise ProgramError(
                 f"the data plate {roles.data_plate!r} has size {roles.plate_size} but the data "
                 f"have {n} rows; build it as pyro.plate({roles.data_plate!r}, len({data_arg})) "
                 "(and give covariates one row per datum)"
-            )
-        outside = [k for k in observed if not roles.sites[k].in_data]
-        if outside:
-            raise ProgramError(
-                f"observed site(s) {', '.join(map(repr, outside))} lie outside the data "
-                f"plate {roles.data_plate!r}; observe every datum inside it"
             )
     if roles.observed_numel > numel:
         raise ProgramError(

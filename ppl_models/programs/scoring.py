@@ -145,7 +145,37 @@ class Scoring:
             for k in roles.named("global", "local"):
                 if k not in hooked and k in tr.nodes:
                     lp = lp + tr.nodes[k]["log_prob_sum"]
+        for k in self.joint_terms:  # pyro.factor and observations outside the data plate
+            lp = lp + tr.nodes[k]["log_prob_sum"]
         return self._pointwise(tr, values), lp
+
+    @torch.no_grad()
+    def deterministic_draws(self, x, draws: dict) -> dict[str, torch.Tensor]:
+        """name -> (chain, draw, ...) of every ``pyro.deterministic`` site at each draw (the
+        program run on validated `x` with the draw's values); {} where it has none."""
+        names = [] if self._roles is None else list(self._roles.deterministic)
+        if not names or not draws:
+            return {}
+        lead = next(iter(draws.values())).shape[:2]
+        flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in draws.items()}
+        out = {k: [] for k in names}
+        for s in range(lead.numel()):
+            values = {**self.values, **{k: v[s] for k, v in flat.items()}}
+            with poutine.block(), pyro.validation_enabled(False):
+                tr = self.trace(x=x, values=values, enumerate_=False)
+            for k in names:
+                out[k].append(tr.nodes[k]["value"].detach())
+        return {k: torch.stack(v).reshape(*lead, *v[0].shape) for k, v in out.items()}
+
+    @property
+    def joint_terms(self) -> list[str]:
+        """Observed sites outside the data plate (``pyro.factor`` soft constraints, an
+        observation of the parameters themselves): terms of the joint density, with no datum
+        of their own, so neither in the per-datum log-likelihood nor in held-out densities."""
+        roles = self.roles
+        if roles.data_plate is None:
+            return []
+        return [k for k in roles.named("observed") if not roles.sites[k].in_data]
 
     def log_joint(self, x, values=None, args=None) -> torch.Tensor:
         """log p(x, theta) at `values` (a scalar): the summed `log_joint_terms`, or (no
@@ -167,7 +197,7 @@ class Scoring:
 
     def _pointwise(self, tr, values, particles: bool = False) -> torch.Tensor:
         roles = self.roles
-        conditioned = {k for k in values if self._role(k) != "param"}
+        conditioned = {k for k in values if self._role(k) != "param"} | set(self.joint_terms)
         out = pointwise(tr, conditioned, roles.data_plate, roles.sequential, particles)
         if roles.local and not particles:
             _check_no_enumerated_parents(tr, roles)
