@@ -230,6 +230,24 @@ def placement(program, data, device, dtype):
 
 
 def _mle(program, x, **opts):
+    """The MLE; a program of yours whose parameters have priors is searched from its MAP
+    (on the whole data, where the solver is chosen here): the prior keeps the search away from
+    flat directions where the likelihood is not resolved. Measured on a Student-t AR(2) of
+    sunspots from a prior draw: nu ran to 2.6e16, where StudentT.log_prob loses its digits
+    and the "likelihood" is a rounding artefact; from the MAP (nu 5.01), scipy's optimum to
+    1e-12 (-1288.167, nu 4.80)."""
+    if (
+        not program.ours
+        and opts.get("solver") is None
+        and opts.get("valid") is None
+        and opts.get("batch_size") is None
+    ):
+        program.discover(x)
+        if program.random and not program.roles.local:
+            start = optimize.point_fit(program, x, "map", **{**opts, "progress_bar": False})
+            fit = optimize.point_fit(start.program, x, "mle", **opts)
+            fit.info["start"] = "the MAP"
+            return fit
     return optimize.point_fit(program, x, "mle", **opts)
 
 

@@ -364,7 +364,8 @@ class Fit:
         with seeded(seed):
             if self.posterior is not None:
                 return self.posterior.sample_predictive(n)
-            local = set(p.local)
+            # new units (and latents whose shape follows new sizes) are drawn from the prior
+            local = set(p.local) | (p.resized(p.values, args) if given else set())
             values = {k: v for k, v in p.values.items() if k not in local}
             if self.method not in ("svi", "nuts"):
                 return p.sample(n, values, args)

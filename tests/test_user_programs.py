@@ -205,6 +205,18 @@ def test_a_plate_over_the_last_values_is_a_conditional_likelihood_beside_the_bui
         rtol=1e-10,
     )
     assert 3 < v["nu"] < 15  # heavy tails (scipy's MLE: nu 4.8)
+    # the MLE with the default options: scipy's optimum of the same conditional likelihood
+    mle = inference.fit(ar2_student_t, y, "mle", data_arg="y", data_plate="time")
+
+    def nll(q):
+        c, p1, p2, log_s, log_nu = q
+        mean = c + p1 * yy[1:-1] + p2 * yy[:-2]
+        return -stats.t(np.exp(log_nu), mean, np.exp(log_s)).logpdf(yy[2:]).sum()
+
+    best = optimize.minimize(nll, [12.0, 1.4, -0.7, 2.5, 1.6], method="BFGS")
+    ours = float(mle.program.log_prob(mle.program.validate(y), mle.program.values).sum())
+    assert ours == pytest.approx(-best.fun, abs=1e-3)
+    assert float(mle.params["nu"]) == pytest.approx(np.exp(best.x[4]), rel=1e-3)
     builtin = inference.fit(AutoRegressive(2), y, "nuts", **opts)
     table = inference.compare({"AR(2)": builtin, "Student-t": t}, criterion="loo")
     assert (table["flag"] == "").all() and table.loc["Student-t", "rank"] == 0
@@ -247,3 +259,32 @@ def test_svi_takes_jit_compile_as_nuts_does():
     assert eager.info["potential"] == "eager"
     assert auto.info["potential"].startswith(("jit-compiled", "eager"))
     torch.testing.assert_close(eager.draws["phi"], auto.draws["phi"], rtol=1e-6, atol=1e-6)
+
+
+def stochastic_volatility(T, y=None):
+    sigma = pyro.sample("sigma", dist.HalfNormal(0.2))
+    mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+    innov = pyro.sample("innov", dist.Normal(0.0, 1.0).expand([T]).to_event(1))
+    h = mu + torch.cumsum(sigma * innov, -1)
+    with pyro.plate("data", T):
+        return pyro.sample("y", dist.Normal(0.0, torch.exp(h / 2)), obs=y)
+
+
+def test_sampling_with_a_new_size_draws_the_resized_latents_from_their_prior():
+    """A latent path of T steps fitted on T = 120: new series of T = 50 draw their path from
+    its prior (the fit's 120-step path cannot be reused), the parameters from the posterior."""
+    y = torch.randn(120, generator=torch.Generator().manual_seed(0), dtype=f64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        f = inference.fit(
+            stochastic_volatility,
+            y,
+            "svi",
+            data_arg="y",
+            given={"T": 120},
+            steps=50,
+            num_samples=20,
+        )
+    assert f.sample(3).shape == (3, 120)
+    new = f.sample(3, given={"T": 50}, seed=0)
+    assert new.shape == (3, 50) and torch.isfinite(new).all()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 
+import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
@@ -128,6 +129,24 @@ class Generating:
         if self.args.takes_num_samples:
             return self.generate(n, values, args)
         return torch.stack([self.generate(None, values, args) for _ in range(n)])
+
+    def resized(self, values: dict, args) -> set[str]:
+        """The sampled sites whose shape follows the sizes in `args` (a latent path of T
+        steps, sampled with new given sizes): their values in `values` do not fit a run with
+        `args` and are drawn from their prior instead. One prior run with `args` says."""
+        if args is None or not values:
+            return set()
+        params = {k: v for k, v in values.items() if self._role(k) == "param"}
+        run = functools.partial(self.run, num_samples=None, values=params, args=args)
+        with poutine.block(), torch.no_grad(), pyro.validation_enabled(False):
+            tr = poutine.trace(run).get_trace()
+        return {
+            k
+            for k, v in values.items()
+            if k in tr.nodes
+            and tr.nodes[k]["type"] == "sample"
+            and tuple(tr.nodes[k]["value"].shape) != tuple(v.shape)
+        }
 
     def generate(self, n: int | None, values=None, args=None) -> torch.Tensor:
         """One run generating: n data (num_samples=n) where the program takes num_samples,
