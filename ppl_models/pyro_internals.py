@@ -19,6 +19,7 @@ from pyro.infer import NUTS
 from pyro.infer.autoguide import AutoNormal
 from pyro.nn import PyroModule
 from pyro.poutine.broadcast_messenger import BroadcastMessenger
+from pyro.poutine.subsample_messenger import SubsampleMessenger
 from pyro.poutine.subsample_messenger import _Subsample as Subsample
 from torch.distributions import constraints
 
@@ -36,6 +37,7 @@ MEMBERS = [
     (NUTS, "_build_basetree"),
     (NUTS, "_fetch_from_cache"),
     (BroadcastMessenger, "_pyro_sample"),
+    (SubsampleMessenger, "_subsample"),
 ]
 # attributes a NUTS kernel sets when it runs (checked on a kernel that took a step)
 NUTS_STATE = ("_divergences", "_mean_accept_prob", "_t", "_warmup_steps")
@@ -165,3 +167,24 @@ def observed_unexpanded():
 def mask_of(fn):
     """The mask of Pyro's MaskedDistribution (`fn.mask(m)`; private `_mask`)."""
     return fn._mask
+
+
+@contextlib.contextmanager
+def whole_plates():
+    """While the library runs a program, a plate written with ``subsample_size`` (Pyro's
+    minibatching idiom) runs whole: full-data methods need every datum, and minibatch SVI
+    (``batch_size=``) hands the program its batch itself. Pyro draws a plate's indices in
+    `SubsampleMessenger._subsample` when the plate is built; here it is asked for none."""
+    original = SubsampleMessenger.__dict__["_subsample"]
+    draw = original.__func__
+
+    def whole(name, size=None, subsample_size=None, subsample=None, *args, **kwargs):
+        if subsample is None:
+            subsample_size = None
+        return draw(name, size, subsample_size, subsample, *args, **kwargs)
+
+    SubsampleMessenger._subsample = staticmethod(whole)
+    try:
+        yield
+    finally:
+        SubsampleMessenger._subsample = original

@@ -288,3 +288,47 @@ def test_sampling_with_a_new_size_draws_the_resized_latents_from_their_prior():
     assert f.sample(3).shape == (3, 120)
     new = f.sample(3, given={"T": 50}, seed=0)
     assert new.shape == (3, 50) and torch.isfinite(new).all()
+
+
+# -- subsampled data plates --------------------------------------------------------------------
+def poisson_glmm(group, y=None, subsample_size=None):
+    b0 = pyro.sample("b0", dist.Normal(0.0, 5.0))
+    s = pyro.sample("s", dist.HalfNormal(1.0))
+    with pyro.plate("groups", 20):
+        u = pyro.sample("u", dist.Normal(0.0, s))
+    with pyro.plate("data", len(group), subsample_size=subsample_size) as idx:
+        rate = torch.exp(b0 + u[group[idx]])
+        return pyro.sample("obs", dist.Poisson(rate), obs=None if y is None else y[idx])
+
+
+def test_a_subsampled_data_plate_runs_whole_and_minibatches_by_batch_size():
+    """Pyro's minibatching idiom, pyro.plate("data", N, subsample_size=500): every method runs
+    the plate whole (the same MAP and log density as the program without subsample_size, to
+    1e-12), and minibatch SVI (batch_size=500) gives the same draws as for that program."""
+    g = torch.Generator().manual_seed(0)
+    group = torch.randint(20, (3000,), generator=g)
+    y = torch.poisson(torch.exp(1.0 + 0.5 * torch.randn(20, generator=g, dtype=f64)[group]))
+    fits = {}
+    for size in (None, 500):
+        given = {"group": group, "subsample_size": size}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fits[size] = (
+                inference.fit(poisson_glmm, y, "map", data_arg="y", given=given),
+                inference.fit(
+                    poisson_glmm,
+                    y,
+                    "svi",
+                    data_arg="y",
+                    given=given,
+                    batch_size=500,
+                    steps=100,
+                    num_samples=40,
+                ),
+            )
+    (map_a, svi_a), (map_b, svi_b) = fits[None], fits[500]
+    assert float(map_b.log_density(y).sum()) == pytest.approx(
+        float(map_a.log_density(y).sum()), rel=1e-12
+    )
+    assert map_b.log_density(y).shape == (3000,)
+    torch.testing.assert_close(svi_b.draws["u"], svi_a.draws["u"], rtol=1e-10, atol=1e-10)

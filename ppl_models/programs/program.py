@@ -29,7 +29,7 @@ import pyro
 import torch
 from pyro import poutine
 
-from ppl_models import checks
+from ppl_models import checks, pyro_internals
 from ppl_models.models import base
 from ppl_models.models.base import accelerator, owner
 from ppl_models.models.protocol import is_builtin
@@ -334,7 +334,7 @@ class Program(Scoring, Generating, Values):
         params = {k: v for k, v in values.items() if self._role(k) == "param"}
         conditioned = {k: v for k, v in values.items() if self._role(k) != "param"}
         cast = Cast(self.dtype) if self.dtype is not None else contextlib.nullcontext()
-        with Substitute(params), cast, default_dtype(self.dtype):
+        with Substitute(params), cast, default_dtype(self.dtype), pyro_internals.whole_plates():
             return call(
                 poutine.condition(fn, data=conditioned),
                 self.label,
@@ -394,7 +394,7 @@ class Program(Scoring, Generating, Values):
         dtype = self.dtype
 
         def program(x=None, num_samples=None):
-            with Substitute(fixed), default_dtype(dtype):
+            with Substitute(fixed), default_dtype(dtype), pyro_internals.whole_plates():
                 return call(fn, label, ours, args.call(x, num_samples))
 
         return program
