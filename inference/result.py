@@ -143,6 +143,15 @@ class Fit:
         `to_arviz()`'s posterior holds them ({} where it has none)."""
         return self.program.deterministic_draws(self.data, self.draws) if self.draws else {}
 
+    @functools.cached_property
+    def discrete(self) -> dict[str, torch.Tensor]:
+        """The enumerated discrete latents drawn from their posterior given each draw (a
+        change point, a mixture's assignments; `Program.discrete_draws`), as `to_arviz()`'s
+        posterior holds them ({} where there are none, or no draws: a point fit)."""
+        if not self.draws or self.method not in ("svi", "nuts"):
+            return {}
+        return self.program.discrete_draws(self.data, self.draws)
+
     @property
     def sample_stats(self) -> dict[str, torch.Tensor]:
         """Per-draw statistics: NUTS's; for SVI log_q (the guide's density of each draw) and

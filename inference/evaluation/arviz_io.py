@@ -114,7 +114,7 @@ def to_inference_data(
     from ppl_models.runtime import seeded
 
     fit.require_draws()
-    derived = fit.deterministic
+    derived = {**fit.deterministic, **fit.discrete}
     groups = {
         "posterior": _dataset(
             fit,

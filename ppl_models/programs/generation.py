@@ -16,7 +16,7 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 
-from ppl_models.programs.roles import ProgramError, Roles, is_factor, skip
+from ppl_models.programs.roles import ProgramError, Roles, enumerate_discrete, is_factor, skip
 
 
 def generated(tr, roles: Roles | None, n: int | None, label: str) -> torch.Tensor:
@@ -129,6 +129,35 @@ class Generating:
         if self.args.takes_num_samples:
             return self.generate(n, values, args)
         return torch.stack([self.generate(None, values, args) for _ in range(n)])
+
+    @torch.no_grad()
+    def discrete_draws(self, x, draws: dict) -> dict[str, torch.Tensor]:
+        """name -> (chain, draw, ...) of every enumerated discrete latent outside the data
+        plate, one draw from its
+        conditional posterior given each posterior draw of the rest and the data (Pyro's
+        `infer_discrete` at temperature 1: forward filtering, backward sampling), so that the
+        draws of the continuous values and of the discrete ones together are from the joint
+        posterior; {} where the program has none."""
+        roles = self._roles
+        # the global ones (a change point); per-datum assignments (mixtures, HMM states) are
+        # not drawn here: a trace per draw over every datum
+        names = [] if roles is None else [k for k in roles.enumerated if not roles.sites[k].in_data]
+        if not names or not draws:
+            return {}
+        lead = next(iter(draws.values())).shape[:2]
+        flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in draws.items()}
+        first = -1 - self._roles.max_plate_nesting
+        out = {k: [] for k in names}
+        for s in range(lead.numel()):
+            values = {**self.values, **{k: v[s] for k, v in flat.items()}}
+            run = functools.partial(self.run, x=x, values=values)
+            run = poutine.infer_config(run, enumerate_discrete)
+            sampler = pyro.infer.infer_discrete(run, first_available_dim=first, temperature=1)
+            with poutine.block(), pyro.validation_enabled(False):
+                tr = poutine.trace(sampler).get_trace()
+            for k in names:
+                out[k].append(tr.nodes[k]["value"].detach())
+        return {k: torch.stack(v).reshape(*lead, *v[0].shape) for k, v in out.items()}
 
     def resized(self, values: dict, args) -> set[str]:
         """The sampled sites whose shape follows the sizes in `args` (a latent path of T

@@ -43,8 +43,8 @@ from ppl_models.programs.roles import (
     Roles,
     Site,
     check_roles,
+    enumerate_discrete,
     read_roles,
-    skip,
     transform_of,
     unconstrained_size,
 )
@@ -370,7 +370,7 @@ class Program(Scoring, Generating, Values):
 
             nesting += 1
         if enumerate_ and self._roles is not None and self._roles.enumerated:
-            run = poutine.infer_config(run, _enumerate_discrete)
+            run = poutine.infer_config(run, enumerate_discrete)
             run = poutine.enum(run, first_available_dim=-1 - nesting)
         return poutine.trace(run).get_trace()
 
@@ -388,7 +388,7 @@ class Program(Scoring, Generating, Values):
         fn = hook() if callable(hook) and isinstance(self.model, torch.nn.Module) else self.model
         fn = functools.partial(run_module if isinstance(fn, torch.nn.Module) else run_function, fn)
         if self.roles.enumerated:
-            fn = poutine.infer_config(fn, _enumerate_discrete)
+            fn = poutine.infer_config(fn, enumerate_discrete)
         label, ours, args = self.label, self.ours, self.args
 
         dtype = self.dtype
@@ -402,16 +402,6 @@ class Program(Scoring, Generating, Values):
     def __call__(self, x=None, num_samples=None):
         """The program with its current values: observe x or generate num_samples data."""
         return self.run(x=x, num_samples=num_samples)
-
-
-def _enumerate_discrete(msg) -> dict:
-    """Parallel enumeration for every unobserved discrete site with a finite support."""
-    if msg["type"] != "sample" or msg["is_observed"] or skip(msg):
-        return {}
-    fn = msg["fn"]
-    if fn.support.is_discrete and getattr(fn, "has_enumerate_support", False):
-        return {"enumerate": "parallel"}
-    return {}
 
 
 def as_program(

@@ -145,6 +145,16 @@ def data_frame(site, plate: str | None):
     return next((f for f in site["cond_indep_stack"] if f.name == plate), None)
 
 
+def enumerate_discrete(msg) -> dict:
+    """Parallel enumeration for every unobserved discrete site with a finite support."""
+    if msg["type"] != "sample" or msg["is_observed"] or skip(msg):
+        return {}
+    fn = msg["fn"]
+    if fn.support.is_discrete and getattr(fn, "has_enumerate_support", False):
+        return {"enumerate": "parallel"}
+    return {}
+
+
 def read_roles(tr, data_plate: str | None) -> Roles:
     """Roles of every site of trace `tr` (run with nothing conditioned)."""
     frames = [
@@ -295,6 +305,7 @@ __all__ = [
     "Roles",
     "Site",
     "check_roles",
+    "enumerate_discrete",
     "read_roles",
     "transform_of",
     "unconstrained_size",
