@@ -186,7 +186,7 @@ def checked(fit):
     if "log_q" not in stats:
         return fit
     try:
-        k, ess = importance_diagnostics(stats["log_p"] - stats["log_q"])
+        k, ess = importance_diagnostics((stats["log_p"] - stats["log_q"]).cpu().numpy())
     except ValueError:  # too few draws for a Pareto fit
         return fit
     fit.info["pareto_k"], fit.info["importance_ess"] = k, ess

@@ -288,16 +288,13 @@ def _lbfgs(objective, x, *, valid, batch_size, max_epochs, patience, lr, lr_deca
             with torch.no_grad():
                 loss = float(objective(x))
         except (ValueError, RuntimeError):
-            # the line search extrapolated to overflow (a scale of 1e-300, then NaN): back to
-            # the last epoch's parameters with a fresh history and half the step; an error at
-            # finite parameters is the program's own
+            # an error at finite parameters is the program's own
             if all(bool(torch.isfinite(u).all()) for u in objective.parameters) or step < 1e-3:
                 raise
-            objective.restore(best)
-            step /= 2
-            opt, closure = optimizer(step)
-            continue
-        if not math.isfinite(loss) and step >= 1e-3:  # as above: back off, fresh history
+            loss = math.nan
+        if not math.isfinite(loss) and step >= 1e-3:
+            # the line search extrapolated to overflow (a scale of 1e-300, then NaN): back to
+            # the last epoch's parameters with a fresh history and half the step
             objective.restore(best)
             step /= 2
             opt, closure = optimizer(step)

@@ -145,9 +145,9 @@ class Fit:
 
     @functools.cached_property
     def discrete(self) -> dict[str, torch.Tensor]:
-        """The enumerated discrete latents drawn from their posterior given each draw (a
-        change point, a mixture's assignments; `Program.discrete_draws`), as `to_arviz()`'s
-        posterior holds them ({} where there are none, or no draws: a point fit)."""
+        """The enumerated discrete latents outside the data plate (a change point) drawn from
+        their posterior given each draw (`Program.discrete_draws`), as `to_arviz()`'s
+        posterior holds them ({} where there are none, or for a point fit)."""
         if not self.draws or self.method not in ("svi", "nuts"):
             return {}
         return self.program.discrete_draws(self.data, self.draws)

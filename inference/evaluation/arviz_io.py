@@ -289,13 +289,9 @@ def _log_likelihood(fit, dim: str, first: int, total: bool = False) -> xr.Datase
 def _log_prior(fit) -> xr.Dataset:
     """log p of every random parameter and local latent at each draw (chain, draw, ...),
     elementwise where the prior is (a prior over a whole vector: one number per draw)."""
-    program, draws = fit.program, fit.draws
-    lead = next(iter(draws.values())).shape[:2]
-    flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in draws.items()}
-    terms = [
-        program.log_prior_terms(fit.data, {**program.values, **{k: v[s] for k, v in flat.items()}})
-        for s in range(lead.numel())
-    ]
+    draws = fit.draws
+    lead, at = fit.program.each_draw(draws)
+    terms = [fit.program.log_prior_terms(fit.data, values) for values in at]
     out = {}
     for k in terms[0]:
         value = torch.stack([t[k] for t in terms])

@@ -88,11 +88,14 @@ def compare(
     if criterion == "held-out":
         if data is None:
             raise ValueError("criterion='held-out' needs the held-out data: compare(fits, data)")
-        elpds, criterion = _each(fits, failed, _held_out_one(data, is_series, given)), "held-out"
+        labels = set(fits)
+        elpds = _each(fits, failed, lambda k, f: _held_out(k, f, data, is_series, given, labels))
+        criterion = "held-out"
     elif criterion == "lfo":
         if not is_series:
             raise ValueError("leave-future-out is for series; these fits model independent rows")
-        elpds, criterion = _each(fits, failed, _lfo_one(min_train)), "leave-future-out"
+        elpds = _each(fits, failed, lambda k, f: _lfo(f, min_train))
+        criterion = "leave-future-out"
     else:
         _same_data(fits)
         start = (
@@ -206,52 +209,29 @@ def _each(fits: dict, failed: dict, one) -> dict:
     return {k: out[k] for k in fits}
 
 
-def _held_out_one(data, is_series, given):
-    def one(k, f):
-        fits = {k: f}
-        return _held_out(fits, data, is_series, given, label=k)[k]
-
-    return one
-
-
-def _lfo_one(min_train):
-    return lambda k, f: _lfo({k: f}, min_train)[k]
-
-
-def _held_out(fits, data, is_series, given=None, label=None) -> dict:
-    out = {}
-    for k, f in fits.items():
-        key = k if label is None else label
-        g = (
-            given.get(key)
-            if isinstance(given, dict) and key in given and isinstance(given.get(key), dict)
-            else given
-        )
-        lp = f.log_density(data, given=g)
-        if is_series:
-            x = f.program.validate(data)
-            t = len(f.data)
-            if len(x) <= t or not torch.equal(x[:t].to(f.data.dtype), f.data):
-                raise ValueError(
-                    f"for a series, data= continues the training series of {k!r} "
-                    f"({t} values): pass the whole series with the new values "
-                    "after them"
-                )
-            lp = lp[-(len(x) - t) :]  # one-step-ahead densities of the values after training
-        out[k] = elpd(lp, n_samples=f.num_draws)
-    return out
+def _held_out(label, f, data, is_series, given, labels):
+    """The held-out elpd of one fit; `given` is per fit where its keys are the fits' labels."""
+    per_fit = isinstance(given, dict) and given and set(given) <= labels
+    g = given.get(label) if per_fit and isinstance(given.get(label), dict) else given
+    lp = f.log_density(data, given=g)
+    if is_series:
+        x = f.program.validate(data)
+        t = len(f.data)
+        if len(x) <= t or not torch.equal(x[:t].to(f.data.dtype), f.data):
+            raise ValueError(
+                f"for a series, data= continues the training series of {label!r} "
+                f"({t} values): pass the whole series with the new values after them"
+            )
+        lp = lp[-(len(x) - t) :]  # one-step-ahead densities of the values after training
+    return elpd(lp, n_samples=f.num_draws)
 
 
-def _lfo(fits, min_train) -> dict:
+def _lfo(f, min_train):
     from inference.evaluation.timeseries import lfo
 
-    out = {}
-    for k, f in fits.items():
-        T = len(f.data)
-        m = T // 3 if min_train is None else min_train
-        result = lfo(f, f.data, m)
-        out[k] = elpd(result.pointwise, n_samples=f.num_draws, pareto_k=result.pareto_k)
-    return out
+    m = len(f.data) // 3 if min_train is None else min_train
+    result = lfo(f, f.data, m)
+    return elpd(result.pointwise, n_samples=f.num_draws, pareto_k=result.pareto_k)
 
 
 # -- text tables ------------------------------------------------------------------------------

@@ -120,10 +120,6 @@ def importance_diagnostics(log_ratios) -> tuple[float, float]:
     """(Pareto k, effective draws) of one set of log importance ratios over all draws (any
     shape, e.g. (chain, draw) of log p - log q): how well a proposal stands in for the target
     (Yao et al. 2018 for a variational guide; Vehtari et al. 2024, section 3)."""
-    r = np.asarray(
-        log_ratios.detach().cpu().numpy() if hasattr(log_ratios, "detach") else log_ratios,
-        dtype=float,
-    ).reshape(-1)
-    lw, k = psis(r)
+    lw, k = psis(np.asarray(log_ratios, dtype=float).reshape(-1))
     w = np.exp(lw - lw.max())
     return float(k), float(w.sum() ** 2 / (w**2).sum())

@@ -130,31 +130,39 @@ class Generating:
             return self.generate(n, values, args)
         return torch.stack([self.generate(None, values, args) for _ in range(n)])
 
-    @torch.no_grad()
+    def deterministic_draws(self, x, draws: dict) -> dict[str, torch.Tensor]:
+        """name -> (chain, draw, ...) of every ``pyro.deterministic`` site at each draw (the
+        program run on validated `x` with the draw's values); {} where it has none."""
+        return self._site_draws(x, draws, list(self._roles.deterministic) if self._roles else [])
+
     def discrete_draws(self, x, draws: dict) -> dict[str, torch.Tensor]:
         """name -> (chain, draw, ...) of every enumerated discrete latent outside the data
-        plate, one draw from its
-        conditional posterior given each posterior draw of the rest and the data (Pyro's
-        `infer_discrete` at temperature 1: forward filtering, backward sampling), so that the
-        draws of the continuous values and of the discrete ones together are from the joint
-        posterior; {} where the program has none."""
+        plate (a change point), one draw from its conditional posterior given each draw of the
+        rest and the data (Pyro's `infer_discrete` at temperature 1: forward filtering,
+        backward sampling), so that both together are draws from the joint posterior; {}
+        where it has none. Per-datum assignments (mixtures, HMM states) are not drawn here."""
         roles = self._roles
-        # the global ones (a change point); per-datum assignments (mixtures, HMM states) are
-        # not drawn here: a trace per draw over every datum
         names = [] if roles is None else [k for k in roles.enumerated if not roles.sites[k].in_data]
+        return self._site_draws(x, draws, names, discrete=True)
+
+    @torch.no_grad()
+    def _site_draws(self, x, draws: dict, names: list[str], discrete: bool = False) -> dict:
+        """name -> (chain, draw, ...) of the sites `names` read off one run of the program on
+        `x` at each draw; with `discrete`, its enumerated latents drawn by `infer_discrete`."""
         if not names or not draws:
             return {}
-        lead = next(iter(draws.values())).shape[:2]
-        flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in draws.items()}
-        first = -1 - self._roles.max_plate_nesting
+        lead, at = self.each_draw(draws)
         out = {k: [] for k in names}
-        for s in range(lead.numel()):
-            values = {**self.values, **{k: v[s] for k, v in flat.items()}}
+        for values in at:
             run = functools.partial(self.run, x=x, values=values)
-            run = poutine.infer_config(run, enumerate_discrete)
-            sampler = pyro.infer.infer_discrete(run, first_available_dim=first, temperature=1)
+            if discrete:
+                run = pyro.infer.infer_discrete(
+                    poutine.infer_config(run, enumerate_discrete),
+                    first_available_dim=-1 - self._roles.max_plate_nesting,
+                    temperature=1,
+                )
             with poutine.block(), pyro.validation_enabled(False):
-                tr = poutine.trace(sampler).get_trace()
+                tr = poutine.trace(run).get_trace()
             for k in names:
                 out[k].append(tr.nodes[k]["value"].detach())
         return {k: torch.stack(v).reshape(*lead, *v[0].shape) for k, v in out.items()}
@@ -222,13 +230,9 @@ class Generating:
         return self._per_draw(draws, lambda values: self.generate(n, values).reshape(-1))
 
     def _per_draw(self, draws: dict, fn) -> torch.Tensor:
-        lead = next(iter(draws.values())).shape[:2]
-        flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in draws.items()}
+        lead, at = self.each_draw(draws)
         with poutine.block():
-            rows = [
-                fn({**self.values, **{k: v[s] for k, v in flat.items()}})
-                for s in range(lead.numel())
-            ]
+            rows = [fn(values) for values in at]
         return torch.stack(rows).reshape(*lead, -1)
 
     def generated(self, tr, n: int) -> torch.Tensor:

@@ -277,12 +277,11 @@ def check_roles(
                 f"covariates need one row per datum (the data plate {roles.data_plate!r} has "
                 f"size {roles.plate_size})"
             )
-        rows = roles.observed_numel // max(roles.plate_size or 1, 1)
+        per_row = numel // n  # values per datum
         if (
             roles.plate_size < n
             and not roles.sequential
-            and roles.observed_numel == roles.plate_size * max(rows, 1)
-            and numel == n * max(rows, 1)
+            and roles.observed_numel == roles.plate_size * per_row
         ):
             # a plate over the last values: the first n - size are the context (set here)
             roles.context = n - roles.plate_size

@@ -149,23 +149,14 @@ class Scoring:
             lp = lp + tr.nodes[k]["log_prob_sum"]
         return self._pointwise(tr, values), lp
 
-    @torch.no_grad()
-    def deterministic_draws(self, x, draws: dict) -> dict[str, torch.Tensor]:
-        """name -> (chain, draw, ...) of every ``pyro.deterministic`` site at each draw (the
-        program run on validated `x` with the draw's values); {} where it has none."""
-        names = [] if self._roles is None else list(self._roles.deterministic)
-        if not names or not draws:
-            return {}
+    def each_draw(self, draws: dict) -> tuple[torch.Size, list[dict]]:
+        """The (chain, draw) shape of `draws` (name -> (chain, draw, ...)) and the program's
+        values at each draw, in order (parameters not drawn at their values)."""
         lead = next(iter(draws.values())).shape[:2]
         flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in draws.items()}
-        out = {k: [] for k in names}
-        for s in range(lead.numel()):
-            values = {**self.values, **{k: v[s] for k, v in flat.items()}}
-            with poutine.block(), pyro.validation_enabled(False):
-                tr = self.trace(x=x, values=values, enumerate_=False)
-            for k in names:
-                out[k].append(tr.nodes[k]["value"].detach())
-        return {k: torch.stack(v).reshape(*lead, *v[0].shape) for k, v in out.items()}
+        return lead, [
+            {**self.values, **{k: v[s] for k, v in flat.items()}} for s in range(lead.numel())
+        ]
 
     @property
     def joint_terms(self) -> list[str]:
@@ -212,9 +203,7 @@ class Scoring:
         if not draws:
             ll, lp = self.log_joint_terms(x, self.values, prior=prior, args=args)
             return (ll[None, None], lp.reshape(1, 1)) if prior else ll[None, None]
-        lead = next(iter(draws.values())).shape[:2]
-        flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in draws.items()}
-        at = [{**self.values, **{k: v[s] for k, v in flat.items()}} for s in range(lead.numel())]
+        lead, at = self.each_draw(draws)
         if fast is not None and args is None:
             with self.model.using(self.values):
                 ll = fast(x, draws)
