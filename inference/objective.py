@@ -30,8 +30,19 @@ class Objective:
     def parameters(self) -> list[torch.Tensor]:
         return list(self.leaves.values())
 
-    def values(self) -> dict[str, torch.Tensor]:
-        return {**self.program.values, **{k: self.transforms[k](u) for k, u in self.leaves.items()}}
+    def values(self, exact: bool = False) -> dict[str, torch.Tensor]:
+        """Constrained values of the leaves. torch's sigmoid stops at the smallest float
+        (2e-308), so a value moved onto the boundary (`onto_boundary`) is the boundary only
+        with `exact` (the fitted values: a transition never seen then has probability 0 and a
+        test image holding it log density -inf, as the built-ins' closed forms give, not -709
+        nats a step); the search itself keeps the clipped values, whose prior is finite."""
+        out = {k: self.transforms[k](u) for k, u in self.leaves.items()}
+        if exact:
+            out = {
+                k: on_bounds(self.transforms[k], u.detach(), v)
+                for k, (u, v) in zip(out, zip(self.leaves.values(), out.values()))
+            }
+        return {**self.program.values, **out}
 
     def __call__(self, batch, idx=None):
         """The loss on `batch`; `idx`: its rows of the data, which per-datum covariates
@@ -131,6 +142,20 @@ class Objective:
     def restore(self, state: dict) -> None:
         for k, u in self.leaves.items():
             u.copy_(state[k])
+
+
+def on_bounds(t, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """v = t(u) with an infinite u at the exact bound of t's interval codomain (an increasing
+    map onto [lower, upper]: the sigmoid, an affine map after it)."""
+    codomain = t.codomain
+    while hasattr(codomain, "base_constraint"):  # .to_event: an independent constraint
+        codomain = codomain.base_constraint
+    lower = getattr(codomain, "lower_bound", None)
+    upper = getattr(codomain, "upper_bound", None)
+    if lower is None or upper is None or v.shape != u.shape or not torch.isinf(u).any():
+        return v
+    v = torch.where(u == -math.inf, torch.as_tensor(lower, dtype=v.dtype), v)
+    return torch.where(u == math.inf, torch.as_tensor(upper, dtype=v.dtype), v)
 
 
 def bounded(t) -> bool:

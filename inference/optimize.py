@@ -152,7 +152,7 @@ def point_fit(
             info["newton_steps"] = steps
     if checked:
         info["gradient"] = _check_gradient(objective, x, f"{method} {program.label}")
-    fitted = program.with_values(objective.values())
+    fitted = program.with_values(objective.values(exact=True))
     return Fit(
         fitted, method, x, losses=info.pop("losses"), info={"solver": solver, **first, **info}
     )

@@ -44,13 +44,13 @@ def as_tensor(x, *, name: str = "x", dtype: torch.dtype | None = None) -> torch.
     return t if dtype is None else t.to(dtype)
 
 
-def _where(t: torch.Tensor, bad: torch.Tensor) -> str:
+def where(t: torch.Tensor, bad: torch.Tensor, name: str = "x") -> str:
     """'x[3, 5] = 0.5' for the first entry where `bad` holds."""
     idx = tuple(int(i) for i in torch.nonzero(bad)[0])
     count = int(bad.sum())
     more = f" (and {count - 1} more)" if count > 1 else ""
     pos = ", ".join(map(str, idx))
-    return f"x[{pos}] = {t[idx].item():g}{more}"
+    return f"{name}[{pos}] = {t[idx].item():g}{more}"
 
 
 def check_shape(
@@ -96,7 +96,7 @@ def check_finite(t: torch.Tensor, name: str = "x") -> torch.Tensor:
         if bad.any():
             kind = "NaN" if torch.isnan(t).any() else "inf"
             raise ValueError(
-                f"{name} contains {kind}: {_where(t, bad)}; remove or impute missing "
+                f"{name} contains {kind}: {where(t, bad)}; remove or impute missing "
                 "values before fitting"
             )
     return t
@@ -119,7 +119,7 @@ def categories(
         if frac.any():
             raise ValueError(
                 f"{name} holds float values where integers are required: "
-                f"{_where(t, frac)}; {what} needs integer category codes "
+                f"{where(t, frac)}; {what} needs integer category codes "
                 f"0..{num_categories - 1}"
             )
     bad = (t < 0) | (t >= num_categories)
@@ -131,7 +131,7 @@ def categories(
                 "raise num_categories"
             )
         raise ValueError(
-            f"{name} has values outside 0..{num_categories - 1}: {_where(t, bad)}; "
+            f"{name} has values outside 0..{num_categories - 1}: {where(t, bad)}; "
             f"{what} has num_categories={num_categories} ({fix})"
         )
     return t.to(torch.int64)
@@ -152,7 +152,7 @@ def binary(
     bad = (t != 0) & (t != 1)
     if bad.any():
         raise ValueError(
-            f"{name} is not binary: {_where(t, bad)}; {what} is a Bernoulli model "
+            f"{name} is not binary: {where(t, bad)}; {what} is a Bernoulli model "
             "and needs values in {0, 1}: binarise the data (e.g. x > threshold) or "
             "use a categorical model"
         )
@@ -174,9 +174,10 @@ def real(
     return t.to(dtype)
 
 
-def any_data(x, *, name: str = "x") -> torch.Tensor:
+def any_data(x, *, name: str = "x", missing_ok: bool = False) -> torch.Tensor:
     """Finite numeric data of shape (N, ...) or (T,), not empty; integers and booleans become
-    float64 (Pyro's convention: Bernoulli and Categorical both take float values)."""
+    float64 (Pyro's convention: Bernoulli and Categorical both take float values). With
+    `missing_ok`, NaN marks a missing value (a program that masks it; inf is still refused)."""
     t = as_tensor(x, name=name)
     if t.dim() == 0:
         raise ValueError(
@@ -185,7 +186,7 @@ def any_data(x, *, name: str = "x") -> torch.Tensor:
         )
     if t.shape[0] == 0:
         raise ValueError(f"{name} is empty (shape {tuple(t.shape)}); pass at least one datum")
-    check_finite(t, name)
+    check_finite(torch.nan_to_num(t, nan=0.0) if missing_ok and t.is_floating_point() else t, name)
     return t if t.is_floating_point() else t.to(torch.float64)
 
 

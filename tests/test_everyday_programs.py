@@ -16,7 +16,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from scipy.special import logsumexp
+from scipy.special import logsumexp, xlog1py, xlogy
 from scipy.stats import norm
 
 import inference
@@ -148,7 +148,7 @@ def forward_algorithm(seqs, lengths, px, py) -> np.ndarray:
     """log p(sequence) of each sequence by the forward recursion, in numpy (x_0 ~ px[0])."""
     out = []
     for s, n in zip(seqs, lengths):
-        emit = s[:n] @ np.log(py).T + (1 - s[:n]) @ np.log1p(-py).T  # (n, H)
+        emit = xlogy(s[:n, None, :], py).sum(-1) + xlog1py(1 - s[:n, None, :], -py).sum(-1)
         alpha = np.log(px[0]) + emit[0]
         for t in range(1, n):
             alpha = logsumexp(alpha[:, None] + np.log(px), axis=0) + emit[t]

@@ -17,7 +17,7 @@ from scipy.special import gammaln, logsumexp
 
 import inference
 from inference.evaluation import arviz_generations as gen
-from ppl_models import AutoRegressive, datasets
+from ppl_models import AutoRegressive, Markov, datasets
 from ppl_models.example_programs import EIGHT_SIGMA, EIGHT_Y, eight_schools_pooled
 
 f64 = torch.float64
@@ -55,6 +55,187 @@ def test_obs_mask_leaves_the_masked_values_out_as_pyro_does():
     theirs = sum(float(s["log_prob_sum"]) for k, s in tr.nodes.items() if k.endswith("_observed"))
     assert lp.shape == (int(mask[1:].sum()),)
     assert float(lp.sum()) == pytest.approx(theirs, rel=1e-10)
+
+
+# -- missing values: three idioms, one joint density, the Kalman filter's posterior ---------------
+def ar1_series(T=120, seed=1):
+    """A simulated AR(1) (c 8, phi 0.6, sigma 2) with about 10% of its values missing (the first
+    kept: it conditions the rest): (values with placeholders 0, values with NaN, mask)."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.zeros(T, dtype=f64)
+    for t in range(1, T):
+        y[t] = 8.0 + 0.6 * y[t - 1] + 2.0 * torch.randn((), generator=g, dtype=f64)
+    mask = torch.rand(T, generator=g) > 0.1
+    mask[0] = True
+    nan = torch.full((), math.nan, dtype=f64)
+    return torch.where(mask, y, torch.zeros((), dtype=f64)), torch.where(mask, y, nan), mask
+
+
+def ar1_priors():
+    c = pyro.sample("c", dist.Normal(0.0, 10.0))
+    phi = pyro.sample("phi", dist.Uniform(-1.0, 1.0))
+    sigma = pyro.sample("sigma", dist.HalfNormal(10.0))
+    return c, phi, sigma
+
+
+def ar1_latent_vector(y, mask):
+    """The missing values as one latent vector, its density that of the series (NumPyro's
+    imputation idiom): a flat site under poutine.mask(mask=False), put into the series."""
+    c, phi, sigma = ar1_priors()
+    missing = (~mask).nonzero().squeeze(-1)
+    with poutine.mask(mask=False):
+        y_missing = pyro.sample(
+            "y_missing", dist.Normal(0.0, 1.0).expand([len(missing)]).to_event(1)
+        )
+    y = y.index_put((missing,), y_missing)
+    with pyro.plate("data", len(y) - 1):
+        pyro.sample("obs", dist.Normal(c + phi * y[:-1], sigma), obs=y[1:])
+
+
+def ar1_nan(y):
+    """The same program on data with NaN where values are missing: the mask read off the data."""
+    return ar1_latent_vector(torch.nan_to_num(y), ~torch.isnan(y))
+
+
+def ar1_nan_obs_mask(y):
+    """A step per site with Pyro's obs_mask on data with NaN: each missing step imputed by
+    Pyro's own ``y_t_unobserved`` latent."""
+    c, phi, sigma = ar1_priors()
+    prev = y[0]
+    for t in range(1, len(y)):
+        prev = pyro.sample(
+            f"y_{t}", dist.Normal(c + phi * prev, sigma), obs=y[t], obs_mask=~torch.isnan(y[t])
+        )
+
+
+def kalman_log_lik(y, mask, c, phi, sigma):
+    """log p(observed y_1.. | y_0) of an AR(1) with missing values, the imputed ones integrated
+    (a Kalman filter on the series itself), for arrays of parameters."""
+    m = np.full(np.broadcast(c, phi, sigma).shape, y[0])
+    P, out = np.zeros_like(m), np.zeros_like(m)
+    for t in range(1, len(y)):
+        m, P = c + phi * m, phi**2 * P + sigma**2
+        if mask[t]:
+            out += -0.5 * np.log(2 * np.pi * P) - 0.5 * (y[t] - m) ** 2 / P
+            m, P = np.full_like(m, y[t]), np.zeros_like(P)
+    return out
+
+
+def smoothed_missing(y, mask, c, phi, sigma):
+    """E[missing values | observed, parameters]: the minimiser of the series' squared one-step
+    residuals over the missing values (the Gaussian smoother of the AR(1))."""
+    miss = np.flatnonzero(~mask)
+    T = len(y)
+    A = np.zeros((T - 1, len(miss)))
+    for j, t in enumerate(miss):
+        A[t - 1, j] += 1.0  # y_t = c + phi y_(t-1) + e_t
+        if t + 1 < T:
+            A[t, j] -= phi  # y_(t+1) = c + phi y_t + e_(t+1)
+    # residuals with the missing values at 0, plus A @ missing: least squares for missing
+    r0 = np.where(mask[1:], y[1:], 0.0) - c - phi * np.where(mask[:-1], y[:-1], 0.0)
+    return np.linalg.lstsq(A, -r0, rcond=None)[0]
+
+
+def test_three_missing_value_idioms_have_one_joint_density():
+    """A latent vector put into the series, the same on NaN data, and Pyro's obs_mask step by
+    step: the same log joint at the same parameter and imputed values (1e-10), each
+    the hand-written Gaussian density of the completed series."""
+    y0, ynan, mask = ar1_series(T=40)
+    missing = torch.linspace(15.0, 25.0, int((~mask).sum()), dtype=f64)
+    at = {"c": torch.tensor(7.0, dtype=f64), "phi": torch.tensor(0.5, dtype=f64)}
+    at["sigma"] = torch.tensor(1.7, dtype=f64)
+    full = y0.index_put(((~mask).nonzero().squeeze(-1),), missing).numpy()
+    loc = 7.0 + 0.5 * full[:-1]
+    hand = stats.norm(loc, 1.7).logpdf(full[1:]).sum()
+    hand += stats.norm(0, 10).logpdf(7.0) + np.log(0.5) + stats.halfnorm(scale=10).logpdf(1.7)
+    joints = []
+    for program, data, options in (
+        (ar1_latent_vector, y0, {"given": {"mask": mask}}),
+        (ar1_nan, ynan, {}),
+        (ar1_nan_obs_mask, ynan, {"data_plate": None}),
+    ):
+        p = inference.as_program(program, data_arg="y", **options)
+        x = p.validate(data)
+        p.discover(x)
+        imputed = [k for k in p.roles.free if k not in at]
+        if imputed == ["y_missing"]:
+            values = {**at, "y_missing": missing}
+        else:  # y_6_unobserved, ...: one latent per missing step, none for the observed ones
+            assert len(imputed) == len(missing)
+            values = {**at, **dict(zip(imputed, missing))}
+        joints.append(float(p.log_joint(x, values)))
+    assert joints == pytest.approx([hand] * 3, rel=1e-10)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("idiom", ["latent_vector", "nan"])
+def test_missing_values_by_nuts_match_the_kalman_filter_and_the_smoother(idiom):
+    """NUTS on the AR(1) with imputed values against references in numpy: (c, phi, sigma)
+    posterior means within 0.2 posterior sd of the posterior of the Kalman-filter likelihood
+    (the imputed values integrated; a 3-d grid), the imputed values' posterior means within
+    0.2 sd of the smoother at the posterior means, and in the ArviZ posterior."""
+    y0, ynan, mask = ar1_series()
+    if idiom == "nan":
+        program, data, options = ar1_nan, ynan, {}
+    else:
+        program, data, options = ar1_latent_vector, y0, {"given": {"mask": mask}}
+    f = inference.fit(
+        program, data, "nuts", data_arg="y", num_samples=400, warmup_steps=300, seed=0, **options
+    )
+    y, m = y0.numpy(), mask.numpy()
+    c, phi, sigma = np.meshgrid(
+        np.linspace(2.0, 17.0, 61),
+        np.linspace(0.15, 0.9, 61),
+        np.linspace(1.4, 3.0, 41),
+        indexing="ij",
+    )
+    log_post = kalman_log_lik(y, m, c, phi, sigma)
+    log_post += stats.norm(0, 10).logpdf(c) + stats.halfnorm(scale=10).logpdf(sigma)
+    w = np.exp(log_post - log_post.max())
+    w /= w.sum()
+    for name, grid in (("c", c), ("phi", phi), ("sigma", sigma)):
+        mean = (w * grid).sum()
+        sd = np.sqrt((w * (grid - mean) ** 2).sum())
+        drawn = f.draws[name].flatten().numpy()
+        assert abs(drawn.mean() - mean) < 0.2 * sd, name
+        assert drawn.std() == pytest.approx(sd, rel=0.15), name
+    at = [float((w * g).sum()) for g in (c, phi, sigma)]
+    imputed = f.draws["y_missing"].reshape(-1, int((~mask).sum())).numpy()
+    smooth = smoothed_missing(y, m, *at)
+    assert np.all(np.abs(imputed.mean(0) - smooth) < 0.2 * imputed.std(0))
+    post = gen.groups(f.to_arviz())["posterior"]
+    assert post["y_missing"].shape == (2, 400, int((~mask).sum()))
+
+
+# -- a MAP on the boundary ------------------------------------------------------------------------
+def markov_by_position(x=None, num_samples=None):
+    """The built-in Markov(64) by hand: a transition pair per position, Beta(1, 1) priors."""
+    n = len(x) if x is not None else num_samples
+    first = pyro.sample("first", dist.Beta(torch.ones((), dtype=f64), torch.ones((), dtype=f64)))
+    ones = torch.ones(63, 2, dtype=f64)
+    trans = pyro.sample("trans", dist.Beta(ones, ones).to_event(2))
+    with pyro.plate("data", n):
+        prev = pyro.sample("x_0", dist.Bernoulli(first), obs=None if x is None else x[:, 0])
+        for d in range(1, 64):
+            prev = pyro.sample(
+                f"x_{d}",
+                dist.Bernoulli(trans[d - 1, prev.long()]),
+                obs=None if x is None else x[:, d],
+            )
+
+
+def test_a_map_on_the_boundary_scores_an_unseen_transition_minus_infinity(digits):
+    """Beta(1, 1) priors: the MAP is the counts' ratio, 0 for a transition never seen in
+    training; a test image holding one has log density -inf, as the built-in's closed form
+    gives (not -709 nats a step at torch's smallest sigmoid), the rest equal to it (1e-3)."""
+    f = inference.fit(markov_by_position, digits.train, "map", progress_bar=False)
+    ref = inference.fit(Markov(64), digits.train, "map").log_density(digits.test)
+    lp = f.log_density(digits.test)
+    assert torch.isinf(ref).any()
+    assert torch.equal(torch.isinf(lp), torch.isinf(ref))
+    finite = torch.isfinite(ref)
+    assert float(lp[finite].sum()) == pytest.approx(float(ref[finite].sum()), abs=1e-3)
+    assert f.report(digits.test).num_zero_prob == int(torch.isinf(ref).sum())
 
 
 # -- a change point summed out ---------------------------------------------------------------------

@@ -145,6 +145,16 @@ def placed_given(given: dict, device, dtype) -> dict:
     return out
 
 
+def with_given(args: Arguments, source, label: str, given, device, dtype) -> Arguments:
+    """`args` with `given` added (over its own), placed on the program's device and dtype."""
+    if not isinstance(given, dict):
+        raise ValueError(
+            f"given must be a dict of keyword arguments for the program, got {type(given).__name__}"
+        )
+    new = arguments(source, label, args.data_arg, {**args.given, **given})
+    return Arguments(new.data_arg, placed_given(new.given, device, dtype), new.takes_num_samples)
+
+
 def floating_dtypes(given: dict) -> list[torch.dtype]:
     return [v.dtype for v in given.values() if torch.is_tensor(v) and v.is_floating_point()]
 

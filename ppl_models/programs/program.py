@@ -33,11 +33,16 @@ from ppl_models import checks, pyro_internals
 from ppl_models.models import base
 from ppl_models.models.base import accelerator, owner
 from ppl_models.models.protocol import is_builtin
-from ppl_models.programs.arguments import Arguments, arguments, floating_dtypes, placed_given
-from ppl_models.programs.densities import (
-    PARTICLES,
+from ppl_models.programs.arguments import (
+    Arguments,
+    arguments,
+    floating_dtypes,
+    placed_given,
+    with_given,
 )
+from ppl_models.programs.densities import PARTICLES
 from ppl_models.programs.generation import Generating
+from ppl_models.programs.missing import MaskedMissing, check_masked
 from ppl_models.programs.roles import (
     ProgramError,
     Roles,
@@ -189,23 +194,16 @@ class Program(Scoring, Generating, Values):
         """A copy whose calls pass `given` (updating the fit's own): new covariates."""
         if not given:
             return self
-        if not isinstance(given, dict):
-            raise ValueError(
-                f"given must be a dict of keyword arguments for the program, got "
-                f"{type(given).__name__}"
-            )
         p = copy.copy(self)
-        p.args = arguments(self.model, self.label, self.args.data_arg, {**self.args.given, **given})
-        p.args = Arguments(
-            p.args.data_arg,
-            placed_given(p.args.given, self.device, self.dtype),
-            p.args.takes_num_samples,
-        )
+        p.args = with_given(self.args, self.model, self.label, given, self.device, self.dtype)
         return p
 
     def validate(self, x) -> torch.Tensor:
         check = getattr(self.model, "validate", None)
-        x = check(x) if callable(check) else checks.any_data(x, name=self.args.data_arg)
+        if callable(check):
+            x = check(x)
+        else:
+            x = checks.any_data(x, name=self.args.data_arg, missing_ok=not self.ours)
         if torch.is_tensor(x):
             if x.device != self.device:
                 x = x.to(self.device)
@@ -241,16 +239,20 @@ class Program(Scoring, Generating, Values):
         if self._roles is not None:
             return self._roles
         n = len(x)
-        part, args = x[:DISCOVERY_ROWS], self.args.rows(slice(0, DISCOVERY_ROWS), n)
+        # a user's program may size a latent by its data (a vector of its missing values)
+        rows = DISCOVERY_ROWS if self.ours else n
+        part, args = x[:rows], self.args.rows(slice(0, rows), n)
         option = self.dtype
         if option is None and not self.ours:  # the program's own draws follow the data's dtype
             self.dtype = widest(
                 [x.dtype] if x.is_floating_point() else [], floating_dtypes(self.args.given)
             )
+        values = dict(self.values)
         try:
             roles = self._discover(part, args, n)
             if roles.data_plate is None or roles.plate_size != len(part) or roles.local:
                 part, args = x, self.args
+                self.values, self._starts = dict(values), {}
                 roles = self._discover(part, args, n)
         finally:
             self.dtype = option
@@ -266,6 +268,12 @@ class Program(Scoring, Generating, Values):
         self._roles = roles
         self._probe = (part, n)  # data the program runs on to read conditional priors
         self._settle_dtype(x)
+        if x.is_floating_point() and torch.isnan(x).any():
+            try:
+                check_masked(self, x)
+            except ValueError:
+                self._roles = None  # a corrected call discovers them again
+                raise
         return roles
 
     def _discover(self, x, args, n: int) -> Roles:
@@ -334,7 +342,13 @@ class Program(Scoring, Generating, Values):
         params = {k: v for k, v in values.items() if self._role(k) == "param"}
         conditioned = {k: v for k, v in values.items() if self._role(k) != "param"}
         cast = Cast(self.dtype) if self.dtype is not None else contextlib.nullcontext()
-        with Substitute(params), cast, default_dtype(self.dtype), pyro_internals.whole_plates():
+        with (
+            Substitute(params),
+            cast,
+            default_dtype(self.dtype),
+            pyro_internals.whole_plates(),
+            MaskedMissing(),
+        ):
             return call(
                 poutine.condition(fn, data=conditioned),
                 self.label,

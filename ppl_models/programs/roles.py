@@ -172,7 +172,7 @@ def read_roles(tr, data_plate: str | None) -> Roles:
             sites[name] = Site(
                 name, "param", v.shape, constraint_of(site), event_dim_of(site), v.dtype
             )
-        elif not skip(site):
+        elif not skip(site) and not _imputes_nothing(tr, name):
             sites[name] = _sample_site(site, plate)
     nesting = max(
         [
@@ -202,6 +202,17 @@ def read_roles(tr, data_plate: str | None) -> Roles:
             if site["type"] == "sample" and site["infer"].get("_deterministic", False)
         },
     )
+
+
+def _imputes_nothing(tr, name) -> bool:
+    """The latent Pyro adds beside an observation with ``obs_mask`` (``y_unobserved``, beside
+    ``y_observed``) where the mask keeps every value: it imputes nothing and has no density
+    (masked out), so it is no parameter; it runs as the program draws it."""
+    site = tr.nodes[name]
+    if not name.endswith("_unobserved") or name[: -len("unobserved")] + "observed" not in tr:
+        return False
+    mask = site["mask"]
+    return mask is False or (torch.is_tensor(mask) and not bool(mask.any()))
 
 
 def _sample_site(site, plate) -> Site:
