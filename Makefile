@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 	# The CPU build of torch first: pip takes the local CPU wheel where the machine has one (its
 	# find-links); where it has none, the range in pyproject.toml decides.
 	$(PIP) install -q torch==2.13.0 2>/dev/null || true
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -e '.[dev,nutpie]'
 	touch $(STAMP)
 
 # torch for Python 3.12 comes from the package index (a CUDA build, 4.7 GB in the venv, about
@@ -36,7 +36,7 @@ $(STAMP1): pyproject.toml
 	@test -n "$(PYTHON312)" || { echo "make test-arviz1 needs a Python >= 3.12 (python3.12 on PATH or in pyenv); none found"; exit 1; }
 	test -x $(PY1) || $(PYTHON312) -m venv $(VENV1)
 	$(PY1) -m pip install -q torch==2.13.0
-	$(PY1) -m pip install -q -e '.[dev]' 'arviz>=1'
+	$(PY1) -m pip install -q -e '.[dev,nutpie]' 'arviz>=1'
 	touch $(STAMP1)
 
 demo: $(STAMP)

@@ -1,4 +1,4 @@
-"""AR(2) on sunspots: our NUTS beside a plain `pyro.infer.MCMC(NUTS)` on a hand-written AR(2)
+"""AR(2) on sunspots: our NUTS (each engine: nutpie, Pyro's) beside a plain `pyro.infer.MCMC(NUTS)` on a hand-written AR(2)
 with the same priors, and beside NumPyro (issue 18), in one run (wall time, bulk ESS, ESS per
 second, r_hat, posterior means); SVI steps per second for every guide beside plain
 `pyro.infer.SVI(AutoNormal)` on the vectorised AR(2); and the conditional-MLE fit time beside
@@ -68,7 +68,7 @@ def summarise(label, draws: dict, seconds: float) -> dict:
     }
 
 
-def ours(y, args, jit: bool) -> dict:
+def ours(y, args, engine: str) -> dict:
     t = time.perf_counter()
     f = inference.fit(
         AutoRegressive(2),
@@ -77,14 +77,14 @@ def ours(y, args, jit: bool) -> dict:
         num_samples=args.samples,
         warmup_steps=args.warmup,
         num_chains=args.chains,
-        jit_compile=jit,
+        engine=engine,
         seed=0,
         progress_bar=False,
     )
     seconds = time.perf_counter() - t
+    how = "threads" if engine == "nutpie" else f"{f.info['chain_processes']} process(es)"
     out = summarise(
-        f"ours: fit(AutoRegressive(2), 'nuts', jit_compile={jit}), "
-        f"{f.info['chain_processes']} process(es)",
+        f"ours: fit(AutoRegressive(2), 'nuts', engine={engine!r}), {how}",
         f.draws,
         seconds,
     )
@@ -261,14 +261,14 @@ def main(argv=None) -> dict:
     torch.set_num_threads(args.threads)
     y = datasets.load("sunspots").train.clone()
     exact = inference.fit(AutoRegressive(2), y, "exact").params
-    nuts = [ours(y, args, jit=None)]
+    nuts = [ours(y, args, "nutpie")]
     configs = [(False, True), (True, True), (False, False), (True, False)] if args.numpyro else []
     for i, (dense, vectorized) in enumerate(configs):  # interleaved with ours
         nuts.append(numpyro_row(args.numpyro, y, args, dense, vectorized))
         if i == 1:
-            nuts.append(ours(y, args, jit=True))
+            nuts.append(ours(y, args, "pyro"))
     if not args.numpyro:
-        nuts.append(ours(y, args, jit=True))
+        nuts.append(ours(y, args, "pyro"))
     if not args.skip_plain:
         nuts.append(plain(y, args))
     svi = svi_rows(y, args.svi_steps, args.svi_repeat)

@@ -31,6 +31,7 @@ built-in's vectorised path. Prints a table and writes benchmarks/results/program
 from __future__ import annotations
 
 import argparse
+import os
 import time
 import warnings
 
@@ -215,11 +216,9 @@ def everyday_programs():
     # float32, as the tutorial's module (float32 priors) runs in plain Pyro
     X = torch.randn(100, 3, generator=g)
     y = X @ torch.tensor([1.0, -2.0, 0.5]) + 0.3 + 0.5 * torch.randn(100, generator=g)
-    Xl = torch.randn(200, 4, generator=g, dtype=f64)
-    yl = (
-        torch.rand(200, generator=g, dtype=f64)
-        < torch.sigmoid(Xl @ torch.tensor([1.0, -1.0, 0.5, 0.0], dtype=f64) - 0.5)
-    ).to(f64)
+    Xl = torch.randn(2000, 10, generator=g, dtype=f64)
+    wl = torch.linspace(-1.0, 1.0, 10, dtype=f64)
+    yl = (torch.rand(2000, generator=g, dtype=f64) < torch.sigmoid(Xl @ wl - 0.5)).to(f64)
     data = torch.tensor([0.0, 1.0, 10.0, 11.0, 12.0], dtype=f64)
     songs, lengths = hmm_songs()
     hmm_args = argparse.Namespace(hidden_dim=2, jit=False)
@@ -334,29 +333,74 @@ def cell(r: dict) -> str:
     )
 
 
+def numpyro_best(label, kwargs, data, args) -> dict:
+    """NumPyro's NUTS on the same program and data, default and dense mass matrix, chains
+    sequential and vectorised, each in its own process (compilation included): the row with
+    the best ESS/s, every configuration's row kept under "configs"."""
+    import subprocess
+    import tempfile
+
+    name = {
+        "eight schools": "eight_schools",
+        "baseball partial pooling": "baseball",
+        "regression (PyroModule)": "regression",
+        "logistic regression": "logistic",
+    }.get(label)
+    if name is None or not args.numpyro:
+        return {"error": "not measured" if args.numpyro else "no --numpyro"}
+    arrays = {
+        "eight_schools": {"sigma": EIGHT_SIGMA, "y": EIGHT_Y},
+        "baseball": {"at_bats": BASEBALL_AT_BATS, "hits": BASEBALL_HITS},
+        "regression": {"X": kwargs.get("given", {}).get("x"), "y": data},
+        "logistic": {"X": kwargs.get("given", {}).get("X"), "y": data},
+    }[name]
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "numpyro_programs.py")
+    configs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "data.npz")
+        np.savez(path, **{k: v.double().numpy() for k, v in arrays.items()})
+        for flags in ([], ["--dense"], ["--vectorized"], ["--dense", "--vectorized"]):
+            out = os.path.join(tmp, "out.npz")
+            cmd = [args.numpyro, script, name, path, out, "--samples", str(args.samples)]
+            cmd += ["--warmup", str(args.warmup), "--chains", str(args.chains), *flags]
+            env = {**os.environ, "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false"}
+            subprocess.run(cmd, check=True, env=env, capture_output=True)
+            got = dict(np.load(out))
+            seconds = float(got.pop("seconds"))
+            row = convergence_row(label, got, seconds)
+            row["config"] = " ".join(flags) or "default"
+            configs.append(row)
+    best = max(configs, key=lambda r: r["ess_per_second"])
+    return {**best, "configs": configs}
+
+
 def everyday(args) -> list[dict]:
-    """Per program, in this order in one run: ours (default options: the potential jit-traced
-    where that gives the same numbers), plain Pyro NUTS (its defaults), plain Pyro NUTS with
-    jit_compile=True."""
+    """Per program, in this order in one run: ours on each NUTS engine (nutpie, Pyro's; the
+    potential jit-traced where that gives the same numbers), plain Pyro NUTS (its defaults),
+    plain Pyro NUTS with jit_compile=True, NumPyro's best configuration (``--numpyro``)."""
     rows = []
     for label, program, data, kwargs, call, nuts_options in everyday_programs():
         if args.programs and not any(w.lower() in label.lower() for w in args.programs):
             continue
-        t = time.perf_counter()
-        f = inference.fit(
-            program,
-            data,
-            "nuts",
-            num_samples=args.samples,
-            warmup_steps=args.warmup,
-            num_chains=args.chains,
-            seed=0,
-            progress_bar=False,
-            **kwargs,
-        )
-        seconds = time.perf_counter() - t
-        mine = convergence_row(label, {k: v.numpy() for k, v in f.draws.items()}, seconds)
-        mine["how"] = f"{f.info['init']}; {f.info['potential']}"
+        mine = {}
+        for engine in args.engines:
+            t = time.perf_counter()
+            f = inference.fit(
+                program,
+                data,
+                "nuts",
+                num_samples=args.samples,
+                warmup_steps=args.warmup,
+                num_chains=args.chains,
+                seed=0,
+                progress_bar=False,
+                engine=engine,
+                **kwargs,
+            )
+            seconds = time.perf_counter() - t
+            row = convergence_row(label, {k: v.numpy() for k, v in f.draws.items()}, seconds)
+            row["how"] = f"{f.info['init']}; {f.info['potential']}"
+            mine[engine] = row
         theirs = plain_nuts(label, program, call, nuts_options, args, jit=False)
         if args.skip_plain_jit:
             jitted = {"error": "not run (--skip-plain-jit)"}
@@ -365,18 +409,26 @@ def everyday(args) -> list[dict]:
                 jitted = plain_nuts(label, program, call, nuts_options, args, jit=True)
             except Exception as e:  # a program plain Pyro cannot jit
                 jitted = {"error": f"{type(e).__name__}: {str(e)[:80]}"}
-        rows.append(
-            {
-                "program": label,
-                "ours": mine,
-                "plain": theirs,
-                "plain_jit": jitted,
-                "ratio": mine["ess_per_second"] / theirs["ess_per_second"],
-            }
-        )
+        peer = numpyro_best(label, kwargs, data, args)
+        best = max(mine.values(), key=lambda r: r["ess_per_second"])
+        row = {
+            "program": label,
+            "ours": mine,
+            "plain": theirs,
+            "plain_jit": jitted,
+            "numpyro": peer,
+            "ratio": best["ess_per_second"] / theirs["ess_per_second"],
+            "load_average": list(os.getloadavg()),
+        }
+        if "ess_per_second" in peer:
+            row["over_numpyro"] = best["ess_per_second"] / peer["ess_per_second"]
+        rows.append(row)
+        engines = " | ".join(f"{e} {cell(r)}" for e, r in mine.items())
         print(
-            f"{label:26} ours {cell(mine)} | plain {cell(theirs)} | plain jit "
-            f"{cell(jitted)} | ours/plain {rows[-1]['ratio']:.2f}x",
+            f"{label:26} {engines} | plain {cell(theirs)} | plain jit {cell(jitted)} | numpyro "
+            f"{cell(peer)} {peer.get('config', '')} | ours/plain {row['ratio']:.2f}x"
+            + (f" ours/numpyro {row['over_numpyro']:.2f}x" if "over_numpyro" in row else "")
+            + f" | load {row['load_average'][0]:.2f}",
             flush=True,
         )
     return rows
@@ -399,6 +451,10 @@ def main(argv=None):
         help="leave out plain Pyro with jit_compile=True (HMM model_1: > 20 min)",
     )
     p.add_argument("--only", choices=["chain", "everyday"], default=None)
+    p.add_argument(
+        "--engines", nargs="*", default=["nutpie", "pyro"], help="our NUTS engines to run"
+    )
+    p.add_argument("--numpyro", default=None, help="a Python with numpyro and jax (a peer)")
     p.add_argument(
         "--programs",
         nargs="*",

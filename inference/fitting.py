@@ -52,6 +52,9 @@ OPTIONS = {
         "max_tree_depth": 10,
         "init": None,
         "progress_bar": None,
+        "engine": None,
+        "low_rank": False,
+        "cores": None,
     },
 }
 
@@ -68,12 +71,14 @@ RULES = {
     "patience": ("int", 1),
     "batch_size": ("int", 1),
     "max_tree_depth": ("int", 1),
+    "cores": ("int", 1),
     "restarts": ("int", 1),
     "lr": ("real", 0.0),
     "lr_decay": ("decay", None),
     "target_accept_prob": ("unit", None),
     "jit_compile": ("bool", None),
     "progress_bar": ("bool", None),
+    "low_rank": ("bool", None),
 }
 
 
@@ -174,8 +179,12 @@ def fit(
         program's own sites; ``steps`` of Adam at ``lr``; the guide checked against the
         posterior (Pareto k in ``info["pareto_k"]``, a warning above 0.7); ``jit_compile``
         as for NUTS.
-      - ``"nuts"``: `pyro.infer.MCMC` with NUTS, ``num_samples``, ``warmup_steps``,
-        ``num_chains``, started at the MAP estimate; ``jit_compile`` (default None: the
+      - ``"nuts"``: NUTS on ``engine="nutpie"`` (PyMC's sampler in Rust, the default where
+        it is installed; its options ``low_rank`` (a low-rank mass matrix) and ``cores``
+        (chains at once, in threads; default all)) or ``engine="pyro"`` (`pyro.infer.MCMC`,
+        chains in processes), ``num_samples``, ``warmup_steps``, ``num_chains``,
+        ``target_accept_prob``, ``max_tree_depth``, started at the MAP estimate (the potential
+        whitened by its Laplace approximation where that holds); ``jit_compile`` (default None: the
         potential is traced with `torch.jit.trace` where the traced one gives the eager
         numbers, unless one eager evaluation takes over 0.25 s, else run eagerly; False:
         always eager; True: traced and checked whatever it costs).

@@ -8,6 +8,7 @@ import functools
 
 import torch
 
+from inference import nutpie_engine
 from inference.chains import processes_for, run_chains
 from inference.laplace import Whitened
 from inference.result import Fit
@@ -34,12 +35,16 @@ def _nuts(
     max_tree_depth,
     init,
     progress_bar,
+    engine,
+    low_rank,
+    cores,
 ) -> Fit:
     num_samples = positive_int(num_samples, "num_samples")
     warmup_steps = positive_int(
         num_samples if warmup_steps is None else warmup_steps, "warmup_steps", 0
     )
     num_chains = positive_int(num_chains, "num_chains")
+    engine = nutpie_engine.choose(engine, low_rank, cores)
     program.discover(x)
     needs_random(program, "nuts")
     init, note = initial_values(program, x, init)
@@ -48,10 +53,10 @@ def _nuts(
     # something), or at the MAP jittered by 0.1 where the posterior is not whitened; where the
     # posterior has no mode (a funnel: the MAP ran to the edge of the support), at fresh starts
     # from the priors, as the program's global parameters start.
-    z0 = torch.randn(num_chains, w.dim, dtype=w.mu.dtype, device=w.mu.device) * (
-        1.0 if w.dense else 0.1
-    )
-    if not w.found_mode and (program.starts or program.local):
+    scale = 1.0 if w.dense else 0.1
+    z0 = torch.randn(num_chains, w.dim, dtype=w.mu.dtype, device=w.mu.device) * scale
+    from_priors = not w.found_mode and bool(program.starts or program.local)
+    if from_priors:
         note += "; no posterior mode (the MAP is degenerate): chains start from the priors"
         z0 = torch.stack([w.whiten({**init, **program.fresh_starts(x)}) for _ in range(num_chains)])
     # Whitened, the Laplace covariance already is the (dense) mass matrix and warm-up only
@@ -64,22 +69,38 @@ def _nuts(
     adapt = not w.dense or not w.gaussian_like()
     if w.dense and adapt:  # keep the Laplace scales, adapt the rest
         w.diagonal()
+        scale = 1.0
         z0 = torch.randn(num_chains, w.dim, dtype=w.mu.dtype, device=w.mu.device)
     # each chain from its own seed (drawn under the fit's seed), so that the draws are the same
     # whether the chains run in parallel processes or one after the other (`inference.chains`)
     seeds = [int(s) for s in torch.randint(2**62, (num_chains,))]
     w.potential({"z": z0[0]})  # trace (and check) the potential once, here, before any fork
-    kernel = functools.partial(
-        pyro_internals.RecordingNUTS,
-        potential_fn=w.potential,
-        target_accept_prob=target_accept_prob,
-        max_tree_depth=max_tree_depth,
-        adapt_mass_matrix=adapt,
-    )
-    done = run_chains(kernel, z0, seeds, num_samples, warmup_steps, show_progress(progress_bar))
-    zs, stats = [z for z, _ in done], [st for _, st in done]
-    draws = w.constrained(torch.stack(zs))
-    sample_stats = {k: torch.stack([s[k] for s in stats]) for k in stats[0]}
+    if engine == "nutpie":
+        starts = nutpie_engine.Starts(num_chains, w.dim, scale, z0 if from_priors else None)
+        zs, sample_stats = nutpie_engine.sample_chains(
+            w,
+            starts,
+            seeds[0] % 2**32,
+            num_samples,
+            warmup_steps,
+            target_accept_prob,
+            max_tree_depth,
+            show_progress(progress_bar),
+            low_rank=low_rank,
+            cores=cores,
+        )
+    else:
+        kernel = functools.partial(
+            pyro_internals.RecordingNUTS,
+            potential_fn=w.potential,
+            target_accept_prob=target_accept_prob,
+            max_tree_depth=max_tree_depth,
+            adapt_mass_matrix=adapt,
+        )
+        done = run_chains(kernel, z0, seeds, num_samples, warmup_steps, show_progress(progress_bar))
+        zs = torch.stack([z for z, _ in done])
+        sample_stats = {k: torch.stack([st[k] for _, st in done]) for k in done[0][1]}
+    draws = w.constrained(zs)
     _warn_nuts(program, draws, sample_stats, target_accept_prob)
     return posterior_fit(
         program,
@@ -91,7 +112,8 @@ def _nuts(
         info={
             "num_chains": num_chains,
             "warmup_steps": warmup_steps,
-            "chain_processes": processes_for(num_chains, z0.device),
+            "engine": engine,
+            "chain_processes": 1 if engine == "nutpie" else processes_for(num_chains, z0.device),
             "divergences": int(sample_stats["diverging"].sum()),
             "init": f"{note}; {whitened_info(w)}",
             "potential": w.jit_note,

@@ -6,6 +6,7 @@ import warnings
 
 import pytest
 import torch
+from nuts_engines import ENGINES, engine_or_skip
 from pyro.infer import NUTS
 
 import inference
@@ -16,7 +17,11 @@ needs_two_cores = pytest.mark.skipif(chains.cores() < 2, reason="one core: chain
 
 
 @needs_two_cores
-def test_the_same_seed_gives_the_same_draws_in_processes_and_in_turn(monkeypatch):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_the_same_seed_gives_the_same_draws_in_parallel_and_in_turn(monkeypatch, engine):
+    """Pyro's engine: chains in processes or one after the other; nutpie: chains in threads
+    (cores=2) or one at a time (cores=1). The same seed, the same draws and statistics."""
+    engine_or_skip(engine)
     y = datasets.load("sunspots").train
     run = {}
     for how, n in (("processes", chains.cores()), ("in turn", 1)):
@@ -30,9 +35,12 @@ def test_the_same_seed_gives_the_same_draws_in_processes_and_in_turn(monkeypatch
             warmup_steps=100,
             seed=3,
             progress_bar=False,
+            engine=engine,
+            **({"cores": min(n, 2)} if engine == "nutpie" else {}),
         )
-    assert run["processes"].info["chain_processes"] == 2
-    assert run["in turn"].info["chain_processes"] == 1
+    if engine == "pyro":
+        assert run["processes"].info["chain_processes"] == 2
+        assert run["in turn"].info["chain_processes"] == 1
     for k, v in run["processes"].draws.items():
         assert torch.equal(v, run["in turn"].draws[k]), k
     for k, v in run["processes"].sample_stats.items():

@@ -10,6 +10,7 @@ import arviz as az
 import numpy as np
 import pyro
 import pytest
+from nuts_engines import ENGINES, engine_or_skip
 from pyro.infer import MCMC, NUTS
 from scipy.special import logsumexp
 from scipy.stats import norm
@@ -29,11 +30,19 @@ SCHOOLS = {"given": {"J": 8, "sigma": EIGHT_SIGMA}, "data_arg": "y", "data_plate
 
 
 # -- eight schools ---------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def schools():
-    """NUTS, 2 chains x (400 + 400), seed 0, on ArviZ's non-centred eight schools."""
+@pytest.fixture(scope="module", params=ENGINES)
+def schools(request):
+    """NUTS, 2 chains x (400 + 400), seed 0, on ArviZ's non-centred eight schools, by each
+    engine (nutpie, Pyro's)."""
     return inference.fit(
-        eight_schools, EIGHT_Y, "nuts", num_samples=400, warmup_steps=400, seed=0, **SCHOOLS
+        eight_schools,
+        EIGHT_Y,
+        "nuts",
+        num_samples=400,
+        warmup_steps=400,
+        seed=0,
+        engine=engine_or_skip(request.param),
+        **SCHOOLS,
     )
 
 

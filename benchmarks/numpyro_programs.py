@@ -1,0 +1,96 @@
+"""NumPyro's versions of the everyday programs of benchmarks/bench_programs.py (the same priors
+and likelihoods, float64), for `bench_programs.py --numpyro PYTHON`. Runs in any interpreter
+that has numpyro and jax; imports nothing of this project:
+
+    PYTHON numpyro_programs.py PROGRAM DATA.npz OUT.npz --samples 500 --warmup 500 --chains 2
+                               [--dense] [--vectorized]
+
+PROGRAM: eight_schools, baseball, regression, logistic. DATA.npz holds the program's arrays;
+OUT.npz gets the draws (chain, draw, ...) of every latent and the wall seconds of `MCMC.run`
+(compilation included, as a NumPyro user waits for it).
+"""
+
+import argparse
+import time
+
+import numpy as np
+
+
+def models(numpyro, dist, jnp):
+    def eight_schools(sigma, y):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
+        tau = numpyro.sample("tau", dist.HalfCauchy(5.0))
+        with numpyro.plate("J", len(y)):
+            eta = numpyro.sample("eta", dist.Normal(0.0, 1.0))
+            numpyro.sample("obs", dist.Normal(mu + tau * eta, sigma), obs=y)
+
+    def baseball(at_bats, hits):
+        m = numpyro.sample("m", dist.Uniform(0.0, 1.0))
+        kappa = numpyro.sample("kappa", dist.Pareto(1.0, 1.5))
+        with numpyro.plate("num_players", len(hits)):
+            phi = numpyro.sample("phi", dist.Beta(m * kappa, (1 - m) * kappa))
+            numpyro.sample("obs", dist.Binomial(at_bats, probs=phi), obs=hits)
+
+    def regression(X, y):
+        w = numpyro.sample("weight", dist.Normal(0.0, 1.0).expand([1, X.shape[1]]).to_event(2))
+        b = numpyro.sample("bias", dist.Normal(0.0, 10.0).expand([1]).to_event(1))
+        sigma = numpyro.sample("sigma", dist.Uniform(0.0, 10.0))
+        with numpyro.plate("data", len(y)):
+            numpyro.sample("obs", dist.Normal((X @ w.T + b)[:, 0], sigma), obs=y)
+
+    def logistic(X, y):
+        w = numpyro.sample("w", dist.Normal(jnp.zeros(X.shape[1]), 1.0).to_event(1))
+        b = numpyro.sample("b", dist.Normal(0.0, 5.0))
+        with numpyro.plate("data", len(y)):
+            numpyro.sample("y", dist.Bernoulli(logits=X @ w + b), obs=y)
+
+    return {
+        "eight_schools": (eight_schools, ("sigma", "y")),
+        "baseball": (baseball, ("at_bats", "hits")),
+        "regression": (regression, ("X", "y")),
+        "logistic": (logistic, ("X", "y")),
+    }
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("program")
+    p.add_argument("data")
+    p.add_argument("out")
+    p.add_argument("--samples", type=int, default=500)
+    p.add_argument("--warmup", type=int, default=500)
+    p.add_argument("--chains", type=int, default=2)
+    p.add_argument("--dense", action="store_true")
+    p.add_argument("--vectorized", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args()
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    jax.config.update("jax_platform_name", "cpu")
+    import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as dist
+    from numpyro.infer import MCMC, NUTS
+
+    model, names = models(numpyro, dist, jnp)[a.program]
+    data = np.load(a.data)
+    args = [jnp.asarray(data[k]) for k in names]
+    mcmc = MCMC(
+        NUTS(model, dense_mass=a.dense),
+        num_warmup=a.warmup,
+        num_samples=a.samples,
+        num_chains=a.chains,
+        chain_method="vectorized" if a.vectorized else "sequential",
+        progress_bar=False,
+    )
+    t = time.perf_counter()
+    mcmc.run(jax.random.PRNGKey(a.seed), *args)
+    draws = mcmc.get_samples(group_by_chain=True)
+    jax.block_until_ready(draws)
+    seconds = time.perf_counter() - t
+    np.savez(a.out, seconds=seconds, **{k: np.asarray(v) for k, v in draws.items()})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+"""NUTS by nutpie (PyMC's sampler, written in Rust; ``pip install nutpie``): the engine
+`inference.nuts` uses wherever nutpie is installed.
+
+nutpie samples any density it can call back into: here the same whitened potential the Pyro
+engine runs (unconstrained, whitened by the Laplace approximation where that holds, jit-traced
+where proven equal, discrete latents summed out), through `nutpie.compiled_pyfunc.from_pyfunc`:
+one callback per gradient (a flat float64 vector in; log density and gradient out). nutpie
+brings its own warm-up (a diagonal mass matrix adapted from draws and gradients; low rank on
+request) and builds its trees in Rust, its chains in threads (torch releases the GIL while it
+computes). What comes back is put in the Pyro engine's form: draws of z per chain and the same
+sample statistics under ArviZ's names.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+
+import numpy as np
+import torch
+
+# nutpie's statistic -> ours (ArviZ's names, as the Pyro engine records them)
+STATS = {
+    "diverging": "diverging",
+    "step_size": "step_size",
+    "depth": "tree_depth",
+    "n_steps": "n_steps",
+    "energy": "energy",
+    "mean_tree_accept": "acceptance_rate",
+    "logp": "lp",
+}
+
+
+ENGINES = ("nutpie", "pyro")
+DEFAULT: str | None = None  # engine=None means this, or nutpie where installed (tests set it)
+
+
+def installed() -> bool:
+    return importlib.util.find_spec("nutpie") is not None
+
+
+def choose(engine: str | None, low_rank: bool, cores: int | None) -> str:
+    """The engine a NUTS fit runs on: nutpie where it is installed (``engine=None``), else
+    Pyro's; a ValueError for an unknown engine, nutpie asked for but missing, or nutpie's own
+    options (``low_rank``, ``cores``) given to the Pyro engine."""
+    if engine is not None and engine not in ENGINES:
+        raise ValueError(
+            f"engine must be one of {', '.join(map(repr, ENGINES))} (or None: nutpie "
+            f"where it is installed, else pyro), got {engine!r}"
+        )
+    if engine == "nutpie" and not installed():
+        raise ValueError(
+            "engine='nutpie', but nutpie is not installed: pip install nutpie "
+            "(or `pip install ppl-models[nutpie]`), or engine='pyro'"
+        )
+    chosen = engine or DEFAULT or ("nutpie" if installed() else "pyro")
+    if chosen == "pyro" and (low_rank or cores is not None):
+        raise ValueError(
+            "low_rank and cores are options of the nutpie engine (its low-rank "
+            "mass matrix, its chains in threads); the pyro engine has neither"
+        )
+    return chosen
+
+
+def sample_chains(
+    w,
+    starts,
+    seed: int,
+    num_samples: int,
+    warmup_steps: int,
+    target_accept_prob: float,
+    max_tree_depth: int,
+    progress_bar: bool,
+    low_rank: bool = False,
+    cores: int | None = None,
+):
+    """(draws of z (chains, num_samples, dim), statistics name -> (chains, num_samples)) of
+    the whitened potential `w` (`inference.laplace.Whitened`) by nutpie. `starts(seed)` gives
+    a chain's first z (a numpy vector) from the seed nutpie hands to that chain."""
+    import pyarrow
+    from nutpie import sample
+    from nutpie.compiled_pyfunc import from_pyfunc
+
+    device, dim = w.mu.device, w.dim
+
+    def make_logp():
+        def logp(x):
+            z = torch.from_numpy(x).to(device).requires_grad_(True)
+            pe = w.potential({"z": z})
+            if not torch.isfinite(pe):  # outside the support: nutpie calls it a divergence
+                return -math.inf, np.zeros(dim)
+            (g,) = torch.autograd.grad(pe, z)
+            return -float(pe.detach()), -g.detach().cpu().numpy().astype(np.float64)
+
+        return logp
+
+    def make_expand(seed1, seed2, chain):
+        return lambda x: {"z": np.array(x, dtype=np.float64, copy=True)}
+
+    model = from_pyfunc(
+        dim,
+        make_logp,
+        make_expand,
+        [np.dtype("float64")],
+        [(dim,)],
+        ["z"],
+        make_initial_point_fn=starts,
+    )
+    num_chains = starts.num_chains
+    trace = sample(
+        model,
+        draws=num_samples,
+        tune=warmup_steps,
+        chains=num_chains,
+        cores=cores or num_chains,
+        seed=seed,
+        progress_bar=progress_bar,
+        return_raw_trace=True,
+        target_accept=target_accept_prob,
+        maxdepth=max_tree_depth,
+        low_rank_modified_mass_matrix=low_rank,
+    )
+    draw_batches, stat_batches = trace.get_arrow_trace()
+    zs, stats = [], {k: [] for k in STATS.values()}
+    for draws, st in sorted(zip(draw_batches, stat_batches), key=lambda b: _chain(b[1])):
+        kept = ~pyarrow.array(st.column("tuning")).to_numpy(zero_copy_only=False)
+        col = pyarrow.array(draws.column("z"))
+        z = col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), dim)
+        zs.append(torch.from_numpy(z[kept].copy()))
+        for theirs, ours in STATS.items():
+            v = pyarrow.array(st.column(theirs)).to_numpy(zero_copy_only=False)[kept]
+            stats[ours].append(torch.from_numpy(np.ascontiguousarray(v)))
+    out = {k: torch.stack(v) for k, v in stats.items()}
+    out["n_steps"], out["tree_depth"] = out["n_steps"].long(), out["tree_depth"].long()
+    return torch.stack(zs).to(device=device, dtype=w.mu.dtype), out
+
+
+def _chain(stats) -> int:
+    column = stats.column("chain")
+    return int(column[0].as_py()) if len(column) else 0
+
+
+class Starts:
+    """A chain's start from the seed nutpie gives it: a standard normal draw (times `scale`)
+    in the whitened space, or (`rows`: starts drawn from the priors) the row the seed picks;
+    the same seed always gives the same start, whichever thread asks first."""
+
+    def __init__(self, num_chains: int, dim: int, scale: float, rows=None):
+        self.num_chains, self.dim, self.scale = num_chains, dim, scale
+        self.rows = None if rows is None else rows.detach().cpu().double().numpy()
+
+    def __call__(self, seed) -> np.ndarray:
+        if self.rows is not None:
+            return self.rows[int(seed) % len(self.rows)].copy()
+        return np.random.default_rng(int(seed)).standard_normal(self.dim) * self.scale
+
+
+__all__ = ["ENGINES", "STATS", "Starts", "choose", "installed", "sample_chains"]
