@@ -1,5 +1,6 @@
-"""AR(2) on sunspots: our NUTS (each engine: nutpie, Pyro's) beside a plain `pyro.infer.MCMC(NUTS)` on a hand-written AR(2)
-with the same priors, and beside NumPyro (issue 18), in one run (wall time, bulk ESS, ESS per
+"""AR(2) on sunspots: our NUTS (each engine: nutpie, Pyro's) beside a plain
+`pyro.infer.MCMC(NUTS)` on a hand-written AR(2) with the same priors, and beside NumPyro (issue
+18), in one run (wall time, bulk ESS, ESS per
 second, r_hat, posterior means); SVI steps per second for every guide beside plain
 `pyro.infer.SVI(AutoNormal)` on the vectorised AR(2); and the conditional-MLE fit time beside
 statsmodels' AutoReg.
