@@ -57,6 +57,7 @@ def test_nutpie_draws_match_the_exact_conjugate_posterior(case):
         assert float((drawn.std(0) / sd - 1).abs().max()) < 0.1, name
 
 
+@pytest.mark.arviz
 def test_a_nutpie_fit_keeps_what_a_pyro_fit_has(tmp_path):
     """Sample statistics under ArviZ's names and shapes; the same seed, the same draws; a
     saved fit restored with its draws; ArviZ's sample_stats; compare beside a Pyro-engine fit."""
