@@ -39,8 +39,7 @@ class Objective:
         out = {k: self.transforms[k](u) for k, u in self.leaves.items()}
         if exact:
             out = {
-                k: on_bounds(self.transforms[k], u.detach(), v)
-                for k, (u, v) in zip(out, zip(self.leaves.values(), out.values()))
+                k: on_bounds(self.transforms[k], self.leaves[k].detach(), v) for k, v in out.items()
             }
         return {**self.program.values, **out}
 

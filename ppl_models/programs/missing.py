@@ -2,7 +2,7 @@
 
 A program may read its mask off the data (``obs_mask=~torch.isnan(y)``) and let Pyro impute the
 missing values as latents; `MaskedMissing` keeps the NaN out of every density and gradient,
-and `check_masked` says when a NaN reaches the likelihood.
+and `unmasked_missing` says when a NaN reaches the likelihood.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ class MaskedMissing(pyro.poutine.messenger.Messenger):
     ``poutine.mask``, a ``.mask()``ed distribution) is given a draw of the site there: the
     entry is no observation, and a NaN in it would make every gradient NaN (the masked
     log-density is multiplied by 0, and 0 * NaN is NaN). A NaN the mask keeps stays NaN (the
-    program then observes a missing value: `Program.discover` says so)."""
+    program then observes a missing value: `Program.discover` says so). It runs only for a
+    program discovered on data with NaN (`Program.missing`)."""
 
     def _pyro_sample(self, msg):
         value = msg["value"]
@@ -44,19 +45,20 @@ class MaskedMissing(pyro.poutine.messenger.Messenger):
         msg["value"] = torch.where(off, fill, value)
 
 
-def check_masked(program, x) -> None:
-    """Data with NaN are accepted where the program masks them (`MaskedMissing`); a NaN
-    that reaches the likelihood is an error that says how to mask it."""
+def unmasked_missing(program, x) -> str | None:
+    """Data with NaN are accepted where the program masks them (`MaskedMissing`); for a NaN
+    that reaches the likelihood, the error that says how to mask it (else None)."""
     with torch.no_grad():
         ll = program.log_joint_terms(program.validate(x), prior=False)[0]
-    if torch.isnan(ll).any():
-        name = program.args.data_arg
-        raise ValueError(
-            f"{name} contains NaN ({checks.where(x, torch.isnan(x), name)}) that the program "
-            f"observes: a missing value needs a mask, e.g. pyro.sample(..., obs={name}, "
-            f"obs_mask=~torch.isnan({name})) (Pyro then imputes it as a latent), or "
-            "poutine.mask(mask=...) around the observation; or remove the missing values"
-        )
+    if not torch.isnan(ll).any():
+        return None
+    name = program.args.data_arg
+    return (
+        f"{name} contains NaN ({checks.where(x, torch.isnan(x), name)}) that the program "
+        f"observes: a missing value needs a mask, e.g. pyro.sample(..., obs={name}, "
+        f"obs_mask=~torch.isnan({name})) (Pyro then imputes it as a latent), or "
+        "poutine.mask(mask=...) around the observation; or remove the missing values"
+    )
 
 
-__all__ = ["MaskedMissing", "check_masked"]
+__all__ = ["MaskedMissing", "unmasked_missing"]

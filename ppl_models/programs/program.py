@@ -42,7 +42,7 @@ from ppl_models.programs.arguments import (
 )
 from ppl_models.programs.densities import PARTICLES
 from ppl_models.programs.generation import Generating
-from ppl_models.programs.missing import MaskedMissing, check_masked
+from ppl_models.programs.missing import MaskedMissing, unmasked_missing
 from ppl_models.programs.roles import (
     ProgramError,
     Roles,
@@ -109,6 +109,7 @@ class Program(Scoring, Generating, Values):
         self._starts: dict = {}  # global site -> (its prior in the discovery trace, a value)
         self._particle_way: str | None = None  # how Monte Carlo particles run (found once)
         self._probe = (None, None)
+        self.missing = False  # NaN in the data discovered on (`MaskedMissing` then runs)
         self.device = (
             getattr(self.model, "device", torch.device("cpu"))
             if isinstance(self.model, torch.nn.Module)
@@ -268,12 +269,10 @@ class Program(Scoring, Generating, Values):
         self._roles = roles
         self._probe = (part, n)  # data the program runs on to read conditional priors
         self._settle_dtype(x)
-        if x.is_floating_point() and torch.isnan(x).any():
-            try:
-                check_masked(self, x)
-            except ValueError:
-                self._roles = None  # a corrected call discovers them again
-                raise
+        self.missing = x.is_floating_point() and bool(torch.isnan(x).any())
+        if self.missing and (unmasked := unmasked_missing(self, x)):
+            self._roles = None  # a corrected call discovers them again
+            raise ValueError(unmasked)
         return roles
 
     def _discover(self, x, args, n: int) -> Roles:
@@ -347,7 +346,7 @@ class Program(Scoring, Generating, Values):
             cast,
             default_dtype(self.dtype),
             pyro_internals.whole_plates(),
-            MaskedMissing(),
+            MaskedMissing() if self.missing else contextlib.nullcontext(),
         ):
             return call(
                 poutine.condition(fn, data=conditioned),
