@@ -543,3 +543,39 @@ def test_a_subsampled_data_plate_runs_whole_and_minibatches_by_batch_size():
     )
     assert map_b.log_density(y).shape == (3000,)
     torch.testing.assert_close(svi_b.draws["u"], svi_a.draws["u"], rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.slow
+def test_minibatch_svi_on_20000_rows_matches_nuts_on_all_of_them():
+    """The issue's reference: a Poisson GLMM on N = 20,000 rows, SVI on minibatches of 1,000
+    (the program's plate subsampled by the library) against NUTS on the full data: the group
+    effects' posterior means within 0.3 NUTS posterior sd, b0 and s too, sds within 25%."""
+    g = torch.Generator().manual_seed(0)
+    group = torch.randint(20, (20_000,), generator=g)
+    y = torch.poisson(torch.exp(1.0 + 0.5 * torch.randn(20, generator=g, dtype=f64)[group]))
+    nuts = inference.fit(
+        poisson_glmm,
+        y,
+        "nuts",
+        data_arg="y",
+        given={"group": group},
+        seed=0,
+        num_samples=300,
+        warmup_steps=300,
+    )
+    svi = inference.fit(
+        poisson_glmm,
+        y,
+        "svi",
+        data_arg="y",
+        given={"group": group, "subsample_size": 1000},
+        batch_size=1000,
+        steps=1000,
+        num_samples=1000,
+        seed=0,
+    )
+    for name in ("b0", "s", "u"):
+        full, mini = nuts.draws[name].flatten(0, 1), svi.draws[name].flatten(0, 1)
+        sd = full.std(0)
+        assert torch.all((mini.mean(0) - full.mean(0)).abs() < 0.3 * sd), name
+        assert torch.all((mini.std(0) / sd - 1).abs() < 0.25), name
