@@ -54,6 +54,7 @@ from ppl_models.example_programs import (
     BayesianRegression,
     eight_schools,
     gmm,
+    hierarchical_ar1,
     hmm_model_1,
     independent,
     logistic_regression,
@@ -222,6 +223,7 @@ def everyday_programs():
     data = torch.tensor([0.0, 1.0, 10.0, 11.0, 12.0], dtype=f64)
     songs, lengths = hmm_songs()
     hmm_args = argparse.Namespace(hidden_dim=2, jit=False)
+    panel = ar1_panel()
     return [
         (
             "eight schools",
@@ -272,7 +274,29 @@ def everyday_programs():
             (Xl, yl),
             {},
         ),
+        (
+            "hierarchical AR(1)",
+            hierarchical_ar1,
+            panel,
+            {"data_arg": "y", "data_plate": "series"},
+            (panel,),
+            {},
+        ),
     ]
+
+
+def ar1_panel(num_series: int = 8, length: int = 100) -> torch.Tensor:
+    """Series of AR(1)s, c_s ~ N(2, 1), phi_s ~ N(0.5, 0.15), unit noise, each started at its
+    stationary mean: (num_series, length)."""
+    g = torch.Generator().manual_seed(0)
+    f64 = torch.float64
+    c = 2.0 + torch.randn(num_series, generator=g, dtype=f64)
+    phi = 0.5 + 0.15 * torch.randn(num_series, generator=g, dtype=f64)
+    y = torch.zeros(num_series, length, dtype=f64)
+    y[:, 0] = c / (1 - phi)
+    for t in range(1, length):
+        y[:, t] = c + phi * y[:, t - 1] + torch.randn(num_series, generator=g, dtype=f64)
+    return y
 
 
 def hmm_songs(n: int = 8, length: int = 12):
@@ -345,6 +369,8 @@ def numpyro_best(label, kwargs, data, args) -> dict:
         "baseball partial pooling": "baseball",
         "regression (PyroModule)": "regression",
         "logistic regression": "logistic",
+        "hierarchical AR(1)": "hierarchical_ar1",
+        "HMM model_1 (enumerated)": "hmm",
     }.get(label)
     if name is None or not args.numpyro:
         return {"error": "not measured" if args.numpyro else "no --numpyro"}
@@ -353,6 +379,8 @@ def numpyro_best(label, kwargs, data, args) -> dict:
         "baseball": {"at_bats": BASEBALL_AT_BATS, "hits": BASEBALL_HITS},
         "regression": {"X": kwargs.get("given", {}).get("x"), "y": data},
         "logistic": {"X": kwargs.get("given", {}).get("X"), "y": data},
+        "hierarchical_ar1": {"y": data},
+        "hmm": {"sequences": data, "lengths": kwargs.get("given", {}).get("lengths")},
     }[name]
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "numpyro_programs.py")
     configs = []

@@ -5,9 +5,9 @@ that has numpyro and jax; imports nothing of this project:
     PYTHON numpyro_programs.py PROGRAM DATA.npz OUT.npz --samples 500 --warmup 500 --chains 2
                                [--dense] [--vectorized]
 
-PROGRAM: eight_schools, baseball, regression, logistic. DATA.npz holds the program's arrays;
-OUT.npz gets the draws (chain, draw, ...) of every latent and the wall seconds of `MCMC.run`
-(compilation included, as a NumPyro user waits for it).
+PROGRAM: eight_schools, baseball, regression, logistic, hierarchical_ar1, hmm. DATA.npz holds
+the program's arrays; OUT.npz gets the draws (chain, draw, ...) of every latent and the wall
+seconds of `MCMC.run` (compilation included, as a NumPyro user waits for it).
 """
 
 import argparse
@@ -44,7 +44,45 @@ def models(numpyro, dist, jnp):
         with numpyro.plate("data", len(y)):
             numpyro.sample("y", dist.Bernoulli(logits=X @ w + b), obs=y)
 
+    def hierarchical_ar1(y):
+        mu_c = numpyro.sample("mu_c", dist.Normal(0.0, 5.0))
+        tau_c = numpyro.sample("tau_c", dist.HalfNormal(2.0))
+        mu_phi = numpyro.sample("mu_phi", dist.Normal(0.0, 0.5))
+        tau_phi = numpyro.sample("tau_phi", dist.HalfNormal(0.5))
+        sigma = numpyro.sample("sigma", dist.HalfNormal(2.0))
+        with numpyro.plate("series", y.shape[0]):
+            c = mu_c + tau_c * numpyro.sample("z_c", dist.Normal(0.0, 1.0))
+            phi = mu_phi + tau_phi * numpyro.sample("z_phi", dist.Normal(0.0, 1.0))
+            loc = c[:, None] + phi[:, None] * y[:, :-1]
+            numpyro.sample("obs", dist.Normal(loc, sigma).to_event(1), obs=y[:, 1:])
+
+    def hmm(sequences, lengths, hidden=2):
+        """Pyro's HMM model_1 (x_0 from state 0; a tone per Bernoulli; steps past a sequence's
+        length unobserved), the hidden states summed out by the forward algorithm written in
+        jax (lax.scan): NumPyro's enumeration needs funsor, and this is faster."""
+        from jax import lax
+        from jax.scipy.special import logsumexp
+
+        _, T, D = sequences.shape
+        probs_x = numpyro.sample("probs_x", dist.Dirichlet(0.9 * jnp.eye(hidden) + 0.1).to_event(1))
+        probs_y = numpyro.sample("probs_y", dist.Beta(0.1, 0.9).expand([hidden, D]).to_event(2))
+        s = sequences[:, :, None, :]
+        emit = (s * jnp.log(probs_y) + (1 - s) * jnp.log1p(-probs_y)).sum(-1)  # (N, T, H)
+        seen = jnp.arange(T)[None, :] < lengths[:, None]
+        log_x = jnp.log(probs_x)
+
+        def step(alpha, inputs):
+            emit_t, seen_t = inputs
+            new = logsumexp(alpha[:, :, None] + log_x[None], axis=1) + emit_t
+            return jnp.where(seen_t[:, None], new, alpha), None
+
+        alpha0 = log_x[0][None, :] + emit[:, 0]
+        alpha, _ = lax.scan(step, alpha0, (jnp.swapaxes(emit[:, 1:], 0, 1), seen[:, 1:].T))
+        numpyro.factor("obs", logsumexp(alpha, -1).sum())
+
     return {
+        "hierarchical_ar1": (hierarchical_ar1, ("y",)),
+        "hmm": (hmm, ("sequences", "lengths")),
         "eight_schools": (eight_schools, ("sigma", "y")),
         "baseball": (baseball, ("at_bats", "hits")),
         "regression": (regression, ("X", "y")),

@@ -181,13 +181,15 @@ def fit(
         as for NUTS.
       - ``"nuts"``: NUTS on ``engine="nutpie"`` (PyMC's sampler in Rust, the default where
         it is installed; its options ``low_rank`` (a low-rank mass matrix) and ``cores``
-        (chains at once, in threads; default all)) or ``engine="pyro"`` (`pyro.infer.MCMC`,
+        (chains at once, in threads; default 1: the density is evaluated one call at a time
+        and two threads only wait on each other) or ``engine="pyro"`` (`pyro.infer.MCMC`,
         chains in processes), ``num_samples``, ``warmup_steps``, ``num_chains``,
         ``target_accept_prob``, ``max_tree_depth``, started at the MAP estimate (the potential
-        whitened by its Laplace approximation where that holds); ``jit_compile`` (default None: the
-        potential is traced with `torch.jit.trace` where the traced one gives the eager
-        numbers, unless one eager evaluation takes over 0.25 s, else run eagerly; False:
-        always eager; True: traced and checked whatever it costs).
+        whitened by its Laplace approximation where that holds); ``jit_compile`` (default None:
+        the potential and its gradient are traced as one graph (`inference.tracing`), or the
+        potential alone, where the traced one gives the eager numbers, unless one eager
+        evaluation takes over 0.25 s, else run eagerly; False: always eager; True: traced and
+        checked whatever it costs).
 
     ``seed`` (default 0) makes every method reproducible without touching the global RNG;
     ``seed=None`` draws from the global RNG (a new fit each call). ``device`` ("cpu", "cuda",

@@ -12,7 +12,8 @@ from pyro import poutine
 from pyro.optim.clipped_adam import ClippedAdam
 
 from inference.evaluation.psis import PROPOSAL_K, importance_diagnostics
-from inference.laplace import checked_trace, unflatten
+from inference.laplace import unflatten
+from inference.tracing import checked_trace
 from ppl_models.runtime import warn
 
 

@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 
 import pyro
 import pyro.distributions as dist
 import torch
 
 from inference.objective import closure_of
+from inference.tracing import checked_trace, fused_trace
 from ppl_models.programs.program import transform_of
 
 MAX_DENSE = 400
@@ -190,11 +190,28 @@ class Whitened:
         return self._jitted(z)
 
     def _traced(self, z):
-        """The potential traced by `torch.jit.trace` where that gives the same numbers
-        (`checked_trace`), else False; `jit_note` says which and why."""
-        traced, note = checked_trace(self._potential_z, z, "potential")
+        """The potential and its gradient in one traced graph (`inference.tracing`), else the
+        potential traced alone, where either gives the same numbers, else False; `jit_note`
+        says which and why."""
+        traced, note = fused_trace(self._potential_z, z, "potential")
+        if traced is None:
+            traced, note = checked_trace(self._potential_z, z, "potential")
         self.jit_note = note
         return traced if traced is not None else False
+
+    def value_and_grad(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(potential, its gradient) at a flat z, detached: one call of the fused graph where
+        there is one; the gradient None where the potential is not finite."""
+        fused = getattr(self._jitted, "value_and_grad", None)
+        if fused is not None:
+            value, grad = fused(z)
+            return value, grad if torch.isfinite(value) else None
+        z = z.detach().requires_grad_(True)
+        value = self.potential({"z": z})
+        if not torch.isfinite(value):
+            return value.detach(), None
+        (grad,) = torch.autograd.grad(value, z)
+        return value.detach(), grad
 
     # -- as a Pyro program, and back to the model's parameters ------------------------------
     def __call__(self):
@@ -229,7 +246,6 @@ class Whitened:
         return {k: self.transforms[k](v) for k, v in u.items()}
 
 
-UNOPTIMIZED_NODES = 2_000  # a traced graph larger than this runs unoptimized (`_unoptimized`)
 AUTO_TRACE_SECONDS = 0.25  # an eager potential slower than this is not traced automatically
 OFF_MODE = 5.0  # Laplace sds between a point estimate and the mode found from it: a boundary
 
@@ -301,56 +317,6 @@ def unflatten(u: torch.Tensor, shapes: dict) -> dict[str, torch.Tensor]:
         out[k] = u[..., i : i + n].reshape(lead + shape)
         i += n
     return out
-
-
-def checked_trace(fn, z: torch.Tensor, what: str = "function"):
-    """(fn traced by `torch.jit.trace` at z, "jit-compiled {what}"), kept only where it gives
-    fn's value and gradient (to 1e-9; float32: 100 eps) at z and at a second point; else
-    (None, why): a program whose Python depends on the parameter values, or that cannot be
-    traced, runs eagerly."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        try:
-            traced = torch.jit.trace(fn, (z.detach().requires_grad_(),), check_trace=False)
-            if len(list(traced.graph.nodes())) > UNOPTIMIZED_NODES:
-                traced = _unoptimized(traced)
-            g = torch.Generator(device="cpu").manual_seed(1)
-            step = torch.randn(z.shape, generator=g, dtype=z.dtype).to(z.device)
-            for probe in (z.detach(), z.detach() + 0.3 * step):
-                if not _same(fn, traced, probe):
-                    return None, f"eager (the traced {what} differs from the program)"
-        except Exception as e:  # any failure to trace means: run eagerly
-            return None, f"eager (the program cannot be traced: {type(e).__name__})"
-    return traced, f"jit-compiled {what}"
-
-
-def _unoptimized(traced):
-    """A large traced graph run without TorchScript's graph optimizer: its first run
-    optimizes for a time that grows faster than the graph (an AR(1) over 120 steps with obs_mask,
-    11,000 nodes: 181 s; unoptimized 0.1 s, then 26 ms a gradient against 60 ms eager)."""
-
-    def run(z):
-        with torch.jit.optimized_execution(False):
-            return traced(z)
-
-    return run
-
-
-def _same(eager, traced, z) -> bool:
-    """Equal potential and gradient of the eager and traced potentials at z (finite)."""
-    a, b = z.clone().requires_grad_(True), z.clone().requires_grad_(True)
-    pa, pb = eager(a), traced(b)
-    (ga,) = torch.autograd.grad(pa, a)
-    (gb,) = torch.autograd.grad(pb, b)
-    if not (torch.isfinite(pa) and torch.isfinite(ga).all()):
-        return True  # outside the support: nothing to compare here
-    # 1e-9 in float64; a float32 program (HMM model_1 on float32 sequences) is held to its own
-    # precision, 100 eps (its traced gradient differs from the eager one by 1.5e-7 relative)
-    tol = max(1e-9, 100 * torch.finfo(pa.dtype).eps)
-    return bool(torch.isclose(pa, pb, rtol=tol, atol=tol)) and bool(
-        torch.allclose(ga, gb, rtol=tol, atol=tol)
-    )
 
 
 def _laplace(f, u: torch.Tensor, newton_steps: int = 20):

@@ -90,10 +90,10 @@ def test_two_chains_by_default_and_no_noise_when_all_is_well(digits):
             Independent(8),
             digits.train[:300, 20:28],
             "nuts",
-            num_samples=300,
+            num_samples=1000,  # 300 draws: max r_hat over 8 values above 1.01 in most seeds
             warmup_steps=300,
             seed=0,
         )
         summary = az.summary(f.to_arviz())
-    assert f.draws["probs"].shape[:2] == (2, 300)
+    assert f.draws["probs"].shape[:2] == (2, 1000)
     assert not summary["r_hat"].isna().any() and summary["r_hat"].max() < 1.02

@@ -106,3 +106,29 @@ def test_options_reach_the_engine(engine):
     assert f.draws["probs"].shape == (3, 30, 4)
     assert int(f.sample_stats["tree_depth"].max()) <= 2
     assert int(f.sample_stats["n_steps"].max()) <= 3
+
+
+def test_an_eager_potential_in_two_threads_gives_the_draws_of_one(digits):
+    """nutpie's chains run in threads; a potential that is not traced runs Python there (a
+    built-in model's values, Pyro's global handler stack). One evaluation at a time: two
+    threads give exactly the draws of one, and the fit's model holds no thread's values (it
+    used to keep a traced tensor, and copying the fit failed)."""
+    x = digits.train[:200, 20:26]
+    fits = [
+        inference.fit(
+            Independent(6),
+            x,
+            "nuts",
+            engine="nutpie",
+            jit_compile=False,
+            cores=cores,
+            num_samples=50,
+            warmup_steps=50,
+            seed=1,
+            progress_bar=False,
+        )
+        for cores in (2, 1)
+    ]
+    assert fits[0].info["potential"] == "eager"
+    torch.testing.assert_close(fits[0].draws["probs"], fits[1].draws["probs"], rtol=0, atol=0)
+    assert fits[0].program.model.__dict__.get("_using") is None
