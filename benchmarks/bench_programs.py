@@ -5,15 +5,20 @@ and 15).
                                                   [--warmup 500] [--chains 2] [--svi-steps 2000]
                                                   [--only chain|everyday]
                                                   [--programs WORD ...] [--skip-plain-jit]
+                                                  [--engines nutpie pyro] [--numpyro PYTHON]
 
-Pyro's everyday programs (issue 15; `ppl_models/example_programs.py`, bodies as in Pyro's
-examples): eight schools (non-centred), baseball partial pooling, the Bayesian regression
-tutorial's PyroModule, the GMM tutorial (assignments enumerated), HMM model_1 (states
-enumerated) and a logistic regression, each by ours `fit(..., "nuts")` and plain
-`pyro.infer.MCMC(NUTS(program))`, the same chains and draws, one after the other in the same
-run: wall seconds (ours includes its MAP search and Laplace approximation), min bulk ESS over
-every parameter and latent, ESS/s, largest r_hat. Target: ours ESS/s at least plain Pyro's on
-every program.
+Pyro's everyday programs (issues 15 and 26; `ppl_models/example_programs.py`, bodies as in
+Pyro's examples): eight schools (non-centred), baseball partial pooling, the Bayesian
+regression tutorial's PyroModule, the GMM tutorial (assignments enumerated), HMM model_1
+(states enumerated), a logistic regression (2,000 x 10) and a hierarchical AR(1) over 8 series
+of 100 steps, each by ours `fit(..., "nuts")` on each engine, plain
+`pyro.infer.MCMC(NUTS(program))` and, with ``--numpyro PYTHON``, NumPyro's best of four
+configurations (`benchmarks/numpyro_programs.py`: default or dense mass matrix, chains
+sequential or vectorised; HMM model_1 with its states summed out by a forward algorithm in
+jax, as NumPyro's enumeration needs funsor), the same chains and draws, one after the other in
+the same run: wall seconds (ours includes its MAP search and Laplace approximation; NumPyro's
+its compilation), min bulk ESS over every parameter and latent, ESS/s, largest r_hat.
+Targets: ours ESS/s at least plain Pyro's on every program, and twice NumPyro's (issue 26).
 
 In one run, on the shared-transition Markov chain over the 64 digit pixels (a plain function,
 `ppl_models/example_programs.py`):

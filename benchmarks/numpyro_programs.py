@@ -61,13 +61,14 @@ def models(numpyro, dist, jnp):
         length unobserved), the hidden states summed out by the forward algorithm written in
         jax (lax.scan): NumPyro's enumeration needs funsor, and this is faster."""
         from jax import lax
-        from jax.scipy.special import logsumexp
+        from jax.scipy.special import logsumexp, xlog1py, xlogy
 
         _, T, D = sequences.shape
         probs_x = numpyro.sample("probs_x", dist.Dirichlet(0.9 * jnp.eye(hidden) + 0.1).to_event(1))
         probs_y = numpyro.sample("probs_y", dist.Beta(0.1, 0.9).expand([hidden, D]).to_event(2))
         s = sequences[:, :, None, :]
-        emit = (s * jnp.log(probs_y) + (1 - s) * jnp.log1p(-probs_y)).sum(-1)  # (N, T, H)
+        # Bernoulli log density, 0 log 0 = 0 (Beta(0.1, 0.9) draws reach 0 and 1 in float64)
+        emit = (xlogy(s, probs_y) + xlog1py(1 - s, -probs_y)).sum(-1)  # (N, T, H)
         seen = jnp.arange(T)[None, :] < lengths[:, None]
         log_x = jnp.log(probs_x)
 
