@@ -11,9 +11,9 @@ statsmodels' AutoReg.
 
 --numpyro PYTHON: an interpreter with numpyro and jax (NumPyro is not a dependency of this
 project; make one outside it: `python3 -m venv ../numpyro-venv && ../numpyro-venv/bin/pip
-install numpyro jax`). NumPyro's AR(2) (benchmarks/numpyro_ar2.py, the same priors) runs there
-with its default and dense mass matrix, chains sequential and vectorised, interleaved with ours;
-ESS and r_hat of every row come from the same ArviZ call here.
+install numpyro jax`). NumPyro's AR(2) (benchmarks/numpyro_programs.py ar2, the same priors)
+runs there with its default and dense mass matrix, chains sequential and vectorised, interleaved
+with ours; ESS and r_hat of every row come from the same ArviZ call here.
 
 Targets (issue 3): our NUTS <= 15 s and >= 40 ESS/s for 2 chains x (1000 warm-up + 1000 draws);
 the plain version measured 123 s (about 5 ESS/s); MLE no slower than AutoReg. Prints a table and
@@ -115,16 +115,17 @@ def numpyro_row(python: str, y, args, dense: bool, vectorized: bool) -> dict:
     import tempfile
     from pathlib import Path
 
-    script = Path(__file__).resolve().parent / "numpyro_ar2.py"
+    script = Path(__file__).resolve().parent / "numpyro_programs.py"
     label = (
         f"NumPyro NUTS dense_mass={dense}, chains {'vectorized' if vectorized else 'sequential'}"
     )
     with tempfile.TemporaryDirectory() as tmp:
-        np.save(f"{tmp}/y.npy", y.numpy())
+        np.savez(f"{tmp}/y.npz", y=y.numpy())
         cmd = [
             python,
             str(script),
-            f"{tmp}/y.npy",
+            "ar2",
+            f"{tmp}/y.npz",
             f"{tmp}/out.npz",
             "--samples",
             str(args.samples),

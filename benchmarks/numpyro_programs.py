@@ -1,13 +1,13 @@
-"""NumPyro's versions of the everyday programs of benchmarks/bench_programs.py (the same priors
-and likelihoods, float64), for `bench_programs.py --numpyro PYTHON`. Runs in any interpreter
-that has numpyro and jax; imports nothing of this project:
+"""NumPyro's versions of the everyday programs of benchmarks/bench_programs.py and the AR(2) of
+bench_ar.py (the same priors and likelihoods, float64), for their `--numpyro PYTHON`. Runs in
+any interpreter that has numpyro and jax; imports nothing of this project:
 
     PYTHON numpyro_programs.py PROGRAM DATA.npz OUT.npz --samples 500 --warmup 500 --chains 2
                                [--dense] [--vectorized]
 
-PROGRAM: eight_schools, baseball, regression, logistic, hierarchical_ar1, hmm. DATA.npz holds
-the program's arrays; OUT.npz gets the draws (chain, draw, ...) of every latent and the wall
-seconds of `MCMC.run` (compilation included, as a NumPyro user waits for it).
+PROGRAM: ar2, eight_schools, baseball, regression, logistic, hierarchical_ar1, hmm. DATA.npz
+holds the program's arrays; OUT.npz gets the draws (chain, draw, ...) of every latent and the
+wall seconds of `MCMC.run` (compilation included, as a NumPyro user waits for it).
 """
 
 import argparse
@@ -81,7 +81,20 @@ def models(numpyro, dist, jnp):
         alpha, _ = lax.scan(step, alpha0, (jnp.swapaxes(emit[:, 1:], 0, 1), seen[:, 1:].T))
         numpyro.factor("obs", logsumexp(alpha, -1).sum())
 
+    def ar2(y):
+        """The priors of ppl_models' AutoRegressive(2), scaled by the series' mean and sd."""
+        m, s = y.mean(), y.std(ddof=1)
+        sigma2 = dist.InverseGamma(0.5, s**2 / 2)
+        sigma = numpyro.sample(
+            "sigma", dist.TransformedDistribution(sigma2, [dist.transforms.PowerTransform(0.5)])
+        )
+        phi = numpyro.sample("phi", dist.Normal(jnp.zeros(2), 5 * sigma / s).to_event(1))
+        const = numpyro.sample("const", dist.Normal(m * (1 - phi.sum()), 5 * sigma))
+        mean = const + phi[0] * y[1:-1] + phi[1] * y[:-2]
+        numpyro.sample("y", dist.Normal(mean, sigma).to_event(1), obs=y[2:])
+
     return {
+        "ar2": (ar2, ("y",)),
         "hierarchical_ar1": (hierarchical_ar1, ("y",)),
         "hmm": (hmm, ("sequences", "lengths")),
         "eight_schools": (eight_schools, ("sigma", "y")),

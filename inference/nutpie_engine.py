@@ -6,9 +6,10 @@ engine runs (unconstrained, whitened by the Laplace approximation where that hol
 where proven equal, discrete latents summed out), through `nutpie.compiled_pyfunc.from_pyfunc`:
 one callback per gradient (a flat float64 vector in; log density and gradient out). nutpie
 brings its own warm-up (a diagonal mass matrix adapted from draws and gradients; low rank on
-request) and builds its trees in Rust, its chains in threads (torch releases the GIL while it
-computes). What comes back is put in the Pyro engine's form: draws of z per chain and the same
-sample statistics under ArviZ's names.
+request) and builds its trees in Rust; the chains run one after another in one thread unless
+``cores`` says otherwise (the density is evaluated one call at a time). What comes back is
+put in the Pyro engine's form: draws of z per chain and the same sample statistics under
+ArviZ's names.
 """
 
 from __future__ import annotations

@@ -178,29 +178,21 @@ def logistic_regression(X, y=None):
         return pyro.sample("y", dist.Bernoulli(logits=X @ w + b), obs=y)
 
 
-def hierarchical_ar1(y=None, num_series=None, length=None):
+def hierarchical_ar1(y):
     """AR(1) per series with partially pooled constants and coefficients (non-centred):
     y_(s,t) ~ N(c_s + phi_s y_(s,t-1), sigma) for t >= 1 given y_(s,0), c_s = mu_c + tau_c
     z_s, phi_s = mu_phi + tau_phi w_s, z_s, w_s ~ N(0, 1); mu_c ~ N(0, 5), tau_c ~
     HalfNormal(2), mu_phi ~ N(0, 0.5), tau_phi ~ HalfNormal(0.5), sigma ~ HalfNormal(2).
-    A series per row of y; 5 + 2 S parameters."""
-    S, T = y.shape if y is not None else (num_series, length)
-    zero = torch.zeros((), dtype=f64 if y is None else y.dtype)
+    A series per row of y; 5 + 2 S parameters (benchmarks/bench_programs.py fits it)."""
+    zero = torch.zeros((), dtype=y.dtype)
     mu_c = pyro.sample("mu_c", dist.Normal(zero, 5.0))
     tau_c = pyro.sample("tau_c", dist.HalfNormal(zero + 2.0))
     mu_phi = pyro.sample("mu_phi", dist.Normal(zero, 0.5))
     tau_phi = pyro.sample("tau_phi", dist.HalfNormal(zero + 0.5))
     sigma = pyro.sample("sigma", dist.HalfNormal(zero + 2.0))
-    with pyro.plate("series", S):
+    with pyro.plate("series", len(y)):
         c = mu_c + tau_c * pyro.sample("z_c", dist.Normal(zero, 1.0))
         phi = mu_phi + tau_phi * pyro.sample("z_phi", dist.Normal(zero, 1.0))
-        if y is None:  # generate: each series from 0, step by step
-            values = [torch.zeros(S, dtype=zero.dtype)]
-            for _ in range(T - 1):
-                values.append(
-                    pyro.sample(f"y_{len(values)}", dist.Normal(c + phi * values[-1], sigma))
-                )
-            return torch.stack(values, -1)
         loc = c[:, None] + phi[:, None] * y[:, :-1]
         return pyro.sample("obs", dist.Normal(loc, sigma).to_event(1), obs=y[:, 1:])
 
