@@ -248,8 +248,9 @@ class Fit:
         """Per-datum log-density in nats: the model's for MLE/MAP, the exact posterior predictive
         for ``exact``, and ``log mean_s p(x | theta_s)`` over the draws for SVI/NUTS, continuous
         local latents integrated by Monte Carlo from their prior (``particles`` per draw; the
-        standard error is in `report`). `given`: the program's other arguments for these data
-        (new covariates)."""
+        standard error is in `report`), imputed missing values integrated (one entry per
+        observed value; `ppl_models.programs.imputation`). `given`: the program's other
+        arguments for these data (new covariates)."""
         return self._log_density(x, given, particles)[0]
 
     def _log_density(self, x, given, particles):
@@ -258,9 +259,12 @@ class Fit:
         x = p.validate(x)
         if self.posterior is not None:
             return self.posterior.log_predictive(x), None, 0
+        draws = self.draws if self.bayesian else None
         if p.local:
-            draws = self.draws if self.bayesian else None
             return p.marginal_log_prob(x, draws, particles, args=p.args if given else None)
+        integrated = p.integrated_log_prob(x, draws, particles, args=p.args if given else None)
+        if integrated is not None:
+            return integrated
         if self.method in ("svi", "nuts"):
             ll = self._pointwise(p, x, given).flatten(0, 1)
             return torch.logsumexp(ll, 0) - math.log(ll.shape[0]), None, 0

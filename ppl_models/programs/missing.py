@@ -19,11 +19,18 @@ class MaskedMissing(pyro.poutine.messenger.Messenger):
     entry is no observation, and a NaN in it would make every gradient NaN (the masked
     log-density is multiplied by 0, and 0 * NaN is NaN). A NaN the mask keeps stays NaN (the
     program then observes a missing value: `Program.discover` says so). It runs only for a
-    program discovered on data with NaN (`Program.missing`)."""
+    program discovered on data with NaN (`Program.missing`); the latents the run conditions
+    (`latents`: a draw's values, NaN in a probe) are left as they are."""
+
+    def __init__(self, latents=()):
+        super().__init__()
+        self.latents = set(latents)
 
     def _pyro_sample(self, msg):
         value = msg["value"]
         if not msg["is_observed"] or not torch.is_tensor(value) or not value.is_floating_point():
+            return
+        if msg["name"] in self.latents:
             return
         nan = torch.isnan(value)
         if not nan.any():

@@ -192,9 +192,10 @@ class Program(Scoring, Generating, Values):
         return self.args.given
 
     def with_given(self, given: dict | None) -> Program:
-        """A copy whose calls pass `given` (updating the fit's own): new covariates."""
+        """A copy passing `given` (new covariates); imputed latents read first on the fit's own."""
         if not given:
             return self
+        self._imputed = self.imputed if self._roles is not None else None
         p = copy.copy(self)
         p.args = with_given(self.args, self.model, self.label, given, self.device, self.dtype)
         return p
@@ -346,7 +347,7 @@ class Program(Scoring, Generating, Values):
             cast,
             default_dtype(self.dtype),
             pyro_internals.whole_plates(),
-            MaskedMissing() if self.missing else contextlib.nullcontext(),
+            MaskedMissing(conditioned) if self.missing else contextlib.nullcontext(),
         ):
             return call(
                 poutine.condition(fn, data=conditioned),

@@ -57,9 +57,8 @@ class Scoring:
         )
         if rest:  # conditional priors: the program run once at `values` (which may be extreme)
             globals_ = {k: v for k, v in values.items() if k not in set(self.local)}
-            part, n = self._probe
+            part, args = self.discovery_data()
             x = self.validate(part)
-            args = self.args.rows(slice(0, len(part)), n) if len(part) < n else self.args
             with poutine.block(), pyro.validation_enabled(False):
                 tr = self.trace(x=x, values=globals_, enumerate_=False, args=args)
             out.update({k: tr.nodes[k]["fn"] for k in rest})
@@ -147,7 +146,7 @@ class Scoring:
                     lp = lp + tr.nodes[k]["log_prob_sum"]
         for k in self.joint_terms:  # pyro.factor and observations outside the data plate
             lp = lp + tr.nodes[k]["log_prob_sum"]
-        return self._pointwise(tr, values), lp
+        return self.trace_pointwise(tr, values), lp
 
     def each_draw(self, draws: dict) -> tuple[torch.Size, list[dict]]:
         """The (chain, draw) shape of `draws` (name -> (chain, draw, ...)) and the program's
@@ -186,7 +185,9 @@ class Scoring:
             tr = self.trace(x=x, values=values, args=args)
         return lp + tr.log_prob_sum(lambda name, site: name not in hooked and not skip(site))
 
-    def _pointwise(self, tr, values, particles: bool = False) -> torch.Tensor:
+    def trace_pointwise(self, tr, values, particles: bool = False) -> torch.Tensor:
+        """Per-datum log-likelihood of a trace whose log-probs are computed, the sites at
+        `values` conditioned (`densities.pointwise`)."""
         roles = self.roles
         conditioned = {k for k in values if self._role(k) != "param"} | set(self.joint_terms)
         out = pointwise(tr, conditioned, roles.data_plate, roles.sequential, particles)
@@ -226,13 +227,41 @@ class Scoring:
 
         return marginal_log_prob(self, x, draws, particles, args)
 
+    def discovery_data(self):
+        """(the data the program was discovered on, its arguments for them): a few rows, or all
+        where the program needs all."""
+        part, n = self._probe
+        return part, self.args.rows(slice(0, len(part)), n) if len(part) < n else self.args
+
+    @property
+    def imputed(self) -> list[str]:
+        """The latents that impute missing values of the data the program was discovered on
+        (`ppl_models.programs.imputation`)."""
+        if getattr(self, "_imputed", None) is None:
+            from ppl_models.programs.imputation import imputed_latents
+
+            found = not self.ours and self.roles.named("global")
+            self._imputed = imputed_latents(self) if found else []
+        return self._imputed
+
+    @torch.no_grad()
+    def integrated_log_prob(self, x, draws=None, particles=None, args=None):
+        """(log p(x_i) (N observed values,), its standard error, importance draws per datum)
+        with the imputed missing values integrated, or None when the program imputes none in
+        `x` (`ppl_models.programs.imputation`)."""
+        if self.ours or not self.roles.named("global") and not self.missing:
+            return None
+        from ppl_models.programs.imputation import marginal_log_prob
+
+        return marginal_log_prob(self, x, draws, particles, args)
+
     def pointwise_of(self, x, values, args=None, particles: int | None = None):
         """Per-datum log-likelihood of one trace at `values` (no gradient checks); with
         `particles`, (particles, N) under an outer particle plate."""
         with poutine.block(), pyro.validation_enabled(False):
             tr = self.trace(x=x, values=values, args=args, particles=particles)
             tr.compute_log_prob()
-        return self._pointwise(tr, values, particles=particles is not None)
+        return self.trace_pointwise(tr, values, particles=particles is not None)
 
 
 def _elementwise(d):

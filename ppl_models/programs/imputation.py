@@ -1,0 +1,323 @@
+"""Held-out densities of programs that impute missing values: the imputed values integrated.
+
+A program that imputes missing data samples them as latents: Pyro's ``y_unobserved`` beside an
+observation with ``obs_mask``; a latent vector the program puts into the observed series
+(NumPyro's idiom, or on data with NaN); a latent step named like the observed ones
+(``obs=None`` where a value is missing). Conditioning on them (a posterior draw's, or a point
+fit's imputed values) is right for a draw's pointwise log-likelihood (ArviZ's convention), but a
+density of the *data* must integrate them:
+
+    log p(x_obs | theta) = log integral p(x_obs, z | theta) dz,
+
+which `marginal_log_prob` estimates at each parameter draw by importance sampling from the
+Laplace approximation at the conditional mode of z (exact when z is Gaussian given theta, as in
+a Gaussian AR with gaps, where it equals the Kalman filter's likelihood).
+
+Per datum: the data whose terms do not involve z keep their own terms; the integrated rest
+(log p(x_obs | theta) minus those) is shared equally by the data whose terms involve z (the
+entries are a split of the total, which is exact). Entries whose observed value *is* an imputed
+value are no data and are left out (N counts the observed values).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pyro
+import torch
+from pyro import poutine
+from torch.distributions import biject_to
+
+from ppl_models.programs.densities import LogMeanExp
+from ppl_models.programs.roles import skip
+
+IMPUTE_DRAWS = 100  # posterior draws the held-out density integrates at (thinned evenly)
+IMPORTANCE_BUDGET = 4096  # importance draws over all parameter draws
+IMPORTANCE_MAX = 256  # importance draws at one parameter value
+PROPOSAL_DF = 4  # the Student-t proposal's degrees of freedom where z is not Gaussian
+
+
+def imputed_latents(program) -> list[str]:
+    """The latents that impute missing values in the data the program was discovered on: those
+    `imputing` names in its trace, and the global latents it puts into an observed value (some
+    values of an observed site become NaN when the latent is NaN, not all: a parameter moves
+    every value or none)."""
+    part, args = program.discovery_data()
+    base = _nan_values(program, part, program.values, args)
+    found = imputing(program, base[1], program.values, known=()) if base else []
+    for name in program.roles.named("global"):
+        if name in found or not program.values[name].is_floating_point():
+            continue
+        values = {**program.values, name: torch.full_like(program.values[name], math.nan)}
+        probe = _nan_values(program, part, values, args)
+        for k, nan in (probe[0] if probe else {}).items():
+            old = base[0].get(k, torch.zeros_like(nan))
+            if (nan & ~old).any() and not (nan | old).all():
+                found.append(name)
+                break
+    return found
+
+
+def _nan_values(program, x, values, args):
+    """(observed site -> where its value is NaN, the trace) of one run at `values` (None if
+    it fails)."""
+    try:
+        with torch.no_grad(), poutine.block(), pyro.validation_enabled(False):
+            tr = program.trace(x=x, values=values, enumerate_=False, args=args)
+    except Exception:  # a program that cannot run on NaN has no latent in its data
+        return None
+    nan = {
+        k: torch.isnan(s["value"])
+        for k, s in tr.nodes.items()
+        if not skip(s)
+        and s["is_observed"]
+        and k not in values
+        and torch.is_tensor(s["value"])
+        and s["value"].is_floating_point()
+        and s["value"].numel()
+    }
+    return nan, tr
+
+
+def imputing(program, tr, conditioned, known=None) -> list[str]:
+    """The sites of trace `tr` (run with the values `conditioned`) that impute missing values
+    (see the module docstring); `known`: names found before (default `program.imputed`)."""
+    known = set(program.imputed if known is None else known)
+    observed = {
+        k: s["value"].shape
+        for k, s in tr.nodes.items()
+        if not skip(s) and s["is_observed"] and k not in conditioned
+    }
+    out = []
+    for name, site in tr.nodes.items():
+        if skip(site) or name in observed or site["fn"].support.is_discrete:
+            continue
+        pyro_pair = _pyro_unobserved(tr, name)
+        if pyro_pair is False:
+            continue
+        if pyro_pair or name in known or _named_like(name, site, observed):
+            out.append(name)
+    return out
+
+
+def _pyro_unobserved(tr, name) -> bool | None:
+    """Pyro's latent beside an observation with ``obs_mask``: True where it imputes a value,
+    False where the mask keeps every value (no density), None for any other site."""
+    if not name.endswith("_unobserved") or name[: -len("unobserved")] + "observed" not in tr:
+        return None
+    mask = tr.nodes[name]["mask"]
+    return not (mask is False or (torch.is_tensor(mask) and not bool(mask.any())))
+
+
+def _named_like(name, site, observed) -> bool:
+    """``y_7`` drawn where ``y_6`` and ``y_8`` are observed: a step of the series left missing."""
+    m = re.fullmatch(r"(.*?)(\d+)", name)
+    if m is None:
+        return False
+    pattern = re.compile(re.escape(m.group(1)) + r"\d+")
+    shape = site["value"].shape
+    return any(pattern.fullmatch(k) and s == shape for k, s in observed.items())
+
+
+@torch.no_grad()
+def marginal_log_prob(program, x, draws=None, particles: int | None = None, args=None):
+    """(log p(x_i) over the observed values (N,), its standard error (N,), importance draws per
+    datum): the imputed values integrated at each parameter draw (draws: name -> (chain, draw,
+    ...), thinned to IMPUTE_DRAWS; None: the program's values). None when the program imputes
+    nothing in `x`. Seeded: the same call gives the same number."""
+    args = program.args if args is None else args
+    start = {k: v for k, v in program.values.items() if k not in set(program.imputed)}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        integral = Integral(program, x, start, args)
+        if not integral.names:
+            return None
+        flat = {
+            k: v.reshape(-1, *v.shape[2:])
+            for k, v in (draws or {}).items()
+            if k not in integral.names and k not in set(program.imputed)
+        }
+        S = next(iter(flat.values())).shape[0] if flat else 1
+        keep = torch.linspace(0, S - 1, min(S, IMPUTE_DRAWS)).round().long().unique().tolist()
+        K = particles or max(16, min(IMPORTANCE_MAX, IMPORTANCE_BUDGET // len(keep)))
+        acc = LogMeanExp()
+        for s in keep:
+            lp, se = integral.per_datum({**start, **{k: v[s] for k, v in flat.items()}}, K)
+            acc.add(lp[None])
+    if len(keep) > 1:
+        return (*acc.result(), len(keep) * K)
+    return lp, se, K
+
+
+class Integral:
+    """log integral p(x, z | theta) dz over the imputed values z of `x`, at any theta."""
+
+    def __init__(self, program, x, values, args):
+        self.program, self.x, self.args = program, x, args
+        with torch.no_grad(), poutine.block(), pyro.validation_enabled(False):
+            tr = program.trace(x=x, values=values, enumerate_=False, args=args)
+        self.names = imputing(program, tr, values)
+        self.start = {k: tr.nodes[k]["value"].detach() for k in self.names}
+        self.transforms = {k: biject_to(tr.nodes[k]["fn"].support) for k in self.names}
+        self.sizes = [v.numel() for v in self.start.values()]
+        self.entries = None  # (touched, imputed) masks over the pointwise entries
+        self.last = None  # the last mode (unconstrained): the next draw's start
+        self.generator = None  # importance draws' (seeded on the values' device)
+
+    def _unflatten(self, u):
+        z, logdet = {}, u.new_zeros(())
+        for (k, v), part in zip(self.start.items(), u.split(self.sizes)):
+            t = self.transforms[k]
+            ru = part.reshape(v.shape)
+            z[k] = t(ru)
+            logdet = logdet + t.log_abs_det_jacobian(ru, z[k]).sum()
+        return z, logdet
+
+    def _terms(self, theta, z):
+        """(pointwise entries, log density of the imputed sites) at theta and z."""
+        values = {**theta, **z}
+        with poutine.block(), pyro.validation_enabled(False):
+            tr = self.program.trace(x=self.x, values=values, args=self.args)
+            tr.compute_log_prob()
+        ll = self.program.trace_pointwise(tr, values)
+        lz = ll.new_zeros(())
+        for k in self.names:
+            lz = lz + tr.nodes[k]["log_prob_sum"]
+        return ll, lz, tr
+
+    def log_joint(self, theta, u):
+        z, logdet = self._unflatten(u)
+        ll, lz, _ = self._terms(theta, z)
+        return ll.sum() + lz + logdet
+
+    def mode(self, theta, u0):
+        """The conditional mode of z (unconstrained) and the Cholesky factor of the negative
+        Hessian there."""
+        u = u0.clone().requires_grad_(True)
+        opt = torch.optim.LBFGS(
+            [u],
+            lr=1.0,
+            max_iter=200,
+            tolerance_grad=1e-10,
+            tolerance_change=1e-14,
+            line_search_fn="strong_wolfe",
+        )
+
+        def closure():
+            opt.zero_grad()
+            loss = -self.log_joint(theta, u)
+            loss.backward()
+            return loss
+
+        with torch.enable_grad():
+            opt.step(closure)
+            u = u.detach()
+            for _ in range(3):  # Newton from there: exact for a Gaussian in z
+                H = -torch.autograd.functional.hessian(lambda v: self.log_joint(theta, v), u)
+                ug = u.clone().requires_grad_(True)
+                (g,) = torch.autograd.grad(self.log_joint(theta, ug), ug)
+                L, info = torch.linalg.cholesky_ex(H)
+                if info:
+                    raise ValueError(
+                        f"the imputed values {', '.join(self.names)} have no conditional mode "
+                        "with a positive-definite curvature at these parameters, so their "
+                        "integral (the density of these data) cannot be approximated here: score "
+                        "data without gaps there, or read fit.pointwise_log_likelihood(x) "
+                        "(conditional on the imputed values)"
+                    )
+                step = torch.cholesky_solve(g[:, None], L)[:, 0]
+                u = u + step
+                if float(step.abs().max()) < 1e-10 * (1 + float(u.abs().max())):
+                    break
+        return u, L
+
+    def per_datum(self, theta, K: int):
+        """(log-density of each observed value, its standard error) at theta (see the module
+        docstring), K importance draws from the Laplace approximation."""
+        if self.last is None:
+            self.last = torch.cat(
+                [self.transforms[k].inv(v).reshape(-1) for k, v in self.start.items()]
+            )
+        u_hat, L = self.mode(theta, self.last)
+        self.last = u_hat
+        acc, drawn, df = LogMeanExp(), 0, None
+        while drawn < K:  # in batches of 16
+            log_w = self._weights(theta, u_hat, L, min(16, K - drawn), df)
+            if df is None and float(log_w.max() - log_w.min()) < 1e-9 * (
+                1 + float(log_w.abs().max())
+            ):  # weights all equal: z is Gaussian given theta, the Laplace integral is exact
+                acc.add(log_w[:, None])
+                break
+            if df is None:  # else heavier tails than the Gaussian's: a Student-t proposal
+                df = PROPOSAL_DF
+                continue
+            acc.add(log_w[:, None])
+            drawn += len(log_w)
+        log_z, se = (t[0] for t in acc.result())
+        z, _ = self._unflatten(u_hat)
+        ll, _, tr = self._terms(theta, z)
+        touched, imputed = self._entries(theta, z, tr)
+        data = ~imputed
+        rest = log_z - ll[~touched].sum()
+        share = touched & data
+        m = int(share.sum())
+        out = torch.where(share, rest / max(m, 1), ll)[data]
+        se_out = torch.where(share, se / math.sqrt(max(m, 1)), torch.zeros_like(ll))[data]
+        return out, se_out
+
+    def _randn(self, *shape):
+        u = self.last
+        if self.generator is None:
+            self.generator = torch.Generator(device=u.device).manual_seed(0)
+        return torch.randn(*shape, dtype=u.dtype, device=u.device, generator=self.generator)
+
+    def _weights(self, theta, u_hat, L, k: int, df: int | None):
+        """log p(x, z_j | theta) - log q(z_j) at k draws from the Laplace approximation
+        (mean u_hat, precision L L^T): Gaussian, or multivariate Student-t with `df`."""
+        d = u_hat.numel()
+        eps = self._randn(k, d)
+        log_det = L.diagonal().log().sum()
+        if df is None:
+            scale = torch.ones(k, dtype=u_hat.dtype, device=u_hat.device)
+            log_q = log_det - 0.5 * (d * math.log(2 * math.pi) + (eps**2).sum(-1))
+        else:  # a chi-square(df) draw as a sum of df squared normals (seeded)
+            scale = ((self._randn(k, df) ** 2).sum(-1) / df).rsqrt()
+            r2 = (eps**2).sum(-1) * scale**2
+            log_q = (
+                log_det
+                + math.lgamma((df + d) / 2)
+                - math.lgamma(df / 2)
+                - 0.5 * d * math.log(df * math.pi)
+                - 0.5 * (df + d) * torch.log1p(r2 / df)
+            )
+        us = u_hat + scale[:, None] * torch.linalg.solve_triangular(L.T, eps.T, upper=True).T
+        return torch.stack([self.log_joint(theta, v) for v in us]) - log_q
+
+    def _entries(self, theta, z, clean):
+        """Pointwise entries whose terms involve z (NaN when z is NaN), and those whose observed
+        value is an imputed value (NaN when only the observed values take z's NaN)."""
+        if self.entries is None:
+            nan = {k: torch.full_like(v, math.nan) for k, v in z.items()}
+            values = {**theta, **nan}
+            with poutine.block(), pyro.validation_enabled(False):
+                probe = self.program.trace(x=self.x, values=values, args=self.args)
+                probe.compute_log_prob()
+                touched = torch.isnan(self.program.trace_pointwise(probe, values))
+                mixed = clean.copy()
+                for k, s in clean.nodes.items():
+                    if s["type"] == "sample" and s["is_observed"] and k in probe.nodes:
+                        node = {
+                            key: v
+                            for key, v in s.items()
+                            if key not in ("log_prob", "log_prob_sum", "unscaled_log_prob")
+                        }
+                        node["value"] = probe.nodes[k]["value"]
+                        mixed.nodes[k] = node
+                mixed.compute_log_prob()
+                imputed = torch.isnan(self.program.trace_pointwise(mixed, {**theta, **z}))
+            self.entries = (touched | imputed, imputed)
+        return self.entries
+
+
+__all__ = ["IMPUTE_DRAWS", "Integral", "imputed_latents", "imputing", "marginal_log_prob"]
