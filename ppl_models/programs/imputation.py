@@ -193,15 +193,60 @@ class Integral:
 
     def mode(self, theta, u0):
         """The conditional mode of z (unconstrained) and the Cholesky factor of the negative
-        Hessian there."""
+        Hessian there: Newton's method from u0 (one step where z is Gaussian given theta; the
+        last draw's mode is the next one's start), else an L-BFGS search first."""
+        with torch.enable_grad():
+            found = self._newton(theta, u0)
+            if found is None:
+                found = self._newton(theta, self._lbfgs(theta, u0))
+        if found is None:
+            raise ValueError(
+                f"the imputed values {', '.join(self.names)} have no conditional mode with a "
+                "positive-definite curvature at these parameters, so their integral (the "
+                "density of these data) cannot be approximated here: score data without gaps "
+                "there, or read fit.pointwise_log_likelihood(x) (conditional on the imputed "
+                "values)"
+            )
+        return found
+
+    def _grad(self, theta, u):
+        u = u.detach().requires_grad_(True)
+        value = self.log_joint(theta, u)
+        return value.detach(), torch.autograd.grad(value, u)[0]
+
+    def _newton(self, theta, u, steps: int = 20):
+        """(mode, Cholesky factor of -Hessian) by Newton steps with step halving, the Hessian
+        taken again only where a step leaves the gradient large; None where it fails."""
+        value, g = self._grad(theta, u)
+        L = None
+        for _ in range(steps):
+            if L is None:
+                H = -torch.autograd.functional.hessian(lambda v: self.log_joint(theta, v), u)
+                L, info = torch.linalg.cholesky_ex(H)
+                if info or not torch.isfinite(L).all():
+                    return None
+            step = torch.cholesky_solve(g[:, None], L)[:, 0]
+            if float(g @ step) < 1e-18 * (1 + abs(float(value))):  # Newton decrement: there
+                return u, L
+            for _ in range(30):
+                new = u + step
+                new_value, new_g = self._grad(theta, new)
+                if torch.isfinite(new_value) and new_value >= value - 1e-12 * abs(float(value)):
+                    break
+                step = step / 2
+            else:
+                return None
+            u, value, g = new, new_value, new_g
+            if float(g @ torch.cholesky_solve(g[:, None], L)[:, 0]) > 1e-18 * (
+                1 + abs(float(value))
+            ):
+                L = None  # not there yet: the curvature again at the new point
+        return None
+
+    def _lbfgs(self, theta, u0):
         u = u0.clone().requires_grad_(True)
         opt = torch.optim.LBFGS(
-            [u],
-            lr=1.0,
-            max_iter=200,
-            tolerance_grad=1e-10,
-            tolerance_change=1e-14,
-            line_search_fn="strong_wolfe",
+            [u], lr=1.0, max_iter=500, tolerance_grad=1e-8, line_search_fn="strong_wolfe"
         )
 
         def closure():
@@ -210,27 +255,8 @@ class Integral:
             loss.backward()
             return loss
 
-        with torch.enable_grad():
-            opt.step(closure)
-            u = u.detach()
-            for _ in range(3):  # Newton from there: exact for a Gaussian in z
-                H = -torch.autograd.functional.hessian(lambda v: self.log_joint(theta, v), u)
-                ug = u.clone().requires_grad_(True)
-                (g,) = torch.autograd.grad(self.log_joint(theta, ug), ug)
-                L, info = torch.linalg.cholesky_ex(H)
-                if info:
-                    raise ValueError(
-                        f"the imputed values {', '.join(self.names)} have no conditional mode "
-                        "with a positive-definite curvature at these parameters, so their "
-                        "integral (the density of these data) cannot be approximated here: score "
-                        "data without gaps there, or read fit.pointwise_log_likelihood(x) "
-                        "(conditional on the imputed values)"
-                    )
-                step = torch.cholesky_solve(g[:, None], L)[:, 0]
-                u = u + step
-                if float(step.abs().max()) < 1e-10 * (1 + float(u.abs().max())):
-                    break
-        return u, L
+        opt.step(closure)
+        return u.detach()
 
     def per_datum(self, theta, K: int):
         """(log-density of each observed value, its standard error) at theta (see the module
@@ -242,8 +268,8 @@ class Integral:
         u_hat, L = self.mode(theta, self.last)
         self.last = u_hat
         acc, drawn, df = LogMeanExp(), 0, None
-        while drawn < K:  # in batches of 16
-            log_w = self._weights(theta, u_hat, L, min(16, K - drawn), df)
+        while drawn < K:  # 4 Gaussian draws, then (not all equal) batches of 16 Student-t
+            log_w = self._weights(theta, u_hat, L, min(4 if df is None else 16, K - drawn), df)
             if df is None and float(log_w.max() - log_w.min()) < 1e-9 * (
                 1 + float(log_w.abs().max())
             ):  # weights all equal: z is Gaussian given theta, the Laplace integral is exact
