@@ -115,6 +115,7 @@ def main():
     p.add_argument("--dense", action="store_true")
     p.add_argument("--vectorized", action="store_true")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--warm", action="store_true", help="a short run of another model first")
     a = p.parse_args()
     import jax
 
@@ -125,6 +126,15 @@ def main():
     import numpyro.distributions as dist
     from numpyro.infer import MCMC, NUTS
 
+    if a.warm:  # what a process pays once (jax's runtime, first dispatches), as ours warms up
+
+        def tiny(y):
+            mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+            with numpyro.plate("data", len(y)):
+                numpyro.sample("obs", dist.Normal(mu, 1.0), obs=y)
+
+        warm = MCMC(NUTS(tiny), num_warmup=20, num_samples=20, progress_bar=False)
+        warm.run(jax.random.PRNGKey(1), jnp.linspace(-1.0, 1.0, 5))
     model, names = models(numpyro, dist, jnp)[a.program]
     data = np.load(a.data)
     args = [jnp.asarray(data[k]) for k in names]
