@@ -153,9 +153,32 @@ def point_fit(
     if checked:
         info["gradient"] = _check_gradient(objective, x, f"{method} {program.label}")
     fitted = program.with_values(objective.values(exact=True))
+    if not joint:
+        fitted = _integrate_imputed(fitted, x, prior, info, f"{method} {program.label}")
     return Fit(
         fitted, method, x, losses=info.pop("losses"), info={"solver": solver, **first, **info}
     )
+
+
+def _integrate_imputed(program, x, prior: bool, info: dict, label: str):
+    """A program that imputes missing values: the search above maximised over them too (a
+    joint mode); the likelihood of the observed values integrates them, so its maximum is
+    taken from there (`Program.integrated_point`; on an AR(1) with 8 of 120 values missing,
+    sigma 1.969 -> 2.039, the Kalman filter's MLE). Where that fails, the joint mode is kept,
+    with a warning."""
+    try:
+        values = program.integrated_point(x, prior)
+    except (ValueError, RuntimeError) as e:
+        warn(
+            f"{label}: the imputed values could not be integrated ({e}); the estimate is the "
+            "joint mode over the parameters and the imputed values"
+        )
+        info["imputed"] = "joint mode (integrating them failed)"
+        return program
+    if values is None:
+        return program
+    info["imputed"] = "integrated (Laplace at their conditional mode)"
+    return program.with_values(values)
 
 
 GRADIENT_LIMIT = 1e-3  # largest |d loss / d u| (per datum) of a fit called an optimum

@@ -30,7 +30,7 @@ from pyro import poutine
 from torch.distributions import biject_to
 
 from ppl_models.programs.densities import LogMeanExp
-from ppl_models.programs.roles import skip
+from ppl_models.programs.roles import skip, transform_of
 
 IMPUTE_DRAWS = 100  # posterior draws the held-out density integrates at (thinned evenly)
 IMPORTANCE_BUDGET = 4096  # importance draws over all parameter draws
@@ -150,6 +150,53 @@ def marginal_log_prob(program, x, draws=None, particles: int | None = None, args
     return lp, se, K
 
 
+def marginal_point(program, x, prior: bool) -> dict | None:
+    """The parameters where the likelihood of the observed values (with `prior`, times the
+    prior) is largest, the imputed values integrated by the Laplace approximation at their
+    conditional mode (exact where they are Gaussian given the parameters, as in a Gaussian AR
+    with gaps: the Kalman filter's maximum); searched by L-BFGS from `program.values` (a joint
+    mode), the imputed values then at their conditional mode. None where the program imputes
+    nothing in `x`."""
+    start = {k: v for k, v in program.values.items() if k not in set(program.imputed)}
+    integral = Integral(program, x, start, program.args)
+    if not integral.names:
+        return None
+    out = set(integral.names) | set(program.imputed)
+    names = [k for k in program.roles.free if k not in out]
+    supports = program.supports(start)
+    supports.update({k: program.roles.sites[k].constraint for k in names if k not in supports})
+    transforms = {k: transform_of(supports[k]) for k in names}
+    us = {k: transforms[k].inv(start[k]).detach().clone().requires_grad_(True) for k in names}
+
+    def theta():
+        return {**start, **{k: transforms[k](u) for k, u in us.items()}}
+
+    opt = torch.optim.LBFGS(
+        list(us.values()),
+        max_iter=200,
+        tolerance_grad=1e-9,
+        tolerance_change=1e-13,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure():
+        opt.zero_grad()
+        at = theta()
+        value = integral.laplace(at)
+        if prior:
+            for k, p in program.priors(at).items():
+                value = value + (p.log_prob(at[k]).sum() if k in us else 0.0)
+        (-value).backward()
+        return -value
+
+    with torch.enable_grad():
+        opt.step(closure)
+    with torch.no_grad():
+        at = {k: v.detach() for k, v in theta().items()}
+    u_hat, _ = integral.mode(at, integral.last)
+    return {**at, **{k: v.detach() for k, v in integral.unflatten(u_hat)[0].items()}}
+
+
 class Integral:
     """log integral p(x, z | theta) dz over the imputed values z of `x`, at any theta."""
 
@@ -165,7 +212,7 @@ class Integral:
         self.last = None  # the last mode (unconstrained): the next draw's start
         self.generator = None  # importance draws' (seeded on the values' device)
 
-    def _unflatten(self, u):
+    def unflatten(self, u):
         z, logdet = {}, u.new_zeros(())
         for (k, v), part in zip(self.start.items(), u.split(self.sizes)):
             t = self.transforms[k]
@@ -187,9 +234,30 @@ class Integral:
         return ll, lz, tr
 
     def log_joint(self, theta, u):
-        z, logdet = self._unflatten(u)
+        z, logdet = self.unflatten(u)
         ll, lz, _ = self._terms(theta, z)
         return ll.sum() + lz + logdet
+
+    def laplace(self, theta):
+        """log integral p(x, z | theta) dz by the Laplace approximation, differentiable in
+        theta: the mode's own movement drops out of the first term (it is a maximum); the
+        curvature's dependence through the mode is left out (none where z is Gaussian)."""
+        fixed = {k: v.detach() for k, v in theta.items()}
+        if self.last is None:
+            self.last = self.u0()
+        u_hat, _ = self.mode(fixed, self.last)
+        self.last = u_hat
+
+        def f(u):
+            return self.log_joint(theta, u)
+
+        H = -torch.autograd.functional.hessian(f, u_hat, create_graph=True)
+        d = u_hat.numel()
+        return f(u_hat) + 0.5 * d * math.log(2 * math.pi) - 0.5 * torch.logdet(H)
+
+    def u0(self):
+        """The imputed values' start (unconstrained, flat)."""
+        return torch.cat([self.transforms[k].inv(v).reshape(-1) for k, v in self.start.items()])
 
     def mode(self, theta, u0):
         """The conditional mode of z (unconstrained) and the Cholesky factor of the negative
@@ -262,9 +330,7 @@ class Integral:
         """(log-density of each observed value, its standard error) at theta (see the module
         docstring), K importance draws from the Laplace approximation."""
         if self.last is None:
-            self.last = torch.cat(
-                [self.transforms[k].inv(v).reshape(-1) for k, v in self.start.items()]
-            )
+            self.last = self.u0()
         u_hat, L = self.mode(theta, self.last)
         self.last = u_hat
         acc, drawn, df = LogMeanExp(), 0, None
@@ -281,7 +347,7 @@ class Integral:
             acc.add(log_w[:, None])
             drawn += len(log_w)
         log_z, se = (t[0] for t in acc.result())
-        z, _ = self._unflatten(u_hat)
+        z, _ = self.unflatten(u_hat)
         ll, _, tr = self._terms(theta, z)
         touched, imputed = self._entries(theta, z, tr)
         data = ~imputed
@@ -346,4 +412,11 @@ class Integral:
         return self.entries
 
 
-__all__ = ["IMPUTE_DRAWS", "Integral", "imputed_latents", "imputing", "marginal_log_prob"]
+__all__ = [
+    "IMPUTE_DRAWS",
+    "Integral",
+    "imputed_latents",
+    "imputing",
+    "marginal_log_prob",
+    "marginal_point",
+]

@@ -110,11 +110,9 @@ class Program(Scoring, Generating, Values):
         self._particle_way: str | None = None  # how Monte Carlo particles run (found once)
         self._probe = (None, None)
         self.missing = False  # NaN in the data discovered on (`MaskedMissing` then runs)
-        self.device = (
-            getattr(self.model, "device", torch.device("cpu"))
-            if isinstance(self.model, torch.nn.Module)
-            else torch.device("cpu")
-        )
+        module = isinstance(self.model, torch.nn.Module)
+        self.device = getattr(self.model, "device", torch.device("cpu")) if module else None
+        self.device = self.device or torch.device("cpu")
         self.dtype: torch.dtype | None = None  # a dtype option, or the widest of a mixed program
         if isinstance(self.model, torch.nn.Module) and hasattr(self.model, "get_params"):
             self.values = dict(self.model.get_params())
@@ -168,7 +166,8 @@ class Program(Scoring, Generating, Values):
         fast = self.accelerator("num_parameters")
         if fast is not None:
             return fast
-        return sum(unconstrained_size(self.roles.sites[k]) for k in self.roles.free)
+        free = [k for k in self.roles.free if k not in self.imputed]  # imputed values: data
+        return sum(unconstrained_size(self.roles.sites[k]) for k in free)
 
     @property
     def factorization(self) -> str:

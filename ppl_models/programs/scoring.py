@@ -255,6 +255,16 @@ class Scoring:
 
         return marginal_log_prob(self, x, draws, particles, args)
 
+    def integrated_point(self, x, prior: bool) -> dict | None:
+        """The MLE (MAP with `prior`) of the parameters with the imputed missing values of `x`
+        integrated, the imputed values at their conditional mode there; None when the program
+        imputes none (`ppl_models.programs.imputation.marginal_point`)."""
+        if self.ours or not self.roles.named("global"):
+            return None
+        from ppl_models.programs.imputation import marginal_point
+
+        return marginal_point(self, x, prior)
+
     def pointwise_of(self, x, values, args=None, particles: int | None = None):
         """Per-datum log-likelihood of one trace at `values` (no gradient checks); with
         `particles`, (particles, N) under an outer particle plate."""
