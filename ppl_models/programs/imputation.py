@@ -1,4 +1,5 @@
-"""Held-out densities of programs that impute missing values: the imputed values integrated.
+"""Programs that impute missing values: densities of the data and point estimates with the
+imputed values integrated.
 
 A program that imputes missing data samples them as latents: Pyro's ``y_unobserved`` beside an
 observation with ``obs_mask``; a latent vector the program puts into the observed series
@@ -12,6 +13,9 @@ density of the *data* must integrate them:
 which `marginal_log_prob` estimates at each parameter draw by importance sampling from the
 Laplace approximation at the conditional mode of z (exact when z is Gaussian given theta, as in
 a Gaussian AR with gaps, where it equals the Kalman filter's likelihood).
+
+`marginal_point` maximises the same integral (by its Laplace approximation) over the parameters:
+MLE and MAP of the observed values, not a joint mode over parameters and imputed values.
 
 Per datum: the data whose terms do not involve z keep their own terms; the integrated rest
 (log p(x_obs | theta) minus those) is shared equally by the data whose terms involve z (the
@@ -45,7 +49,9 @@ def imputed_latents(program) -> list[str]:
     every value or none)."""
     part, args = program.discovery_data()
     base = _nan_values(program, part, program.values, args)
-    found = imputing(program, base[1], program.values, known=()) if base else []
+    if base is None:  # the program does not run at its own values: nothing to read
+        return []
+    found = imputing(program, base[1], program.values, known=())
     for name in program.roles.named("global"):
         if name in found or not program.values[name].is_floating_point():
             continue
