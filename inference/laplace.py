@@ -32,8 +32,8 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from inference.objective import closure_of
 from inference.tracing import checked_trace, fused_trace
+from ppl_models.modes import minimum
 from ppl_models.programs.program import transform_of
 
 MAX_DENSE = 400
@@ -330,56 +330,9 @@ def _laplace(f, u: torch.Tensor, newton_steps: int = 20):
     goes to 0) would be whitened at an arbitrary point of its neck, where NUTS freezes
     (measured: centred eight schools, r_hat 1e16); unwhitened, NUTS adapts its mass matrix."""
     eye = torch.eye(len(u), dtype=u.dtype, device=u.device)
-    found = _newton(f, u, newton_steps)
-    if found is None:
-        found = _newton(f, _lbfgs(f, u), newton_steps)
+    found = minimum(f, u, newton_steps)
     if found is None:
         return u, eye, False
     mode, chol = found
     # H = C C^T, so L = C^-T gives L L^T = (C C^T)^-1
     return mode, torch.linalg.solve_triangular(chol.T, eye, upper=True), True
-
-
-def _newton(f, u, steps):
-    """(mode, Cholesky factor of the Hessian there) by Newton's method from u, or None."""
-    if u is None:
-        return None
-    value = f(u).detach()
-    for _ in range(steps + 1):
-        grad = torch.autograd.functional.jacobian(f, u)
-        hess = torch.autograd.functional.hessian(f, u)
-        chol, info = torch.linalg.cholesky_ex((hess + hess.T) / 2)
-        if info != 0 or not torch.isfinite(value) or not torch.isfinite(hess).all():
-            return None
-        step = torch.cholesky_solve(grad[:, None], chol)[:, 0]
-        if float(grad @ step) < 1e-8:  # Newton decrement: at the mode
-            return u, chol
-        for _ in range(20):
-            new = f(u - step).detach()
-            if torch.isfinite(new) and new <= value:
-                u, value = (u - step).detach(), new
-                break
-            step = step / 2
-        else:
-            return None
-    return None
-
-
-def _lbfgs(f, u, max_iter: int = 500):
-    """L-BFGS (strong Wolfe) on f from u; None where it leaves the finite region."""
-    v = u.detach().clone().requires_grad_(True)
-    opt = torch.optim.LBFGS(
-        [v],
-        max_iter=max_iter,
-        tolerance_grad=1e-10,
-        tolerance_change=1e-14,
-        history_size=50,
-        line_search_fn="strong_wolfe",
-    )
-
-    try:
-        opt.step(closure_of(opt, lambda: f(v)))
-    except (RuntimeError, IndexError, ValueError):  # (a line search lost in non-finite values)
-        return None
-    out = v.detach()
-    return out if bool(torch.isfinite(out).all()) and bool(torch.isfinite(f(out))) else None

@@ -173,15 +173,3 @@ def bounded(t) -> bool:
 
     unbounded = (T.ExpTransform, T.AffineTransform, T.PowerTransform)
     return not all(isinstance(p, unbounded) for p in leaves(t))
-
-
-def closure_of(opt, loss_fn):
-    """The closure L-BFGS calls: zero the gradients, evaluate `loss_fn()`, backpropagate."""
-
-    def closure():
-        opt.zero_grad()
-        loss = loss_fn()
-        loss.backward()
-        return loss
-
-    return closure

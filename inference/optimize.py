@@ -16,9 +16,10 @@ import torch
 from tqdm.auto import tqdm
 
 from inference import distributed
-from inference.objective import Objective, closure_of
+from inference.objective import Objective
 from inference.result import Fit
 from ppl_models.checks import positive_int
+from ppl_models.modes import closure_of
 from ppl_models.runtime import show_progress, warn
 
 SOLVERS = ("closed", "lbfgs", "adam")

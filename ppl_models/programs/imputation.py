@@ -33,12 +33,14 @@ import torch
 from pyro import poutine
 from torch.distributions import biject_to
 
+from ppl_models.modes import closure_of, minimum
 from ppl_models.programs.densities import LogMeanExp
 from ppl_models.programs.roles import skip, transform_of
 
 IMPUTE_DRAWS = 100  # posterior draws the held-out density integrates at (thinned evenly)
 IMPORTANCE_BUDGET = 4096  # importance draws over all parameter draws
 IMPORTANCE_MAX = 256  # importance draws at one parameter value
+NEWTON_TOL = 1e-14  # Newton decrement at a mode: the last draw's mode, close, still steps
 PROPOSAL_DF = 4  # the Student-t proposal's degrees of freedom where z is not Gaussian
 
 
@@ -185,18 +187,16 @@ def marginal_point(program, x, prior: bool) -> dict | None:
         line_search_fn="strong_wolfe",
     )
 
-    def closure():
-        opt.zero_grad()
+    def loss():
         at = theta()
         value = integral.laplace(at)
         if prior:
             for k, p in program.priors(at).items():
                 value = value + (p.log_prob(at[k]).sum() if k in us else 0.0)
-        (-value).backward()
         return -value
 
     with torch.enable_grad():
-        opt.step(closure)
+        opt.step(closure_of(opt, loss))
     with torch.no_grad():
         at = {k: v.detach() for k, v in theta().items()}
     u_hat, _ = integral.mode(at, integral.last)
@@ -267,12 +267,10 @@ class Integral:
 
     def mode(self, theta, u0):
         """The conditional mode of z (unconstrained) and the Cholesky factor of the negative
-        Hessian there: Newton's method from u0 (one step where z is Gaussian given theta; the
-        last draw's mode is the next one's start), else an L-BFGS search first."""
+        Hessian there (`ppl_models.modes.minimum`; the last draw's mode is the next one's
+        start, one Newton step where z is Gaussian given theta)."""
         with torch.enable_grad():
-            found = self._newton(theta, u0)
-            if found is None:
-                found = self._newton(theta, self._lbfgs(theta, u0))
+            found = minimum(lambda u: -self.log_joint(theta, u), u0, tol=NEWTON_TOL)
         if found is None:
             raise ValueError(
                 f"the imputed values {', '.join(self.names)} have no conditional mode with a "
@@ -282,55 +280,6 @@ class Integral:
                 "values)"
             )
         return found
-
-    def _grad(self, theta, u):
-        u = u.detach().requires_grad_(True)
-        value = self.log_joint(theta, u)
-        return value.detach(), torch.autograd.grad(value, u)[0]
-
-    def _newton(self, theta, u, steps: int = 20):
-        """(mode, Cholesky factor of -Hessian) by Newton steps with step halving, the Hessian
-        taken again only where a step leaves the gradient large; None where it fails."""
-        value, g = self._grad(theta, u)
-        L = None
-        for _ in range(steps):
-            if L is None:
-                H = -torch.autograd.functional.hessian(lambda v: self.log_joint(theta, v), u)
-                L, info = torch.linalg.cholesky_ex(H)
-                if info or not torch.isfinite(L).all():
-                    return None
-            step = torch.cholesky_solve(g[:, None], L)[:, 0]
-            if float(g @ step) < 1e-18 * (1 + abs(float(value))):  # Newton decrement: there
-                return u, L
-            for _ in range(30):
-                new = u + step
-                new_value, new_g = self._grad(theta, new)
-                if torch.isfinite(new_value) and new_value >= value - 1e-12 * abs(float(value)):
-                    break
-                step = step / 2
-            else:
-                return None
-            u, value, g = new, new_value, new_g
-            if float(g @ torch.cholesky_solve(g[:, None], L)[:, 0]) > 1e-18 * (
-                1 + abs(float(value))
-            ):
-                L = None  # not there yet: the curvature again at the new point
-        return None
-
-    def _lbfgs(self, theta, u0):
-        u = u0.clone().requires_grad_(True)
-        opt = torch.optim.LBFGS(
-            [u], lr=1.0, max_iter=500, tolerance_grad=1e-8, line_search_fn="strong_wolfe"
-        )
-
-        def closure():
-            opt.zero_grad()
-            loss = -self.log_joint(theta, u)
-            loss.backward()
-            return loss
-
-        opt.step(closure)
-        return u.detach()
 
     def per_datum(self, theta, K: int):
         """(log-density of each observed value, its standard error) at theta (see the module

@@ -111,7 +111,7 @@ class Program(Scoring, Generating, Values):
         self._probe = (None, None)
         self.missing = False  # NaN in the data discovered on (`MaskedMissing` then runs)
         module = isinstance(self.model, torch.nn.Module)
-        self.device = getattr(self.model, "device", torch.device("cpu")) if module else None
+        self.device = getattr(self.model, "device", None) if module else None
         self.device = self.device or torch.device("cpu")
         self.dtype: torch.dtype | None = None  # a dtype option, or the widest of a mixed program
         if isinstance(self.model, torch.nn.Module) and hasattr(self.model, "get_params"):
