@@ -57,8 +57,9 @@ def point_fit(
     joint: bool = False,
 ) -> Fit:
     """Fit a point estimate of `program` by MLE (method="mle") or MAP ("map"). With `joint`
-    (where NUTS and SVI start), continuous local latents are maximised with the parameters (a
-    joint MAP); without, a program that has them is refused."""
+    (where NUTS and SVI start), continuous local latents and imputed values are maximised with
+    the parameters (a joint mode); without, a program with local latents is refused and
+    imputed values are integrated (`_integrate_imputed`)."""
     if solver is not None and solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
     prior = method == "map"

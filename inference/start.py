@@ -52,14 +52,13 @@ def initial_values(program, x, init=None) -> tuple[dict[str, torch.Tensor], str]
 
 
 def _mode(program, x) -> tuple[dict[str, torch.Tensor], str]:
-    """The MAP estimate; with continuous local latents, the joint mode of the parameters and
-    the latents (a hierarchical posterior may have none: the search then runs to the edge of
-    the support, and `Whitened` finds no mode)."""
-    joint = bool(program.local)
+    """The MAP estimate, a joint mode with the continuous local latents and imputed values
+    (NUTS and SVI sample them with the parameters; a hierarchical posterior may have none: the
+    search then runs to the edge of the support, and `Whitened` finds no mode)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a funnel's search runs off: said below
-        fit = point_fit(program, x, "map", progress_bar=False, joint=joint)
-    note = "joint MAP of the parameters and local latents" if joint else "MAP"
+        fit = point_fit(program, x, "map", progress_bar=False, joint=True)
+    note = "joint MAP of the parameters and local latents" if program.local else "MAP"
     return dict(fit.program.values), note
 
 
