@@ -370,7 +370,9 @@ def median_run(runs: list[dict]) -> dict:
 
 def warm_up() -> None:
     """One short fit of another program before any timing: the imports and first calls a
-    process pays once (nutpie, make_fx), as NumPyro's runs warm up jax (``--warm``)."""
+    process pays once (nutpie, make_fx, TorchInductor's import and its probe of the CPU's
+    vector instructions), as NumPyro's runs warm up jax (``--warm``). A program's own
+    compilation, where it is compiled, stays in its time."""
     pyro.set_rng_seed(0)
 
     def tiny(y):
@@ -389,6 +391,7 @@ def warm_up() -> None:
             progress_bar=False,
             data_arg="y",
             engine=engine,
+            jit_compile="inductor" if engine == "nutpie" else None,
         )
 
 

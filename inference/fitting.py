@@ -60,7 +60,7 @@ OPTIONS = {
 
 
 # how each numeric option is checked: (kind, lower bound); kinds: int (>= bound), real
-# (finite, > bound), unit (in (0, 1)), decay (in (0, 1]), bool
+# (finite, > bound), unit (in (0, 1)), decay (in (0, 1]), bool, jit (a bool or "inductor")
 RULES = {
     "steps": ("int", 1),
     "num_samples": ("int", 1),
@@ -76,7 +76,7 @@ RULES = {
     "lr": ("real", 0.0),
     "lr_decay": ("decay", None),
     "target_accept_prob": ("unit", None),
-    "jit_compile": ("bool", None),
+    "jit_compile": ("jit", None),
     "progress_bar": ("bool", None),
     "low_rank": ("bool", None),
 }
@@ -92,6 +92,8 @@ def _fits_rule(v, kind: str, bound) -> bool:
         return number and 0 < v < 1
     if kind == "decay":
         return number and 0 < v <= 1
+    if kind == "jit":
+        return isinstance(v, bool) or v == "inductor"
     return isinstance(v, bool)
 
 
@@ -104,6 +106,7 @@ def _requirement(kind: str, bound) -> str:
         "unit": "a number strictly between 0 and 1",
         "decay": "in (0, 1] (the factor applied to the step size after each epoch)",
         "bool": "True or False",
+        "jit": "True, False or 'inductor' (or None: automatic)",
     }[kind]
 
 
@@ -188,8 +191,11 @@ def fit(
         whitened by its Laplace approximation where that holds); ``jit_compile`` (default None:
         the potential and its gradient are traced as one graph (`inference.tracing`), or the
         potential alone, where the traced one gives the eager numbers, unless one eager
-        evaluation takes over 0.25 s, else run eagerly; False: always eager; True: traced and
-        checked whatever it costs).
+        evaluation takes over 0.25 s, else run eagerly; on the CPU the graph is compiled by
+        TorchInductor where the run is long enough to pay for the seconds that takes, judged
+        from the graph's size and num_chains x (warmup_steps + num_samples) alone; False:
+        always eager; True: traced and checked whatever it costs; ``"inductor"``: compiled
+        however short the run).
 
     ``seed`` (default 0) makes every method reproducible without touching the global RNG;
     ``seed=None`` draws from the global RNG (a new fit each call). ``device`` ("cpu", "cuda",

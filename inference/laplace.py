@@ -18,9 +18,11 @@ the identity and mu the MAP.
 The potential is the program's log joint (`Program.log_joint_terms`: a model's vectorised
 likelihood and priors where it has them, else one trace with discrete latents enumerated) plus
 the Jacobians, the same number as Pyro's trace-based potential (a test checks it). It is
-traced once with `torch.jit.trace` (``jit_compile=None``, NUTS's default: kept only where the
-traced potential and its gradient equal the eager ones at two points; ``True``: the same;
-``False``: never).
+traced once (`inference.tracing`: the value and gradient as one graph, compiled by TorchInductor
+where the `gradients` the caller expects pay for it) and kept only where the traced potential
+and its gradient equal the eager ones at two points (``jit_compile=None``, NUTS's default;
+``True``: the same, however long one eager evaluation takes; ``"inductor"``: compiled however
+short the run; ``False``: never traced).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from __future__ import annotations
 import math
 import time
 
+import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
@@ -62,14 +65,16 @@ class Whitened:
         program,
         x,
         init: dict[str, torch.Tensor],
-        jit_compile: bool | None = False,
+        jit_compile: bool | str | None = False,
         names: list[str] | None = None,
         prior: bool = True,
     ):
-        # jit_compile: True / None (trace where it gives the same numbers), False (eager);
-        # names: what moves (default: program.sampled); prior: False for the likelihood alone
+        # jit_compile: True / None (trace where it gives the same numbers), False (eager),
+        # "inductor" (compiled whatever the run's length); names: what moves (default:
+        # program.sampled); prior: False for the likelihood alone
         self.program, self.x, self.jit_compile, self.prior = program, x, jit_compile, prior
         self.jit_note = "eager"
+        self.gradients = 0  # how many evaluations the caller expects (NUTS says): may compile
         self.idx = None  # a minibatch of rows of x (minibatch SVI), None for all
         self.fixed = dict(init)
         self.names = list(program.sampled if names is None else names)
@@ -193,7 +198,8 @@ class Whitened:
         """The potential and its gradient in one traced graph (`inference.tracing`), else the
         potential traced alone, where either gives the same numbers, else False; `jit_note`
         says which and why."""
-        traced, note = fused_trace(self._potential_z, z, "potential")
+        expected = math.inf if self.jit_compile == "inductor" else self.gradients
+        traced, note = fused_trace(self._potential_z, z, "potential", expected)
         if traced is None:
             traced, note = checked_trace(self._potential_z, z, "potential")
         self.jit_note = note
@@ -212,6 +218,18 @@ class Whitened:
             return value.detach(), None
         (grad,) = torch.autograd.grad(value, z)
         return value.detach(), grad
+
+    def numpy_value_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray | None]:
+        """`value_and_grad` at a flat float64 numpy x, as (float, a new float64 array; None
+        where the potential is not finite): a sampler's callback (nutpie's), by the fused
+        graph's own numpy path where it runs on the CPU."""
+        fused = getattr(self._jitted, "numpy_value_and_grad", None)
+        if fused is not None and self.mu.device.type == "cpu":
+            value, grad = fused(x)
+        else:
+            v, g = self.value_and_grad(torch.from_numpy(x).to(self.mu.device))
+            value, grad = float(v), None if g is None else g.cpu().numpy().astype(np.float64)
+        return value, grad if math.isfinite(value) else None
 
     # -- as a Pyro program, and back to the model's parameters ------------------------------
     def __call__(self):

@@ -101,10 +101,10 @@ def sample_chains(
                 torch.set_num_threads(threads)
                 local.threads = True
             with lock:
-                pe, g = w.value_and_grad(torch.from_numpy(x).to(device))
+                pe, g = w.numpy_value_and_grad(x)
             if g is None:  # outside the support: nutpie calls it a divergence
                 return -math.inf, np.zeros(dim)
-            return -float(pe), -g.cpu().numpy().astype(np.float64)
+            return -pe, np.negative(g, out=g)
 
         return logp
 

@@ -17,6 +17,8 @@ from ppl_models import pyro_internals
 from ppl_models.checks import positive_int
 from ppl_models.runtime import few_threads, show_progress, warn
 
+STEPS_PER_DRAW = (16, 16)
+
 
 def nuts(program, x, **options) -> Fit:
     with few_threads(x):
@@ -74,6 +76,11 @@ def _nuts(
     # each chain from its own seed (drawn under the fit's seed), so that the draws are the same
     # whether the chains run in parallel processes or one after the other (`inference.chains`)
     seeds = [int(s) for s in torch.randint(2**62, (num_chains,))]
+    # what the run will ask of the potential, for `inference.tracing` to decide whether to
+    # compile it: a whitened near-Gaussian posterior takes a few leapfrog steps a draw (AR(2)
+    # 3.5), one NUTS adapts a metric on takes more (eight schools 6.7, a hierarchical AR(1) 62)
+    steps = STEPS_PER_DRAW[not adapt]
+    w.gradients = num_chains * (warmup_steps + num_samples) * steps
     w.potential({"z": z0[0]})  # trace (and check) the potential once, here, before any fork
     if engine == "nutpie":
         starts = nutpie_engine.Starts(num_chains, w.dim, scale, z0 if from_priors else None)

@@ -24,7 +24,12 @@ CASES = [
         "target_accept_prob must be a number strictly between 0 and 1",
     ),
     ("nuts max_tree_depth=0", "nuts", {"max_tree_depth": 0}, "max_tree_depth must be"),
-    ("nuts jit_compile='yes'", "nuts", {"jit_compile": "yes"}, "jit_compile must be True or False"),
+    (
+        "nuts jit_compile='yes'",
+        "nuts",
+        {"jit_compile": "yes"},
+        "jit_compile must be True, False or 'inductor'",
+    ),
     ("mle lr=0", "mle", {"lr": 0, "solver": "adam"}, "lr must be a finite number > 0"),
     ("mle batch_size=0", "mle", {"batch_size": 0}, "batch_size must be an integer >= 1"),
     ("mle max_epochs=-1", "mle", {"max_epochs": -1}, "max_epochs must be"),

@@ -10,7 +10,7 @@ import arviz as az
 import numpy as np
 import pyro
 import pytest
-from nuts_engines import ENGINES, engine_or_skip
+from nuts_engines import ENGINES, engine_options
 from pyro.infer import MCMC, NUTS
 from scipy.special import logsumexp
 from scipy.stats import norm
@@ -30,20 +30,22 @@ SCHOOLS = {"given": {"J": 8, "sigma": EIGHT_SIGMA}, "data_arg": "y", "data_plate
 
 
 # -- eight schools ---------------------------------------------------------------------------------
-@pytest.fixture(scope="module", params=ENGINES)
+@pytest.fixture(scope="module", params=[*ENGINES, "compiled"])
 def schools(request):
     """NUTS, 2 chains x (400 + 400), seed 0, on ArviZ's non-centred eight schools, by each
-    engine (nutpie, Pyro's)."""
-    return inference.fit(
+    engine (nutpie, Pyro's) and by nutpie with the potential compiled by TorchInductor."""
+    f = inference.fit(
         eight_schools,
         EIGHT_Y,
         "nuts",
         num_samples=400,
         warmup_steps=400,
         seed=0,
-        engine=engine_or_skip(request.param),
+        **engine_options(request.param),
         **SCHOOLS,
     )
+    assert ("TorchInductor" in f.info["potential"]) == (request.param == "compiled")
+    return f
 
 
 @pytest.mark.slow
