@@ -453,6 +453,14 @@ def numpyro_best(label, kwargs, data, args) -> dict:
     return {**best, "configs": configs}
 
 
+def cold_compiles():
+    """TorchInductor's caches, on disk and in memory, emptied for the fit inside: a potential
+    compiled there is compiled from scratch every time (NumPyro compiles every run too)."""
+    from torch._inductor.utils import fresh_cache
+
+    return fresh_cache()
+
+
 def everyday(args) -> list[dict]:
     """Per program, in this order in one run: ours on each NUTS engine (nutpie, Pyro's; the
     potential jit-traced where that gives the same numbers), plain Pyro NUTS (its defaults),
@@ -465,20 +473,21 @@ def everyday(args) -> list[dict]:
         for engine in args.engines:
             runs = []
             for seed in range(args.seeds):
-                t = time.perf_counter()
-                f = inference.fit(
-                    program,
-                    data,
-                    "nuts",
-                    num_samples=args.samples,
-                    warmup_steps=args.warmup,
-                    num_chains=args.chains,
-                    seed=seed,
-                    progress_bar=False,
-                    engine=engine,
-                    **kwargs,
-                )
-                seconds = time.perf_counter() - t
+                with cold_compiles():
+                    t = time.perf_counter()
+                    f = inference.fit(
+                        program,
+                        data,
+                        "nuts",
+                        num_samples=args.samples,
+                        warmup_steps=args.warmup,
+                        num_chains=args.chains,
+                        seed=seed,
+                        progress_bar=False,
+                        engine=engine,
+                        **kwargs,
+                    )
+                    seconds = time.perf_counter() - t
                 row = convergence_row(label, {k: v.numpy() for k, v in f.draws.items()}, seconds)
                 row["how"] = f"{f.info['init']}; {f.info['potential']}"
                 runs.append(row)

@@ -17,7 +17,7 @@ from ppl_models import pyro_internals
 from ppl_models.checks import positive_int
 from ppl_models.runtime import few_threads, show_progress, warn
 
-STEPS_PER_DRAW = (16, 16)
+STEPS_PER_DRAW = (16, 8)  # expected: (adapting a metric, whitened with an identity metric)
 
 
 def nuts(program, x, **options) -> Fit:
@@ -77,8 +77,9 @@ def _nuts(
     # whether the chains run in parallel processes or one after the other (`inference.chains`)
     seeds = [int(s) for s in torch.randint(2**62, (num_chains,))]
     # what the run will ask of the potential, for `inference.tracing` to decide whether to
-    # compile it: a whitened near-Gaussian posterior takes a few leapfrog steps a draw (AR(2)
-    # 3.5), one NUTS adapts a metric on takes more (eight schools 6.7, a hierarchical AR(1) 62)
+    # compile it: measured, leapfrog steps a draw where the posterior is whitened (AR(2) 3.5,
+    # HMM model_1 10-27) and where NUTS adapts a metric (eight schools 6.7, baseball 8.8, a
+    # hierarchical AR(1) 62); taken at about twice the typical, as the cost of too few is higher
     steps = STEPS_PER_DRAW[not adapt]
     w.gradients = num_chains * (warmup_steps + num_samples) * steps
     w.potential({"z": z0[0]})  # trace (and check) the potential once, here, before any fork

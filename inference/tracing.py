@@ -38,11 +38,11 @@ FUSED_NODES = 20_000
 # TorchInductor (CPU): what a compiled graph saves a gradient, per node of the fused graph
 # (eight schools 156 nodes 115 -> 13 us, the hierarchical AR(1) 341 nodes 255 -> 25 us, HMM
 # model_1 2,174 nodes 1,580 -> 150 us: 0.65-0.67 us), and its compile time in seconds, about
-# COMPILE_BASE + COMPILE_PER_NODE a node once the machine has compiled anything (eight
-# schools and the hierarchical AR(1) 3.9-4.6 s, HMM model_1 19.9-23.8 s); none above
-# COMPILE_NODES nodes
+# COMPILE_BASE (a process's first compile also probes the CPU's vector instructions, 1.5 s)
+# + COMPILE_PER_NODE a node (eight schools 1.5 s in a process that has compiled before, 3.4 s
+# in a new one; HMM model_1 13.4-14.9 s, 20-24 s); none above COMPILE_NODES nodes
 SAVED_PER_NODE = 0.65e-6
-COMPILE_BASE, COMPILE_PER_NODE = 2.5, 0.0095
+COMPILE_BASE, COMPILE_PER_NODE = 2.5, 0.006
 COMPILE_NODES = 5_000
 
 
