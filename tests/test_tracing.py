@@ -130,3 +130,27 @@ def test_a_compiled_potential_gives_the_same_draws_for_the_same_seed():
     assert all("TorchInductor" in f.info["potential"] for f in fits)
     for k in fits[0].draws:
         torch.testing.assert_close(fits[0].draws[k], fits[1].draws[k], rtol=0, atol=0)
+
+
+def test_where_torchinductor_cannot_compile_torchscript_runs_the_graph(monkeypatch):
+    """No compiler, an operation it cannot lower: the same graph by TorchScript, the note
+    says why, the numbers are still the eager program's."""
+    import torch._inductor.compile_fx as inductor
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(inductor, "compile_fx", refuse)
+    w = eight_schools_whitened()
+    z = torch.full((w.dim,), 0.2, dtype=f64)
+    fused, note = fused_trace(w._potential_z, z, gradients=math.inf)
+    assert note == (
+        "jit-compiled potential and gradient, fused "
+        "(TorchInductor could not compile it: RuntimeError)"
+    )
+    a = z.clone().requires_grad_(True)
+    value = w._potential_z(a)
+    (grad,) = torch.autograd.grad(value, a)
+    v, g = fused.value_and_grad(z)
+    torch.testing.assert_close(v, value.detach(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(g, grad, rtol=1e-12, atol=1e-12)
