@@ -4,6 +4,8 @@ import pytest
 import torch
 from threadpoolctl import threadpool_limits
 
+import inference.tracing
+
 warnings.filterwarnings("ignore", message="ArviZ is undergoing")
 
 
@@ -31,3 +33,8 @@ def _seed():
 # keeps statsmodels' references quick (ARIMA(9,0,0): 0.4 s vs 12 s under load).
 torch.set_num_threads(1)
 threadpool_limits(1)
+
+# Compiling a potential (TorchInductor) costs seconds a test where the rule finds a run long
+# enough; the tests that compile ask for it (jit_compile="inductor", tests/test_tracing.py,
+# the eight-schools fixture) and one checks the rule is wired (AUTO_COMPILE on there).
+inference.tracing.AUTO_COMPILE = False

@@ -154,3 +154,32 @@ def test_where_torchinductor_cannot_compile_torchscript_runs_the_graph(monkeypat
     v, g = fused.value_and_grad(z)
     torch.testing.assert_close(v, value.detach(), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(g, grad, rtol=1e-12, atol=1e-12)
+
+
+def test_nuts_tells_the_potential_how_many_gradients_to_expect(monkeypatch):
+    """The automatic rule is asked with num_chains x (warmup_steps + num_samples) x 16 where a
+    metric is adapted (eight schools) and its answer taken: here, 2 x (30 + 20) x 16."""
+    import inference.tracing
+
+    asked = []
+
+    def rule(nodes, gradients, device):
+        asked.append((nodes, gradients, device.type))
+        return False
+
+    monkeypatch.setattr(inference.tracing, "AUTO_COMPILE", True)
+    monkeypatch.setattr(inference.tracing, "compile_pays", rule)
+    sigma = torch.tensor(EIGHT_SIGMA, dtype=f64)
+    f = inference.fit(
+        eight_schools,
+        EIGHT_Y,
+        "nuts",
+        num_samples=20,
+        warmup_steps=30,
+        progress_bar=False,
+        given={"J": 8, "sigma": sigma},
+        data_arg="y",
+        data_plate="J",
+    )
+    assert len(asked) == 1 and asked[0][1:] == (2 * (30 + 20) * 16, "cpu")
+    assert asked[0][0] > 100 and f.info["potential"] == "jit-compiled potential and gradient, fused"
