@@ -110,6 +110,22 @@ def ess_row(label, draws: dict, seconds: float, x) -> dict:
     }
 
 
+def timed_nuts(program, data, args, **options):
+    """(fit, wall seconds) of our NUTS with the run's draws (`args.samples`, `args.warmup`,
+    `args.chains`)."""
+    t = time.perf_counter()
+    f = inference.fit(
+        program,
+        data,
+        "nuts",
+        num_samples=args.samples,
+        warmup_steps=args.warmup,
+        num_chains=args.chains,
+        **options,
+    )
+    return f, time.perf_counter() - t
+
+
 def ours(x, args) -> list[dict]:
     rows = []
     t = time.perf_counter()
@@ -131,18 +147,7 @@ def ours(x, args) -> list[dict]:
         }
     )
     for jit in (False, True):
-        t = time.perf_counter()
-        f = inference.fit(
-            shared_markov,
-            x,
-            "nuts",
-            num_samples=args.samples,
-            warmup_steps=args.warmup,
-            num_chains=args.chains,
-            jit_compile=jit,
-            seed=0,
-        )
-        seconds = time.perf_counter() - t
+        f, seconds = timed_nuts(shared_markov, x, args, jit_compile=jit, seed=0)
         rows.append(
             ess_row(
                 f"ours nuts{' (jit)' if jit else ''}",
@@ -474,20 +479,9 @@ def everyday(args) -> list[dict]:
             runs = []
             for seed in range(args.seeds):
                 with cold_compiles():
-                    t = time.perf_counter()
-                    f = inference.fit(
-                        program,
-                        data,
-                        "nuts",
-                        num_samples=args.samples,
-                        warmup_steps=args.warmup,
-                        num_chains=args.chains,
-                        seed=seed,
-                        progress_bar=False,
-                        engine=engine,
-                        **kwargs,
+                    f, seconds = timed_nuts(
+                        program, data, args, seed=seed, progress_bar=False, engine=engine, **kwargs
                     )
-                    seconds = time.perf_counter() - t
                 row = convergence_row(label, {k: v.numpy() for k, v in f.draws.items()}, seconds)
                 row["how"] = f"{f.info['init']}; {f.info['potential']}"
                 runs.append(row)
