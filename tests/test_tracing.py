@@ -182,4 +182,4 @@ def test_nuts_tells_the_potential_how_many_gradients_to_expect(monkeypatch):
         data_plate="J",
     )
     assert len(asked) == 1 and asked[0][1:] == (2 * (30 + 20) * 16, "cpu")
-    assert asked[0][0] > 100 and f.info["potential"] == "jit-compiled potential and gradient, fused"
+    assert asked[0][0] > 50 and f.info["potential"] == "jit-compiled potential and gradient, fused"

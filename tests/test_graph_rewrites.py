@@ -1,0 +1,89 @@
+"""Rewrites of traced aten graphs (`inference.graph_rewrites`): fewer operations, the same numbers
+as the function traced, at every point and on every call."""
+
+import torch
+from test_tracing import eight_schools_whitened
+from torch.fx.experimental.proxy_tensor import make_fx
+
+from inference.tracing import aten_graph
+
+f64 = torch.float64
+
+
+def operations(module) -> list[str]:
+    return [str(n.target) for n in module.graph.nodes if n.op == "call_function"]
+
+
+def value_and_grad(fn, z):
+    a = z.clone().requires_grad_(True)
+    value = fn(a)
+    (grad,) = torch.autograd.grad(value, a)
+    return value.detach(), grad
+
+
+def test_eight_schools_keeps_its_numbers_with_half_the_operations():
+    """Non-centred eight schools' potential: the rewritten graph (what `aten_graph` returns) has
+    at most 60% of the operations make_fx records (the data's normalising constants, zero log
+    Jacobians, x * 1 and x + 0 folded away) and gives autograd's value and gradient on the
+    eager program at points up to 3 sd out (1e-12)."""
+    w = eight_schools_whitened()
+    z0 = torch.zeros(w.dim, dtype=f64)
+    rewritten = operations(aten_graph(w._potential_z, z0))
+
+    def both(z):
+        with torch.enable_grad():
+            value, grad = value_and_grad(w._potential_z, z)
+        return grad, value
+
+    recorded = make_fx(both)(z0)  # as recorded, with nothing rewritten
+    full = [op for op in operations(recorded) if "local_scalar_dense" not in op]
+    assert len(rewritten) <= 0.6 * len(full), (len(rewritten), len(full))
+    graph = aten_graph(w._potential_z, z0)
+    g = torch.Generator().manual_seed(0)
+    for scale in (0.1, 1.0, 3.0):
+        z = scale * torch.randn(w.dim, generator=g, dtype=f64)
+        grad, value = graph(z)
+        v, gr = value_and_grad(w._potential_z, z)
+        torch.testing.assert_close(value, v, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(grad, gr, rtol=1e-12, atol=1e-12)
+
+
+def test_identities_constants_and_repeats_are_computed_once():
+    """((z * 1 + 0) ** 1 - log(c) * 2) summed twice: one product by a folded constant and the
+    sum remain of the value; the gradient is a constant of z's shape."""
+    c = torch.tensor([1.0, 2.0, 3.0], dtype=f64)
+
+    def fn(z):
+        a = ((z * 1 + 0) ** 1 - torch.log(c) * 2).sum()
+        b = ((z * 1 + 0) ** 1 - torch.log(c) * 2).sum()
+        return a + b
+
+    z = torch.tensor([0.5, -1.0, 2.0], dtype=f64)
+    graph = aten_graph(fn, z)
+    ops = operations(graph)
+    assert "aten.log.default" not in ops and ops.count("aten.sum.default") == 1, ops
+    grad, value = graph(z)
+    v, gr = value_and_grad(fn, z)
+    torch.testing.assert_close(value, v)
+    torch.testing.assert_close(grad, gr)
+
+
+def test_a_tensor_written_in_place_is_left_alone():
+    """A copy of a constant that the function then writes in place (as Pyro writes -inf
+    outside a support) is made afresh on every call: two calls at different points give each
+    point's own numbers, whichever was first."""
+    c = torch.tensor([1.0, 2.0, 3.0], dtype=f64)
+
+    def fn(z):
+        t = c.clone() * 1.0
+        t.masked_fill_(z < 0, 0.0)
+        return (t * z).sum() + (z**2).sum()
+
+    z1 = torch.tensor([0.5, -1.0, 2.0], dtype=f64)
+    z2 = torch.tensor([-0.5, 1.0, 2.0], dtype=f64)
+    graph = aten_graph(fn, z1)
+    for z in (z1, z2, z1):
+        grad, value = graph(z)
+        v, gr = value_and_grad(fn, z)
+        torch.testing.assert_close(value, v)
+        torch.testing.assert_close(grad, gr)
