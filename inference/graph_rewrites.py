@@ -8,7 +8,8 @@ Jacobians of unconstrained sites summed and added, ``x * 1`` and ``x + 0.0`` fro
 broadcasts of a scalar to its own shape, the same expansion written out three times by the
 backward pass. TorchScript runs each operation for about 0.7-0.9 us whatever its size, and
 TorchInductor compiles each one, so these are most of a small model's gradient: non-centred
-eight schools has 152 nodes, of which the rewrites leave fewer than half.
+eight schools has 152 nodes, of which the rewrites leave 88 (75 us a gradient by TorchScript, was
+103).
 
 Three rewrites, in one pass in the graph's order, then dead code removed:
 

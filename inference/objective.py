@@ -9,6 +9,8 @@ import math
 import pyro
 import torch
 
+from inference.laplace import unflatten
+from inference.tracing import fused_trace
 from ppl_models.programs.program import transform_of
 
 
@@ -53,6 +55,39 @@ class Objective:
         # per datum; a series scores its modelled steps (len(ll)), rows are one datum each
         total = ll.numel() * self.n / len(batch)
         return -(ll.sum() + lp * (ll.numel() / total)) / ll.numel()
+
+    def flat(self) -> torch.Tensor:
+        """The leaves laid end to end (detached)."""
+        return torch.cat([u.detach().reshape(-1) for u in self.leaves.values()])
+
+    def traced(self, x):
+        """The loss on the whole of x and its gradient as one traced graph of the leaves laid
+        end to end (`inference.tracing.fused_trace`: a `Fused`), or None where the program
+        cannot be traced or the traced loss differs from it. The graph holds x and the
+        program's other values as constants: it serves any objective of the same program and
+        names (a restart's), which `fused_step` checks first."""
+        shapes = {k: u.shape for k, u in self.leaves.items()}
+
+        def loss(flat):
+            saved = self.leaves
+            self.leaves = unflatten(flat, shapes)
+            try:
+                return self(x)
+            finally:
+                self.leaves = saved
+
+        fused, _ = fused_trace(loss, self.flat(), "objective")
+        return fused
+
+    def fused_step(self, fused) -> torch.Tensor:
+        """The whole-data loss at the leaves by `fused` (from `traced`), each leaf's ``.grad``
+        set to its part of the gradient: no autograd, one call of the graph."""
+        value, grad = fused.value_and_grad(self.flat())
+        i = 0
+        for u in self.leaves.values():
+            u.grad = grad[i : i + u.numel()].reshape(u.shape)
+            i += u.numel()
+        return value
 
     @torch.no_grad()
     def nats(self, data) -> float:

@@ -12,13 +12,17 @@ checked against the eager function (value and gradient to 1e-9; float32: 100 eps
 given and a second one: a program whose Python depends on the parameter values (a branch on a
 value, a size read from it) is traced as one path and fails the check; it runs eagerly.
 
+Before either, the graph is rewritten (`inference.graph_rewrites`: constants folded,
+identities removed, repeats merged; eight schools 152 -> 88 nodes).
+
 **Compiled**: where a run is long enough to pay for it (`compile_pays`: the number of
-gradients the caller expects against a compile time estimated from the graph's size), the same
-aten graph is compiled by TorchInductor into C++ loops (`compile_fx`, CPU only), checked the
-same way, else TorchScript runs it. TorchScript's interpreter costs about 0.7 us an operation
-whatever the tensors' size, which is most of a small model's gradient; compiled (one thread,
-quiet machine): eight schools 115 -> 12-14 us a gradient, the hierarchical AR(1) over 8 x 100
-values 255 -> 25 us, HMM model_1 on 8 songs 1,580 -> 150 us. The decision reads the graph's
+gradients the caller expects against a compile time estimated from the graph's size) and the
+data are small, the same aten graph is compiled by TorchInductor into C++ loops
+(`compile_fx`, CPU only), checked the same way, else TorchScript runs it. TorchScript's
+interpreter costs about 0.7-0.9 us an operation whatever the tensors' size, which is most of a
+small model's gradient; a value and gradient through nutpie's numpy path, TorchScript ->
+compiled (one thread): eight schools 75 -> 16 us, the hierarchical AR(1) over 8 x 100 values
+160 -> 26 us, HMM model_1 on 8 songs 1,258 -> 152 us. The decision reads the graph's
 size and the run's length, never a clock, so a seed gives the same draws every time.
 """
 
@@ -38,15 +42,20 @@ UNOPTIMIZED_NODES = 2_000  # a traced graph larger than this runs unoptimized (`
 # (then 5.5 ms a gradient against 26 ms traced); HMM model_1 on 8 songs: 2.3 s, 1.3 ms
 # against 5.1 ms. The fused graph has no autograd, so TorchScript's optimizer stays quick
 FUSED_NODES = 20_000
-# TorchInductor (CPU): what a compiled graph saves a gradient, per node of the fused graph
-# (eight schools 156 nodes 115 -> 13 us, the hierarchical AR(1) 341 nodes 255 -> 25 us, HMM
-# model_1 2,174 nodes 1,580 -> 150 us: 0.65-0.67 us), and its compile time in seconds, about
-# COMPILE_BASE (a process's first compile also probes the CPU's vector instructions, 1.5 s)
-# + COMPILE_PER_NODE a node (eight schools 1.5 s in a process that has compiled before, 3.4 s
-# in a new one; HMM model_1 13.4-14.9 s, 20-24 s); none above COMPILE_NODES nodes
+# TorchInductor (CPU): what a compiled graph saves a gradient, per node of the (rewritten)
+# fused graph, against TorchScript (eight schools 88 nodes 75 -> 16 us, the hierarchical AR(1)
+# 195 nodes 160 -> 26 us, a GMM 208 nodes 204 -> 31 us, HMM model_1 1,432 nodes 1,258 -> 152
+# us: 0.67-0.83 us), and its compile time in seconds from empty caches in a process that has
+# compiled before, about COMPILE_BASE + COMPILE_PER_NODE a node (1.5, 2.4, 4.8 and 21 s); none
+# above COMPILE_NODES nodes, nor where the data hold more than COMPILE_VALUES values: there
+# the time goes into operations on many values, which ATen's kernels (BLAS for a matrix-vector
+# product) already run well, and the compiled loops ran slower (a logistic regression on 2,000
+# x 10: 72 -> 127 us). A new process's first compile also probes the CPU (about 9 s, cached
+# on disk for the next process).
 SAVED_PER_NODE = 0.65e-6
-COMPILE_BASE, COMPILE_PER_NODE = 2.5, 0.006
+COMPILE_BASE, COMPILE_PER_NODE = 1.2, 0.013
 COMPILE_NODES = 5_000
+COMPILE_VALUES = 4_096
 AUTO_COMPILE = True  # compile where `compile_pays`; the test suite turns it off (seconds a test)
 
 
@@ -106,7 +115,12 @@ def fused_trace(fn, z: torch.Tensor, what: str = "potential", gradients: float =
             if nodes > FUSED_NODES:
                 return None, f"the fused {what} graph has more than {FUSED_NODES} nodes"
             why = ""
-            if (AUTO_COMPILE or gradients == math.inf) and compile_pays(nodes, gradients, z.device):
+            small = _largest_constant(module) <= COMPILE_VALUES or gradients == math.inf
+            if (
+                (AUTO_COMPILE or gradients == math.inf)
+                and small
+                and compile_pays(nodes, gradients, z.device)
+            ):
                 out, why = _inductor(module, z)
                 if out is not None and _checked(fn, out, z):
                     return out, f"{what} and gradient compiled by TorchInductor ({nodes} nodes)"
@@ -150,6 +164,14 @@ def aten_graph(fn, z: torch.Tensor):
         return simplified(recorded(), z)
     except Exception:  # an operation the rewrites do not know: the graph as recorded
         return recorded()
+
+
+def _largest_constant(module) -> int:
+    """The number of values in the graph's largest constant (the data, mostly)."""
+    sizes = [
+        getattr(module, str(n.target)).numel() for n in module.graph.nodes if n.op == "get_attr"
+    ]
+    return max(sizes, default=0)
 
 
 def _checked(fn, compiled, z: torch.Tensor) -> bool:
@@ -248,6 +270,7 @@ def _probes(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 __all__ = [
     "COMPILE_NODES",
+    "COMPILE_VALUES",
     "FUSED_NODES",
     "UNOPTIMIZED_NODES",
     "Fused",

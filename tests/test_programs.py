@@ -216,6 +216,24 @@ def test_mixture_of_bernoullis_by_map(digits):
     np.testing.assert_allclose(x.mean(0).numpy(), (w @ mu), atol=0.05)
 
 
+def test_full_batch_adam_on_the_traced_loss_equals_it_on_the_program(digits, monkeypatch):
+    """A mixture's MAP (Adam on the whole data, restarts, then L-BFGS) run on one traced
+    graph of the loss and its gradient gives the estimate Adam gives on the program itself
+    (autograd through the enumerated trace each step), to 1e-6 (the sums run in another
+    order: the two searches part at rounding, 2e-8 after 60 steps)."""
+    from inference.objective import Objective
+
+    x = digits.train[:200]
+    options = {"seed": 0, "max_epochs": 60, "progress_bar": False}
+    traced = inference.fit(mixture, x, "map", **options)
+    assert traced.info["objective"].startswith("the whole-data loss and its gradient")
+    monkeypatch.setattr(Objective, "traced", lambda self, x: None)
+    eager = inference.fit(mixture, x, "map", **options)
+    assert "objective" not in eager.info
+    for k in ("weights", "means"):
+        np.testing.assert_allclose(traced.params[k], eager.params[k], rtol=0, atol=1e-6)
+
+
 def test_enumerated_log_density_equals_numpy_on_random_values():
     """The enumeration path on its own: any parameter values, any data."""
     g = torch.Generator().manual_seed(0)
