@@ -29,6 +29,8 @@ each node's shape, dtype and strides. The caller checks the result against the p
 
 from __future__ import annotations
 
+import operator
+
 import torch
 from torch import fx
 
@@ -86,6 +88,10 @@ def simplified(module: fx.GraphModule, z: torch.Tensor) -> fx.GraphModule:
         if node.op not in ("get_attr", "call_function"):
             continue
         if node.op == "call_function":
+            if node.target is operator.getitem:  # a part of an operation's tuple of results
+                if node.args[0] in constant:
+                    constant.add(node)
+                continue
             if not isinstance(node.target, OP):
                 continue
             node.args = fx.node.map_arg(node.args, lambda a: replaced.get(a, a))
@@ -111,7 +117,7 @@ def simplified(module: fx.GraphModule, z: torch.Tensor) -> fx.GraphModule:
         if node in replaced:
             node.replace_all_uses_with(replaced[node])
     for node in [n for n in graph.nodes if n in constant and n.op == "call_function"]:
-        if any(u not in constant for u in node.users):
+        if node in meta and any(u not in constant for u in node.users):  # (a tensor)
             name = f"_folded{folded}"
             folded += 1
             module.register_buffer(name, meta[node]["value"])

@@ -115,6 +115,16 @@ class Whitened:
             self.dim
         )
 
+    def correlation_condition(self) -> float:
+        """The condition number of the Laplace approximation's correlation matrix (1 where there
+        is none): how far a diagonal metric is from the posterior's shape near its mode."""
+        if not self.dense:
+            return 1.0
+        cov = self.L @ self.L.T
+        sd = cov.diagonal().sqrt()
+        eigen = torch.linalg.eigvalsh(cov / sd[:, None] / sd[None])
+        return float(eigen[-1] / eigen[0]) if float(eigen[0]) > 0 else math.inf
+
     def diagonal(self) -> None:
         """Keep only the Laplace approximation's standard deviations (no rotation): where the
         posterior is far from Gaussian, a sampler adapts its own (diagonal) metric on top."""

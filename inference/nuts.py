@@ -17,7 +17,14 @@ from ppl_models import pyro_internals
 from ppl_models.checks import positive_int
 from ppl_models.runtime import few_threads, show_progress, warn
 
-STEPS_PER_DRAW = (16, 8)  # expected: (adapting a metric, whitened with an identity metric)
+# Leapfrog steps a draw NUTS is expected to take (for `inference.tracing` to decide whether to
+# compile the potential): STEPS_PER_DRAW where the posterior is whitened or a diagonal metric is
+# adapted on the Laplace scales (measured 3-15: AR(2) 3.0-3.5, the regressions 3.4-5.4, eight
+# schools 6.7, baseball 7.5-8.8, HMM model_1 10-15), STEPS_CORRELATED where a diagonal metric
+# is adapted on a posterior whose Laplace correlation matrix has a condition number above
+# CORRELATED, correlations a diagonal metric cannot take out (a hierarchical AR(1) over 8
+# series: 11,548, 62-65 steps; eight schools: 15)
+STEPS_PER_DRAW, STEPS_CORRELATED, CORRELATED = 8, 64, 100.0
 
 
 def nuts(program, x, **options) -> Fit:
@@ -69,6 +76,7 @@ def _nuts(
     # 597 this way, 25.4 and 740 adapting a diagonal on the full whitening, 8.3 and 584
     # adapting a dense one on it, 7.1 and 482 with no whitening (plain Pyro: 9.3, 595).
     adapt = not w.dense or not w.gaussian_like()
+    correlated = adapt and w.correlation_condition() > CORRELATED
     if w.dense and adapt:  # keep the Laplace scales, adapt the rest
         w.diagonal()
         scale = 1.0
@@ -77,10 +85,8 @@ def _nuts(
     # whether the chains run in parallel processes or one after the other (`inference.chains`)
     seeds = [int(s) for s in torch.randint(2**62, (num_chains,))]
     # what the run will ask of the potential, for `inference.tracing` to decide whether to
-    # compile it: measured, leapfrog steps a draw where the posterior is whitened (AR(2) 3.5,
-    # HMM model_1 10-27) and where NUTS adapts a metric (eight schools 6.7, baseball 8.8, a
-    # hierarchical AR(1) 62); taken at about twice the typical, as the cost of too few is higher
-    steps = STEPS_PER_DRAW[not adapt]
+    # compile it (never a clock: the same seed, the same draws)
+    steps = STEPS_CORRELATED if correlated else STEPS_PER_DRAW
     w.gradients = num_chains * (warmup_steps + num_samples) * steps
     w.potential({"z": z0[0]})  # trace (and check) the potential once, here, before any fork
     if engine == "nutpie":

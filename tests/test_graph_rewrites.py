@@ -87,3 +87,23 @@ def test_a_tensor_written_in_place_is_left_alone():
         v, gr = value_and_grad(fn, z)
         torch.testing.assert_close(value, v)
         torch.testing.assert_close(grad, gr)
+
+
+def test_operations_with_several_results_fold_and_run():
+    """max over a dimension gives (values, indices): of a constant it is folded, of z it
+    runs; the numbers are the function's at two points."""
+    c = torch.tensor([[1.0, 5.0, 3.0], [4.0, 2.0, 6.0]], dtype=f64)
+
+    def fn(z):
+        top = c.max(dim=0).values
+        mixed = torch.stack([z, z * 2.0]).max(dim=0).values
+        return (top * z).sum() + (mixed**2).sum()
+
+    z1 = torch.tensor([0.5, -1.0, 2.0], dtype=f64)
+    graph = aten_graph(fn, z1)
+    assert operations(graph).count("aten.max.dim") == 1, operations(graph)
+    for z in (z1, -z1):
+        grad, value = graph(z)
+        v, gr = value_and_grad(fn, z)
+        torch.testing.assert_close(value, v)
+        torch.testing.assert_close(grad, gr)

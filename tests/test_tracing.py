@@ -5,6 +5,8 @@ gives the eager function's numbers."""
 import math
 
 import numpy as np
+import pyro
+import pyro.distributions as dist
 import pytest
 import torch
 from nuts_engines import compiler_or_skip
@@ -175,9 +177,14 @@ def test_where_torchinductor_cannot_compile_torchscript_runs_the_graph(monkeypat
     torch.testing.assert_close(g, grad, rtol=1e-12, atol=1e-12)
 
 
-def test_nuts_tells_the_potential_how_many_gradients_to_expect(monkeypatch):
-    """The automatic rule is asked with num_chains x (warmup_steps + num_samples) x 16 where a
-    metric is adapted (eight schools) and its answer taken: here, 2 x (30 + 20) x 16."""
+@pytest.mark.parametrize(
+    "condition, steps", [(None, 8), (1e4, 64)], ids=["eight-schools", "correlated"]
+)
+def test_nuts_tells_the_potential_how_many_gradients_to_expect(monkeypatch, condition, steps):
+    """The automatic rule is asked with num_chains x (warmup_steps + num_samples) x 8 where a
+    diagonal metric is adapted (eight schools: its Laplace correlation matrix's condition
+    number is 15), x 64 where that number is above 100 (correlations a diagonal metric cannot
+    take out), and its answer taken: here, 2 x (30 + 20) x 8 or x 64."""
     import inference.tracing
 
     asked = []
@@ -188,6 +195,8 @@ def test_nuts_tells_the_potential_how_many_gradients_to_expect(monkeypatch):
 
     monkeypatch.setattr(inference.tracing, "AUTO_COMPILE", True)
     monkeypatch.setattr(inference.tracing, "compile_pays", rule)
+    if condition is not None:
+        monkeypatch.setattr(Whitened, "correlation_condition", lambda self: condition)
     sigma = torch.tensor(EIGHT_SIGMA, dtype=f64)
     f = inference.fit(
         eight_schools,
@@ -200,5 +209,32 @@ def test_nuts_tells_the_potential_how_many_gradients_to_expect(monkeypatch):
         data_arg="y",
         data_plate="J",
     )
-    assert len(asked) == 1 and asked[0][1:] == (2 * (30 + 20) * 16, "cpu")
+    assert len(asked) == 1 and asked[0][1:] == (2 * (30 + 20) * steps, "cpu")
     assert asked[0][0] > 50 and f.info["potential"] == "jit-compiled potential and gradient, fused"
+
+
+def test_the_laplace_correlation_condition_number_is_numpys():
+    """A straight line with known noise and wide normal priors, x far from 0: the posterior
+    is Gaussian, so its Laplace covariance is exact, (X'X + I / 100^2)^-1; the condition
+    number of its correlation matrix equals numpy's (1e-6 relative), and eight schools'
+    (the benchmark's program) is below 100."""
+    x = torch.linspace(9.0, 11.0, 20, dtype=f64)
+    y = 1.0 + 0.5 * x + 0.1 * torch.sin(7 * x)
+
+    def line(y=None):
+        a = pyro.sample("a", dist.Normal(torch.tensor(0.0, dtype=f64), 100.0))
+        b = pyro.sample("b", dist.Normal(torch.tensor(0.0, dtype=f64), 100.0))
+        with pyro.plate("data", len(x)):
+            pyro.sample("y", dist.Normal(a + b * x, 1.0), obs=y)
+
+    p = inference.as_program(line, data_arg="y")
+    data = p.validate(y)
+    p.discover(data)
+    w = Whitened(p, data, initial_values(p, data)[0])
+    X = np.stack([np.ones(20), x.numpy()], 1)
+    cov = np.linalg.inv(X.T @ X + np.eye(2) / 100**2)
+    sd = np.sqrt(np.diag(cov))
+    eig = np.linalg.eigvalsh(cov / np.outer(sd, sd))
+    assert w.correlation_condition() == pytest.approx(eig[-1] / eig[0], rel=1e-6)
+    assert w.correlation_condition() > 100
+    assert eight_schools_whitened().correlation_condition() < 100
