@@ -6,6 +6,7 @@
 Each scenario fits under the process group and writes what the test checks to OUT_DIR."""
 
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -126,5 +127,12 @@ if __name__ == "__main__":
         {"one_step": one_step, "rnade": rnade, "nan": nan, "svi": svi}[scenario](
             out, dist.get_rank()
         )
+        dist.barrier()  # neither rank tears gloo down while the other still uses it
     finally:
         dist.destroy_process_group()
+    # Leave without the interpreter's teardown: in 2 of 5 full-suite runs (2026-12-05) a rank
+    # of the NaN scenario aborted after its work ("terminate called without an active
+    # exception", a C++ thread destroyed while still running); what the test reads is written.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
