@@ -65,7 +65,7 @@ class Objective:
         end to end (`inference.tracing.fused_trace`: a `Fused`), or None where the program
         cannot be traced or the traced loss differs from it. The graph holds x and the
         program's other values as constants: it serves any objective of the same program and
-        names (a restart's), which `fused_step` checks first."""
+        names (a restart's), which `inference.solvers.adam` checks at each run's start."""
         shapes = {k: u.shape for k, u in self.leaves.items()}
 
         def loss(flat):

@@ -128,7 +128,16 @@ def point_fit(
         per_epoch = math.ceil(len(x) / (batch_size or len(x)))
         short = max(1, math.ceil(MIXTURE_ADAM["restart_steps"] / per_epoch))
         objective, first = _best_start(
-            program, names, prior, x, restarts, run, short, lr=lr, batch_size=batch_size, **extra
+            program,
+            names,
+            prior,
+            x,
+            restarts,
+            run,
+            short,
+            lr=lr,
+            batch_size=batch_size,
+            **({} if fused is None else {"fused": fused}),  # restarts keep Adam's seed 0
         )
         max_epochs = max(1, (max_epochs or 1000) - short)
     info = run(

@@ -115,12 +115,9 @@ def fused_trace(fn, z: torch.Tensor, what: str = "potential", gradients: float =
             if nodes > FUSED_NODES:
                 return None, f"the fused {what} graph has more than {FUSED_NODES} nodes"
             why = ""
-            small = _largest_constant(module) <= COMPILE_VALUES or gradients == math.inf
-            if (
-                (AUTO_COMPILE or gradients == math.inf)
-                and small
-                and compile_pays(nodes, gradients, z.device)
-            ):
+            asked = gradients == math.inf  # jit_compile="inductor"
+            automatic = AUTO_COMPILE and _largest_constant(module) <= COMPILE_VALUES
+            if (asked or automatic) and compile_pays(nodes, gradients, z.device):
                 out, why = _inductor(module, z)
                 if out is not None and _checked(fn, out, z):
                     return out, f"{what} and gradient compiled by TorchInductor ({nodes} nodes)"
