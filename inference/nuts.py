@@ -8,7 +8,7 @@ import functools
 
 import torch
 
-from inference import nutpie_engine
+from inference import conjugate, nutpie_engine
 from inference.chains import processes_for, run_chains
 from inference.laplace import Whitened
 from inference.result import Fit
@@ -57,7 +57,13 @@ def _nuts(
     program.discover(x)
     needs_random(program, "nuts")
     init, note = initial_values(program, x, init)
-    w = Whitened(program, x, init, jit_compile=jit_compile)
+    # local latents conjugate to their one observation: integrated out, drawn after
+    pairs = conjugate.find(program, x, init)
+    if pairs:
+        w = conjugate.Collapsed(program, x, init, pairs, jit_compile=jit_compile)
+        note += "; " + "; ".join(p.describe() for p in pairs)
+    else:
+        w = Whitened(program, x, init, jit_compile=jit_compile)
     # Chains start at draws from the Laplace approximation (spread, so that r_hat means
     # something), or at the MAP jittered by 0.1 where the posterior is not whitened; where the
     # posterior has no mode (a funnel: the MAP ran to the edge of the support), at fresh starts
@@ -115,6 +121,9 @@ def _nuts(
         zs = torch.stack([z for z, _ in done])
         sample_stats = {k: torch.stack([st[k] for _, st in done]) for k in done[0][1]}
     draws = w.constrained(zs)
+    if pairs:
+        draws.update(conjugate.draw_latents(program, x, init, draws, pairs))
+        draws = {k: draws[k] for k in program.sampled}  # the program's order
     _warn_nuts(program, draws, sample_stats, target_accept_prob)
     return posterior_fit(
         program,

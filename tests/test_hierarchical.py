@@ -114,10 +114,12 @@ def test_eight_schools_compares_with_the_pooled_model(schools):
 # -- baseball partial pooling beside plain Pyro ----------------------------------------------------
 @pytest.mark.slow
 def test_baseball_partial_pooling_agrees_with_plain_pyro_nuts():
-    """Ours (seed 0) and plain `MCMC(NUTS(partially_pooled, jit_compile=True))`
-    (pyro.set_rng_seed(1)), both 2 x (400 + 400): posterior means of m, kappa and every phi
-    within 0.3 posterior sd (measured: 0.01, 0.14, 0.05; kappa's heavy right tail makes its
-    mean the slowest to settle: 0.36 with 250 draws per chain)."""
+    """Ours (seed 0; phi integrated out, `inference.conjugate`) and plain
+    `MCMC(NUTS(partially_pooled, jit_compile=True))` (pyro.set_rng_seed(1)), both 2 x (400 +
+    400): posterior means of m, log kappa and every phi within 0.3 posterior sd. log kappa:
+    kappa's posterior tail falls as kappa^-2.5 (no variance), and plain Pyro's funnel reaches
+    little of it (mean 83.5 against 129.7 by quadrature, ours 134.0;
+    tests/test_conjugate.py holds ours to the quadrature)."""
     ours = inference.fit(
         partially_pooled,
         BASEBALL_HITS,
@@ -141,9 +143,12 @@ def test_baseball_partial_pooling_agrees_with_plain_pyro_nuts():
         warnings.simplefilter("ignore")
         mcmc.run(BASEBALL_AT_BATS, BASEBALL_HITS)
     plain = mcmc.get_samples()
-    for k in ("m", "kappa", "phi"):
+    mine = {k: v.flatten(0, 1) for k, v in ours.draws.items()}
+    for d in (mine, plain):
+        d["log_kappa"] = d["kappa"].log()
+    for k in ("m", "log_kappa", "phi"):
         sd = plain[k].std(0)
-        gap = ((ours.draws[k].flatten(0, 1).mean(0) - plain[k].mean(0)).abs() / sd).max()
+        gap = ((mine[k].mean(0) - plain[k].mean(0)).abs() / sd).max()
         assert float(gap) < 0.3, (k, float(gap))
     assert ours.draws["phi"].shape == (2, 400, 18)
 

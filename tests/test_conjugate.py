@@ -1,0 +1,147 @@
+"""Local latents conjugate to their one observation, integrated out of NUTS and drawn from
+their conditional (`inference.conjugate`). References: the marginal posterior on a grid from
+scipy's beta-binomial and negative binomial densities; the detection on programs that read the
+latent elsewhere or through another parameter."""
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from nuts_engines import ENGINES, engine_options
+from scipy.special import logsumexp
+from scipy.stats import betabinom, nbinom
+
+import inference
+from inference import conjugate
+from ppl_models.example_programs import BASEBALL_AT_BATS, BASEBALL_HITS, partially_pooled
+from ppl_models.programs.program import Program
+
+BASEBALL = {"given": {"at_bats": BASEBALL_AT_BATS}, "data_arg": "hits"}
+
+
+def baseball_grid():
+    """Posterior means and sds of m, log kappa and each player's phi by quadrature of
+    p(m, kappa | hits) = prod_i BetaBinomial(hits_i | m kappa, (1 - m) kappa, at_bats_i) x
+    Pareto(kappa | 1, 1.5) on a grid of m and u = log(kappa - 1) (Jacobian e^u)."""
+    m = np.linspace(0.0005, 0.9995, 400)[:, None]
+    u = np.linspace(-6.0, 16.0, 900)[None, :]
+    kappa = 1.0 + np.exp(u)
+    n, k = BASEBALL_AT_BATS.numpy(), BASEBALL_HITS.numpy()
+    a, b = m * kappa, (1 - m) * kappa
+    logp = np.log(1.5) - 2.5 * np.log(kappa) + u
+    for ni, ki in zip(n, k):
+        logp = logp + betabinom.logpmf(ki, ni, a, b)
+    w = np.exp(logp - logsumexp(logp))
+    out = {}
+    for name, v in (("m", m + 0 * u), ("log_kappa", np.log(kappa) + 0 * m)):
+        mean = float((w * v).sum())
+        out[name] = (mean, float(np.sqrt((w * (v - mean) ** 2).sum())))
+    phi = []
+    for ni, ki in zip(n, k):
+        cm = (a + ki) / (a + b + ni)  # E[phi | m, kappa, hits], and its variance
+        cv = cm * (1 - cm) / (a + b + ni + 1)
+        mean = float((w * cm).sum())
+        phi.append((mean, float(np.sqrt((w * (cv + (cm - mean) ** 2)).sum()))))
+    out["phi"] = phi
+    return out
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def baseball(request):
+    return inference.fit(
+        partially_pooled,
+        BASEBALL_HITS,
+        "nuts",
+        num_samples=500,
+        warmup_steps=500,
+        seed=0,
+        data_plate="num_players",
+        **BASEBALL,
+        **engine_options(request.param),
+    )
+
+
+def test_baseball_collapsed_matches_quadrature(baseball):
+    """m, log kappa and every phi: means within 0.15 posterior sd of the quadrature, sds within
+    15% (m and log kappa) and 10% (phi); the 18 phi's drawn per draw, as the program has them."""
+    ref = baseball_grid()
+    d = {k: v.flatten(0, 1).double() for k, v in baseball.draws.items()}
+    got = {"m": d["m"], "log_kappa": d["kappa"].log()}
+    for name, (mean, sd) in ((k, ref[k]) for k in ("m", "log_kappa")):
+        assert abs(float(got[name].mean()) - mean) < 0.15 * sd, name
+        assert float(got[name].std()) == pytest.approx(sd, rel=0.15), name
+    for i, (mean, sd) in enumerate(ref["phi"]):
+        assert abs(float(d["phi"][:, i].mean()) - mean) < 0.15 * sd, i
+        assert float(d["phi"][:, i].std()) == pytest.approx(sd, rel=0.1), i
+    assert baseball.draws["phi"].shape == (2, 500, 18)
+    assert "phi (a Beta prior, Binomial 'obs') integrated out" in baseball.info["init"]
+    assert baseball.info["divergences"] == 0
+
+
+def poisson_rates(y):
+    """lam_i ~ Gamma(2, beta), beta ~ Gamma(2, 1), y_i ~ Poisson(lam_i)."""
+    beta = pyro.sample("beta", dist.Gamma(y.new_tensor(2.0), y.new_tensor(1.0)))
+    with pyro.plate("data", len(y)):
+        lam = pyro.sample("lam", dist.Gamma(y.new_tensor(2.0), beta))
+        pyro.sample("y", dist.Poisson(lam), obs=y)
+
+
+def test_gamma_poisson_collapsed_matches_quadrature():
+    """beta and every lam_i against quadrature of p(beta | y) = Gamma(beta | 2, 1) x
+    prod_i NegativeBinomial(y_i | 2, beta / (beta + 1)): means within 0.15 sd, sds within 10%."""
+    y = torch.tensor([0.0, 3.0, 1.0, 7.0, 2.0, 0.0, 4.0, 12.0, 1.0, 5.0], dtype=torch.float64)
+    f = inference.fit(
+        poisson_rates, y, "nuts", num_samples=500, warmup_steps=300, seed=0, data_arg="y"
+    )
+    assert "lam (a Gamma prior, Poisson 'y') integrated out" in f.info["init"]
+    beta = np.linspace(1e-4, 15.0, 20001)
+    logp = np.log(beta) - beta + nbinom.logpmf(y.numpy()[:, None], 2.0, beta / (beta + 1)).sum(0)
+    w = np.exp(logp - logsumexp(logp))
+    mean = float((w * beta).sum())
+    sd = float(np.sqrt((w * (beta - mean) ** 2).sum()))
+    draws = f.draws["beta"].flatten()
+    assert abs(float(draws.mean()) - mean) < 0.15 * sd
+    assert float(draws.std()) == pytest.approx(sd, rel=0.1)
+    lam = f.draws["lam"].flatten(0, 1)
+    for i, yi in enumerate(y.numpy()):
+        cm = (2.0 + yi) / (beta + 1)  # E[lam_i | beta, y_i], and its variance
+        m_i = float((w * cm).sum())
+        sd_i = float(np.sqrt((w * (cm / (beta + 1) + (cm - m_i) ** 2)).sum()))
+        assert abs(float(lam[:, i].mean()) - m_i) < 0.15 * sd_i, i
+        assert float(lam[:, i].std()) == pytest.approx(sd_i, rel=0.1), i
+
+
+def _coins(read):
+    def coins(y):
+        m = pyro.sample("m", dist.Beta(y.new_tensor(2.0), y.new_tensor(2.0)))
+        with pyro.plate("data", len(y)):
+            p = pyro.sample("p", dist.Beta(5 * m, 5 * (1 - m)))
+            read(p, y)
+
+    return coins
+
+
+def _found(read):
+    y = torch.tensor([0.0, 1.0, 1.0, 0.0, 1.0, 1.0], dtype=torch.float64)
+    p = Program(_coins(read), "data", None, "y")
+    x = p.validate(y)
+    p.discover(x)
+    return conjugate.find(p, x, dict(p.values))
+
+
+def test_only_a_latent_read_once_as_the_parameter_itself_is_integrated():
+    """Bernoulli(probs=p) qualifies; Bernoulli(logits=logit p), probs=0.9 p, or p read again
+    by a factor do not (sampled as before)."""
+    found = _found(lambda p, y: pyro.sample("y", dist.Bernoulli(probs=p), obs=y))
+    assert found == [conjugate.Pair("p", "y", "beta-binomial")]
+    others = [
+        lambda p, y: pyro.sample("y", dist.Bernoulli(logits=torch.logit(p)), obs=y),
+        lambda p, y: pyro.sample("y", dist.Bernoulli(probs=0.9 * p), obs=y),
+        lambda p, y: (
+            pyro.sample("y", dist.Bernoulli(probs=p), obs=y),
+            pyro.factor("pull", -p),
+        ),
+    ]
+    for read in others:
+        assert _found(read) == []
