@@ -9,7 +9,10 @@ as that observation's parameter itself:
 - L ~ Beta(a, b) and O ~ Binomial(n, probs=L) or Bernoulli(probs=L): O ~ BetaBinomial(a, b, n)
   once L is integrated out, and L given O = k is Beta(a + k, b + n - k);
 - L ~ Gamma(a, b) and O ~ Poisson(rate=L): O ~ GammaPoisson(a, b), L given O = k is
-  Gamma(a + k, b + 1).
+  Gamma(a + k, b + 1);
+- L ~ Normal(m, s) and O ~ Normal(loc=L, scale=sigma), sigma not depending on L: O ~ Normal(m,
+  sqrt(s^2 + sigma^2)), L given O = y is Normal with precision 1/s^2 + 1/sigma^2 and mean
+  (m/s^2 + y/sigma^2) / precision (a centred random effect).
 
 a and b may depend on the global parameters (the baseball example's m kappa and (1 - m) kappa),
 which NUTS then samples from their exact marginal posterior: the funnel between kappa and the 18
@@ -36,7 +39,10 @@ from ppl_models.pyro_internals import observed_unexpanded
 FAMILIES = {
     "beta-binomial": (dist.Beta, (dist.Binomial, dist.Bernoulli), "probs"),
     "gamma-poisson": (dist.Gamma, (dist.Poisson,), "rate"),
+    "normal-normal": (dist.Normal, (dist.Normal,), "loc"),
 }
+# the observation's other arguments, which must not depend on the latent
+OTHERS = {"beta-binomial": ("total_count",), "gamma-poisson": (), "normal-normal": ("scale",)}
 
 
 @dataclass(frozen=True)
@@ -105,10 +111,7 @@ def _reads(site, leaf: torch.Tensor) -> bool:
     if skip(site):
         return False
     lp = site["fn"].log_prob(site["value"])
-    if not lp.requires_grad:
-        return False
-    (grad,) = torch.autograd.grad(lp.sum(), leaf, allow_unused=True, retain_graph=True)
-    return grad is not None
+    return lp.requires_grad and _depends(lp, leaf)
 
 
 def _reads_as_parameter(site, leaf: torch.Tensor, family: str) -> bool:
@@ -123,9 +126,16 @@ def _reads_as_parameter(site, leaf: torch.Tensor, family: str) -> bool:
     value = getattr(fn, parameter)
     if fn.event_shape != () or value.shape != leaf.shape:
         return False
-    if isinstance(fn, dist.Binomial) and fn.total_count.requires_grad:
-        return False
+    for other in OTHERS[family]:
+        arg = getattr(fn, other, None)
+        if arg is not None and arg.requires_grad and _depends(arg, leaf):
+            return False
     return torch.equal(value.detach(), leaf.detach())
+
+
+def _depends(value: torch.Tensor, leaf: torch.Tensor) -> bool:
+    (grad,) = torch.autograd.grad(value.sum(), leaf, allow_unused=True, retain_graph=True)
+    return grad is not None
 
 
 class Collapsed(Whitened):
@@ -148,7 +158,9 @@ def compound(family: str, prior, likelihood):
         n = getattr(likelihood, "total_count", None)
         n = torch.ones_like(prior.concentration1) if n is None else n
         return dist.BetaBinomial(prior.concentration1, prior.concentration0, n)
-    return dist.GammaPoisson(prior.concentration, prior.rate)
+    if family == "gamma-poisson":
+        return dist.GammaPoisson(prior.concentration, prior.rate)
+    return dist.Normal(prior.loc, (prior.scale**2 + likelihood.scale**2).sqrt())
 
 
 def conditional(family: str, prior, likelihood, observed: torch.Tensor):
@@ -157,7 +169,10 @@ def conditional(family: str, prior, likelihood, observed: torch.Tensor):
         n = getattr(likelihood, "total_count", None)
         n = torch.ones_like(observed) if n is None else n
         return dist.Beta(prior.concentration1 + observed, prior.concentration0 + n - observed)
-    return dist.Gamma(prior.concentration + observed, prior.rate + 1)
+    if family == "gamma-poisson":
+        return dist.Gamma(prior.concentration + observed, prior.rate + 1)
+    a, b = prior.scale**-2, likelihood.scale**-2
+    return dist.Normal((prior.loc * a + observed * b) / (a + b), (a + b) ** -0.5)
 
 
 def log_joint(program, x, values: dict, pairs: list[Pair]) -> torch.Tensor:

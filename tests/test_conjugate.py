@@ -10,11 +10,17 @@ import pytest
 import torch
 from nuts_engines import ENGINES, engine_options
 from scipy.special import logsumexp
-from scipy.stats import betabinom, nbinom
+from scipy.stats import betabinom, halfcauchy, nbinom, norm
 
 import inference
 from inference import conjugate
-from ppl_models.example_programs import BASEBALL_AT_BATS, BASEBALL_HITS, partially_pooled
+from ppl_models.example_programs import (
+    BASEBALL_AT_BATS,
+    BASEBALL_HITS,
+    EIGHT_SIGMA,
+    EIGHT_Y,
+    partially_pooled,
+)
 from ppl_models.programs.program import Program
 
 BASEBALL = {"given": {"at_bats": BASEBALL_AT_BATS}, "data_arg": "hits"}
@@ -145,3 +151,48 @@ def test_only_a_latent_read_once_as_the_parameter_itself_is_integrated():
     ]
     for read in others:
         assert _found(read) == []
+
+
+def eight_schools_centred(J, sigma, y=None):
+    """The centred eight schools, theta in the data plate: a funnel between tau and theta
+    where theta is sampled."""
+    mu = pyro.sample("mu", dist.Normal(sigma.new_tensor(0.0), 5.0))
+    tau = pyro.sample("tau", dist.HalfCauchy(sigma.new_tensor(5.0)))
+    with pyro.plate("J", J):
+        theta = pyro.sample("theta", dist.Normal(mu, tau))
+        return pyro.sample("y", dist.Normal(theta, sigma), obs=y)
+
+
+def test_centred_eight_schools_collapsed_matches_quadrature():
+    """theta integrated out: mu, tau and every theta_j against quadrature of p(mu, tau | y) =
+    N(mu | 0, 5) HalfCauchy(tau | 5) prod_j N(y_j | mu, sqrt(sigma_j^2 + tau^2)): means within
+    0.15 sd, sds within 10%, and no divergence (the funnel is gone)."""
+    f = inference.fit(
+        eight_schools_centred,
+        EIGHT_Y,
+        "nuts",
+        num_samples=1000,
+        warmup_steps=500,
+        seed=0,
+        given={"J": 8, "sigma": EIGHT_SIGMA},
+        data_arg="y",
+        data_plate="J",
+    )
+    assert "theta (a Normal prior, Normal 'y') integrated out" in f.info["init"]
+    assert f.info["divergences"] == 0
+    y, s = EIGHT_Y.numpy()[:, None, None], EIGHT_SIGMA.numpy()[:, None, None]
+    mu = np.linspace(-25.0, 35.0, 600)[:, None]
+    tau = np.linspace(1e-4, 60.0, 1200)[None, :]
+    logp = norm.logpdf(mu, 0.0, 5.0) + halfcauchy.logpdf(tau, scale=5.0)
+    logp = logp + norm.logpdf(y, mu, np.sqrt(s**2 + tau**2)).sum(0)
+    w = np.exp(logp - logsumexp(logp))
+    d = {k: v.flatten(0, 1).double().numpy() for k, v in f.draws.items()}
+    precision = 1 / tau**2 + 1 / s**2
+    cm = (mu / tau**2 + y / s**2) / precision  # E[theta_j | mu, tau, y_j], (8, mu, tau)
+    refs = [("mu", d["mu"], mu + 0 * tau, 0), ("tau", d["tau"], tau + 0 * mu, 0)]
+    refs += [(f"theta{j}", d["theta"][:, j], cm[j], 1 / precision[j]) for j in range(8)]
+    for name, draws, v, cv in refs:
+        mean = float((w * v).sum())
+        sd = float(np.sqrt((w * (cv + (v - mean) ** 2)).sum()))
+        assert abs(float(draws.mean()) - mean) < 0.15 * sd, name
+        assert float(draws.std()) == pytest.approx(sd, rel=0.1), name
