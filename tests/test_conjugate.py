@@ -196,3 +196,56 @@ def test_centred_eight_schools_collapsed_matches_quadrature():
         sd = float(np.sqrt((w * (cv + (v - mean) ** 2)).sum()))
         assert abs(float(draws.mean()) - mean) < 0.15 * sd, name
         assert float(draws.std()) == pytest.approx(sd, rel=0.1), name
+
+
+def test_latents_drawn_by_the_traced_program_equal_those_of_pyros_trace(monkeypatch):
+    """The conditionals' arguments by the jit-traced program equal one Pyro trace a draw: the
+    same seed, the same draws of lam (to 1e-12)."""
+    y = torch.tensor([0.0, 3.0, 1.0, 7.0], dtype=torch.float64)
+    p = Program(poisson_rates, "data", None, "y")
+    x = p.validate(y)
+    p.discover(x)
+    pairs = conjugate.find(p, x, dict(p.values))
+    draws = {"beta": torch.linspace(0.5, 3.0, 12, dtype=torch.float64).reshape(2, 6)}
+    torch.manual_seed(0)
+    traced = conjugate.draw_latents(p, x, dict(p.values), draws, pairs)
+    monkeypatch.setattr(conjugate, "_traced", lambda fn, first, last: fn)
+    torch.manual_seed(0)
+    eager = conjugate.draw_latents(p, x, dict(p.values), draws, pairs)
+    assert traced["lam"].shape == (2, 6, 4)
+    torch.testing.assert_close(traced["lam"], eager["lam"], rtol=1e-12, atol=0.0)
+
+
+def _schools(read):
+    def schools(J, sigma, y=None):
+        mu = pyro.sample("mu", dist.Normal(sigma.new_tensor(0.0), 5.0))
+        tau = pyro.sample("tau", dist.HalfCauchy(sigma.new_tensor(5.0)))
+        with pyro.plate("J", J):
+            return read(mu, tau, sigma, y)
+
+    p = Program(schools, "J", {"J": 8, "sigma": EIGHT_SIGMA}, "y")
+    x = p.validate(EIGHT_Y)
+    p.discover(x)
+    return conjugate.find(p, x, dict(p.values))
+
+
+def test_a_normal_read_through_an_affine_loc_is_integrated():
+    """loc = mu + tau eta (the non-centred eight schools) qualifies; loc = mu + tau eta^2
+    does not; where two latents enter one loc (eta + delta), only the first is integrated."""
+
+    def noncentred(mu, tau, sigma, y):
+        eta = pyro.sample("eta", dist.Normal(sigma.new_tensor(0.0), 1.0))
+        return pyro.sample("obs", dist.Normal(mu + tau * eta, sigma), obs=y)
+
+    def squared(mu, tau, sigma, y):
+        eta = pyro.sample("eta", dist.Normal(sigma.new_tensor(0.0), 1.0))
+        return pyro.sample("obs", dist.Normal(mu + tau * eta**2, sigma), obs=y)
+
+    def two(mu, tau, sigma, y):
+        eta = pyro.sample("eta", dist.Normal(sigma.new_tensor(0.0), 1.0))
+        delta = pyro.sample("delta", dist.Normal(sigma.new_tensor(0.0), 1.0))
+        return pyro.sample("obs", dist.Normal(mu + tau * eta * delta, sigma), obs=y)
+
+    assert _schools(noncentred) == [conjugate.Pair("eta", "obs", "normal-normal")]
+    assert _schools(squared) == []
+    assert _schools(two) == [conjugate.Pair("eta", "obs", "normal-normal")]
