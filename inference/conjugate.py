@@ -4,7 +4,7 @@ Rao-Blackwellised, sampling).
 
 A continuous local latent L (one per datum, inside the data plate) qualifies where the program's
 density reads it in exactly one place besides its own prior, an observation O of the data plate,
-as that observation's parameter itself:
+as that observation's parameter itself (a Normal's loc: affine in it):
 
 - L ~ Beta(a, b) and O ~ Binomial(n, probs=L) or Bernoulli(probs=L): O ~ BetaBinomial(a, b, n)
   once L is integrated out, and L given O = k is Beta(a + k, b + n - k);
@@ -20,7 +20,8 @@ a and b may depend on the global parameters (the baseball example's m kappa and 
 which NUTS then samples from their exact marginal posterior: the funnel between kappa and the 18
 batting averages is gone, two dimensions are left. Both facts are checked on the program at the
 start of the fit, never assumed from names: by autograd, no other site's density depends on L;
-O's parameter equals L's value at two values of L; neither site is masked or scaled (a
+O's parameter equals L's value at two values of L (a Normal's loc is affine in L, elementwise,
+at three); neither site is masked or scaled (a
 subsampled plate), nothing is enumerated. Anything else is sampled as before.
 """
 
@@ -245,8 +246,9 @@ def draw_latents(program, x, values: dict, draws: dict, pairs: list[Pair]) -> di
     """The pairs' latents at each posterior draw (draws: name -> (chain, draw, ...)), one draw
     from their conditional given that draw of the rest (the fit's seed gives the same ones).
     The conditionals' arguments come from one trace of the program per draw, by a
-    `torch.jit.trace` of it where that gives the program's numbers at the last draw (0.6 ms a
-    draw in Pyro's handlers against tens of us)."""
+    `torch.jit.trace` of it where that gives the program's numbers at the middle and last
+    draws (baseball, 1,000 draws: 0.39 ms a draw through Pyro's handlers, 0.07 ms traced,
+    the tracing included)."""
     lead, at = program.each_draw(draws)
     names = list(draws)
 
@@ -261,7 +263,7 @@ def draw_latents(program, x, values: dict, draws: dict, pairs: list[Pair]) -> di
         return tuple(out)
 
     points = [tuple(point[k] for k in names) for point in at]
-    run = _traced(arguments, points[0], points[-1])
+    run = _traced(arguments, points[0], [points[len(points) // 2], points[-1]])
     columns = list(zip(*(run(*point) for point in points)))
     out, i = {}, 0
     for p in pairs:
@@ -273,14 +275,16 @@ def draw_latents(program, x, values: dict, draws: dict, pairs: list[Pair]) -> di
     return out
 
 
-def _traced(fn, first: tuple, last: tuple):
-    """fn traced at `first` where the trace gives fn's numbers at `last`, else fn."""
+def _traced(fn, first: tuple, checks: list[tuple]):
+    """fn traced at `first` where the trace gives fn's numbers at each of `checks`, else fn."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             traced = torch.jit.trace(fn, first, check_trace=False)
             ok = all(
-                torch.allclose(a, b, rtol=1e-12, atol=0.0) for a, b in zip(traced(*last), fn(*last))
+                torch.allclose(a, b, rtol=1e-12, atol=0.0)
+                for point in checks
+                for a, b in zip(traced(*point), fn(*point))
             )
         except Exception:  # a program that cannot be traced: one Pyro trace a draw
             ok = False

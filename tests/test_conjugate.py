@@ -209,7 +209,7 @@ def test_latents_drawn_by_the_traced_program_equal_those_of_pyros_trace(monkeypa
     draws = {"beta": torch.linspace(0.5, 3.0, 12, dtype=torch.float64).reshape(2, 6)}
     torch.manual_seed(0)
     traced = conjugate.draw_latents(p, x, dict(p.values), draws, pairs)
-    monkeypatch.setattr(conjugate, "_traced", lambda fn, first, last: fn)
+    monkeypatch.setattr(conjugate, "_traced", lambda fn, first, checks: fn)
     torch.manual_seed(0)
     eager = conjugate.draw_latents(p, x, dict(p.values), draws, pairs)
     assert traced["lam"].shape == (2, 6, 4)
