@@ -190,6 +190,52 @@ def compound(family: str, prior, likelihood, slope=None):
     return dist.Normal(loc, (slope**2 * prior.scale**2 + likelihood.scale**2).sqrt())
 
 
+def compound_log_prob(family: str, prior, likelihood, observed: torch.Tensor, slope=None):
+    """`compound`'s log density of the observed values. Counts (integer data, up to
+    RISING_CELLS values x largest count) by sums of logs rather than differences of lgammas,
+    which cancel where a concentration is large: a beta-binomial of the baseball data at
+    kappa = 1e12 is 0.07 nats off that way, at 7.8e15 396 nats, with a gradient of the wrong
+    sign, where a chain of Pyro's NUTS once stuck."""
+    if family == "beta-binomial":
+        n = getattr(likelihood, "total_count", None)
+        n = torch.ones_like(observed) if n is None else n
+        most = _countable(n, observed)
+        if most is not None:
+            dtype = prior.concentration1.dtype
+            a, b, n, k = torch.broadcast_tensors(
+                prior.concentration1, prior.concentration0, n.to(dtype), observed.to(dtype)
+            )
+            choose = torch.lgamma(n + 1) - torch.lgamma(k + 1) - torch.lgamma(n - k + 1)
+            return choose + _rising(a, k, most) + _rising(b, n - k, most) - _rising(a + b, n, most)
+    if family == "gamma-poisson":
+        most = _countable(observed)
+        if most is not None:
+            c, r, k = torch.broadcast_tensors(
+                prior.concentration, prior.rate, observed.to(prior.concentration.dtype)
+            )
+            rest = -torch.lgamma(k + 1) - c * torch.log1p(1 / r) - k * torch.log1p(r)
+            return _rising(c, k, most) + rest
+    return compound(family, prior, likelihood, slope).log_prob(observed)
+
+
+RISING_CELLS = 1_000_000  # counts x largest count up to which `_rising` runs
+
+
+def _countable(*counts: torch.Tensor) -> int | None:
+    """The largest of integer-valued data `counts`, where `_rising` may take them."""
+    if any(c.requires_grad or not torch.equal(c, c.round()) or bool((c < 0).any()) for c in counts):
+        return None
+    most = int(max(float(c.max()) if c.numel() else 0.0 for c in counts))
+    return most if max(c.numel() for c in counts) * max(most, 1) <= RISING_CELLS else None
+
+
+def _rising(a: torch.Tensor, count: torch.Tensor, most: int) -> torch.Tensor:
+    """sum over i < count of log(a + i), elementwise: log Gamma(a + count) - log Gamma(a)."""
+    i = torch.arange(most, dtype=a.dtype, device=a.device)
+    terms = torch.log(a.unsqueeze(-1) + i)
+    return torch.where(i < count.unsqueeze(-1), terms, torch.zeros_like(terms)).sum(-1)
+
+
 def conditional(family: str, prior, likelihood, observed: torch.Tensor, slope=None):
     """The latent's distribution given its observation (`slope` as in `compound`)."""
     if family == "beta-binomial":
@@ -228,8 +274,8 @@ def log_joint(program, x, values: dict, pairs: list[Pair]) -> torch.Tensor:
     for p in pairs:
         obs = tr.nodes[p.observed]
         prior = tr.nodes[p.latent]["fn"]
-        density = compound(p.family, prior, obs["fn"], slopes.get(p.latent))
-        total = total + density.log_prob(obs["value"]).sum().to(total.dtype)
+        lp = compound_log_prob(p.family, prior, obs["fn"], obs["value"], slopes.get(p.latent))
+        total = total + lp.sum().to(total.dtype)
     return total
 
 
@@ -297,6 +343,7 @@ __all__ = [
     "Collapsed",
     "Pair",
     "compound",
+    "compound_log_prob",
     "conditional",
     "draw_latents",
     "find",

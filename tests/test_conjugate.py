@@ -249,3 +249,30 @@ def test_a_normal_read_through_an_affine_loc_is_integrated():
     assert _schools(noncentred) == [conjugate.Pair("eta", "obs", "normal-normal")]
     assert _schools(squared) == []
     assert _schools(two) == [conjugate.Pair("eta", "obs", "normal-normal")]
+
+
+def test_compound_densities_hold_at_large_concentrations():
+    """The beta-binomial of the baseball data equals scipy's at kappa = 10 and 1,000 (1e-10)
+    and tends to its limit, the binomial at m, where lgamma differences cancel (kappa = 1e8,
+    1e12, 7.8e15: within 1e-6 nats; lgamma's form is 396 nats off at the last); the
+    gamma-Poisson equals scipy's negative binomial, and tends to the Poisson at rate 3 as
+    the concentration grows (a = 1e12, rate a / 3)."""
+    n, k = BASEBALL_AT_BATS.double(), BASEBALL_HITS.double()
+    m = torch.tensor(0.26, dtype=torch.float64)
+    binomial = dist.Binomial(n, m.expand(18)).log_prob(k).sum()
+    for kappa in (10.0, 1e3, 1e8, 1e12, 7.8e15):
+        prior = dist.Beta(m * kappa * torch.ones(18, dtype=torch.float64), (1 - m) * kappa)
+        got = conjugate.compound_log_prob("beta-binomial", prior, dist.Binomial(n, 0.5), k)
+        if kappa <= 1e3:
+            want = betabinom.logpmf(k.numpy(), n.numpy(), 0.26 * kappa, 0.74 * kappa)
+            np.testing.assert_allclose(got.numpy(), want, rtol=1e-10)
+        else:
+            assert float(got.sum()) == pytest.approx(float(binomial), abs=1e-6)
+    y = torch.tensor([0.0, 3.0, 1.0, 7.0], dtype=torch.float64)
+    prior = dist.Gamma(torch.full((4,), 2.0, dtype=torch.float64), 0.7)
+    got = conjugate.compound_log_prob("gamma-poisson", prior, dist.Poisson(1.0), y)
+    np.testing.assert_allclose(got.numpy(), nbinom.logpmf(y.numpy(), 2.0, 0.7 / 1.7), rtol=1e-10)
+    a = torch.full((4,), 1e12, dtype=torch.float64)
+    got = conjugate.compound_log_prob("gamma-poisson", dist.Gamma(a, a / 3), dist.Poisson(1.0), y)
+    want = dist.Poisson(torch.tensor(3.0, dtype=torch.float64)).log_prob(y)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
