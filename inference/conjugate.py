@@ -76,7 +76,32 @@ def find(program, x, values: dict) -> list[Pair]:
         if pair is not None and pair.observed not in read:  # one latent per observation
             pairs.append(pair)
             read.add(pair.observed)
-    return pairs
+    return pairs if pairs and _same_joint(program, x, values, pairs) else []
+
+
+def _same_joint(program, x, values: dict, pairs: list[Pair]) -> bool:
+    """Whether the densities `log_joint` keeps, at `values`, are the program's own log joint
+    less each pair's prior and observation: whatever else the program's density holds (a
+    Model's own priors, factors, observations outside the data plate) is then kept too."""
+    try:
+        with torch.no_grad():
+            tr = _trace(program, x, values)
+            want = program.log_joint(x, values)
+            for p in pairs:
+                obs = tr.nodes[p.observed]
+                want = want - tr.nodes[p.latent]["fn"].log_prob(values[p.latent]).sum()
+                want = want - obs["fn"].log_prob(obs["value"]).sum()
+            got = _rest(tr, pairs)
+        tol = max(1e-9, 100 * torch.finfo(got.dtype).eps)
+        return bool(torch.isclose(got, want.to(got.dtype), rtol=tol, atol=tol))
+    except Exception:  # a program this check cannot run: sampled as before
+        return False
+
+
+def _rest(tr, pairs: list[Pair]) -> torch.Tensor:
+    """The trace's log density less the pairs' latents and observations."""
+    gone = {p.latent for p in pairs} | {p.observed for p in pairs}
+    return tr.log_prob_sum(lambda k, site: k not in gone and not skip(site))
 
 
 def _trace(program, x, values):
@@ -269,8 +294,7 @@ def log_joint(program, x, values: dict, pairs: list[Pair]) -> torch.Tensor:
     """log p(x, theta) with the pairs' latents integrated out: a trace (two where a Normal's
     slope is needed), every other site's density, each pair's compound one."""
     tr, slopes = _traces(program, x, values, pairs)
-    gone = {p.latent for p in pairs} | {p.observed for p in pairs}
-    total = tr.log_prob_sum(lambda k, site: k not in gone and not skip(site))
+    total = _rest(tr, pairs)
     for p in pairs:
         obs = tr.nodes[p.observed]
         prior = tr.nodes[p.latent]["fn"]

@@ -276,3 +276,13 @@ def test_compound_densities_hold_at_large_concentrations():
     got = conjugate.compound_log_prob("gamma-poisson", dist.Gamma(a, a / 3), dist.Poisson(1.0), y)
     want = dist.Poisson(torch.tensor(3.0, dtype=torch.float64)).log_prob(y)
     torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+
+
+def test_nothing_is_integrated_where_the_rest_differs_from_the_programs_density(monkeypatch):
+    """The kept densities are checked against the program's own log joint (less the pair's
+    two): a density holding something the trace does not (here, 1 nat more) keeps p sampled."""
+    read = lambda p, y: pyro.sample("y", dist.Bernoulli(probs=p), obs=y)  # noqa: E731
+    assert _found(read) == [conjugate.Pair("p", "y", "beta-binomial")]
+    own = Program.log_joint
+    monkeypatch.setattr(Program, "log_joint", lambda self, *a, **k: own(self, *a, **k) + 1.0)
+    assert _found(read) == []
