@@ -92,7 +92,7 @@ def sample_chains(
     # against 20.9 s, a logistic regression on 50,000 rows 12.4 s against 18.5 s. A thread of
     # nutpie's starts with torch's default intra-op threads: set to the caller's (one, for
     # small data: a logistic regression on 2,000 rows took 790 us a gradient on two, 165 us).
-    lock = threading.Lock()
+    lock = EVALUATING
     threads, local = torch.get_num_threads(), threading.local()
 
     def make_logp():
@@ -154,19 +154,26 @@ def _chain(stats) -> int:
     return int(column[0].as_py()) if len(column) else 0
 
 
+# One evaluation of a program at a time (see `sample_chains`), a chain's start included.
+EVALUATING = threading.Lock()
+
+
 class Starts:
     """A chain's start from the seed nutpie gives it: a standard normal draw (times `scale`)
-    in the whitened space, or (`rows`: starts drawn from the priors) the row the seed picks;
-    the same seed always gives the same start, whichever thread asks first."""
+    in the whitened space, or (`draw`: a start drawn from the priors) `draw()` under that seed;
+    the same seed always gives the same start, whichever thread asks first, and two chains
+    their own (a row picked from a fixed set by the seed gave two chains the same start in
+    half the fits)."""
 
-    def __init__(self, num_chains: int, dim: int, scale: float, rows=None):
-        self.num_chains, self.dim, self.scale = num_chains, dim, scale
-        self.rows = None if rows is None else rows.detach().cpu().double().numpy()
+    def __init__(self, num_chains: int, dim: int, scale: float, draw=None):
+        self.num_chains, self.dim, self.scale, self.draw = num_chains, dim, scale, draw
 
     def __call__(self, seed) -> np.ndarray:
-        if self.rows is not None:
-            return self.rows[int(seed) % len(self.rows)].copy()
-        return np.random.default_rng(int(seed)).standard_normal(self.dim) * self.scale
+        if self.draw is None:
+            return np.random.default_rng(int(seed)).standard_normal(self.dim) * self.scale
+        with EVALUATING, torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed) % 2**63)
+            return self.draw().detach().cpu().double().numpy().copy()
 
 
-__all__ = ["ENGINES", "STATS", "Starts", "choose", "installed", "sample_chains"]
+__all__ = ["ENGINES", "EVALUATING", "STATS", "Starts", "choose", "installed", "sample_chains"]
