@@ -202,12 +202,17 @@ class Collapsed(Whitened):
         return log_joint(self.program, self.x, {**self.fixed, **theta}, self.pairs)
 
 
+def _trials(likelihood, like: torch.Tensor) -> torch.Tensor:
+    """A Binomial's total_count; a Bernoulli's one trial per value (shaped as `like`)."""
+    n = getattr(likelihood, "total_count", None)
+    return torch.ones_like(like) if n is None else n
+
+
 def compound(family: str, prior, likelihood, slope=None):
     """The observation's distribution with the latent integrated out (`slope`: beta, the
     likelihood taken at L = 0, for a Normal)."""
     if family == "beta-binomial":
-        n = getattr(likelihood, "total_count", None)
-        n = torch.ones_like(prior.concentration1) if n is None else n
+        n = _trials(likelihood, prior.concentration1)
         return dist.BetaBinomial(prior.concentration1, prior.concentration0, n)
     if family == "gamma-poisson":
         return dist.GammaPoisson(prior.concentration, prior.rate)
@@ -222,8 +227,7 @@ def compound_log_prob(family: str, prior, likelihood, observed: torch.Tensor, sl
     kappa = 1e12 is 0.07 nats off that way, at 7.8e15 396 nats, with a gradient of the wrong
     sign, where a chain of Pyro's NUTS once stuck."""
     if family == "beta-binomial":
-        n = getattr(likelihood, "total_count", None)
-        n = torch.ones_like(observed) if n is None else n
+        n = _trials(likelihood, observed)
         most = _countable(n, observed)
         if most is not None:
             dtype = prior.concentration1.dtype
@@ -264,8 +268,7 @@ def _rising(a: torch.Tensor, count: torch.Tensor, most: int) -> torch.Tensor:
 def conditional(family: str, prior, likelihood, observed: torch.Tensor, slope=None):
     """The latent's distribution given its observation (`slope` as in `compound`)."""
     if family == "beta-binomial":
-        n = getattr(likelihood, "total_count", None)
-        n = torch.ones_like(observed) if n is None else n
+        n = _trials(likelihood, observed)
         return dist.Beta(prior.concentration1 + observed, prior.concentration0 + n - observed)
     if family == "gamma-poisson":
         return dist.Gamma(prior.concentration + observed, prior.rate + 1)

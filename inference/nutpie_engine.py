@@ -92,7 +92,6 @@ def sample_chains(
     # against 20.9 s, a logistic regression on 50,000 rows 12.4 s against 18.5 s. A thread of
     # nutpie's starts with torch's default intra-op threads: set to the caller's (one, for
     # small data: a logistic regression on 2,000 rows took 790 us a gradient on two, 165 us).
-    lock = EVALUATING
     threads, local = torch.get_num_threads(), threading.local()
 
     def make_logp():
@@ -100,7 +99,7 @@ def sample_chains(
             if not getattr(local, "threads", False):  # a thread of nutpie's: torch's default
                 torch.set_num_threads(threads)
                 local.threads = True
-            with lock:
+            with EVALUATING:
                 pe, g = w.numpy_value_and_grad(x)
             if g is None:  # outside the support: nutpie calls it a divergence
                 return -math.inf, np.zeros(dim)
