@@ -10,19 +10,23 @@ as that observation's parameter itself (a Normal's loc: affine in it):
   once L is integrated out, and L given O = k is Beta(a + k, b + n - k);
 - L ~ Gamma(a, b) and O ~ Poisson(rate=L): O ~ GammaPoisson(a, b), L given O = k is
   Gamma(a + k, b + 1);
-- L ~ Normal(m, s) and O ~ Normal(loc=alpha + beta L, scale=sigma), alpha, beta and sigma not
-  depending on L, each datum's loc on its own L only: O ~ Normal(alpha + beta m, sqrt(beta^2
-  s^2 + sigma^2)), L given O = y is Normal with precision 1/s^2 + beta^2/sigma^2 and mean
-  (m/s^2 + beta (y - alpha)/sigma^2) / precision. A centred random effect (loc = L) and a
-  non-centred one (loc = mu + tau L, the eight schools as Pyro and ArviZ write them) both.
+- L_1..L_K ~ Normal(m_k, s_k), of one shape, and O ~ Normal(loc=alpha + sum_k B_k L_k,
+  scale=sigma) (inside any `.to_event`), alpha, B_k and sigma not depending on them, each
+  element of the latents reading its own block of O's values: per block O ~ N(alpha + B m,
+  diag(sigma^2) + B diag(s^2) B^T), and the latents given O are jointly Normal
+  (`inference.compound.GaussianBlock`). A centred random effect (loc = L), a non-centred one
+  (loc = mu + tau L: the eight schools as Pyro and ArviZ write them), and the intercept and
+  slope of a series' regression (loc = c_s + phi_s y_(s,t-1), c_s = mu_c + tau_c z_s, ...: a
+  hierarchical AR(1), 99 values a block).
 
-a and b may depend on the global parameters (the baseball example's m kappa and (1 - m) kappa),
-which NUTS then samples from their exact marginal posterior: the funnel between kappa and the 18
-batting averages is gone, two dimensions are left. Both facts are checked on the program at the
-start of the fit, never assumed from names: by autograd, no other site's density depends on L;
-O's parameter equals L's value at two values of L (a Normal's loc is affine in L, elementwise,
-at three); neither site is masked or scaled (a
-subsampled plate), nothing is enumerated. Anything else is sampled as before.
+a and b (m and s) may depend on the global parameters (the baseball example's m kappa and (1 -
+m) kappa), which NUTS then samples from their exact marginal posterior: the funnel between
+kappa and the 18 batting averages is gone, two dimensions are left. Both facts are checked on
+the program at the start of the fit, never assumed from names: by autograd, no other site's
+density depends on L; O's parameter equals L's value at two values of L (a Normal's loc is
+jointly affine in its latents at a point where every element differs, `_affine`); neither site
+is masked or scaled (a subsampled plate), nothing is enumerated. Anything else is sampled as
+before.
 """
 
 from __future__ import annotations
@@ -35,6 +39,13 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 
+from inference.compound import (
+    GaussianBlock,
+    compound_log_prob,
+    conditional,
+    draw,
+    layout,
+)
 from inference.laplace import Whitened
 from ppl_models.programs.roles import skip
 from ppl_models.pyro_internals import observed_unexpanded
@@ -70,13 +81,23 @@ def find(program, x, values: dict) -> list[Pair]:
     the MAP) show to be conjugate to their one reader (see the module docstring)."""
     if program.ours or program.roles.enumerated or not program.local or program.imputed:
         return []
-    pairs, read = [], set()
+    pairs = []
     for name in program.local:
         pair = _pair(program, x, values, name)
-        if pair is not None and pair.observed not in read:  # one latent per observation
+        if pair is None:
+            continue
+        group = [p.latent for p in pairs if p.observed == pair.observed] + [name]
+        if pair.family != "normal-normal":
+            if len(group) == 1:  # one Beta or Gamma latent per observation
+                pairs.append(pair)
+        elif len(group) <= MAX_LOC_LATENTS and _affine(program, x, values, group, pair.observed):
             pairs.append(pair)
-            read.add(pair.observed)
     return pairs if pairs and _same_joint(program, x, values, pairs) else []
+
+
+# Normal latents integrated out of one loc at most: Lambda's Cholesky factor is unrolled
+# into about K^3 / 6 elementwise operations of the potential's graph
+MAX_LOC_LATENTS = 8
 
 
 def _same_joint(program, x, values: dict, pairs: list[Pair]) -> bool:
@@ -87,10 +108,11 @@ def _same_joint(program, x, values: dict, pairs: list[Pair]) -> bool:
         with torch.no_grad():
             tr = _trace(program, x, values)
             want = program.log_joint(x, values)
-            for p in pairs:
-                obs = tr.nodes[p.observed]
-                want = want - tr.nodes[p.latent]["fn"].log_prob(values[p.latent]).sum()
+            for g in _groups(pairs):
+                obs = tr.nodes[g[0].observed]
                 want = want - obs["fn"].log_prob(obs["value"]).sum()
+                for p in g:
+                    want = want - tr.nodes[p.latent]["fn"].log_prob(values[p.latent]).sum()
             got = _rest(tr, pairs)
         tol = max(1e-9, 100 * torch.finfo(got.dtype).eps)
         return bool(torch.isclose(got, want.to(got.dtype), rtol=tol, atol=tol))
@@ -108,6 +130,13 @@ def _trace(program, x, values):
     with poutine.block(), pyro.validation_enabled(False), observed_unexpanded():
         tr = program.trace(x=x, values=values, enumerate_=False)
     return tr
+
+
+def _base(fn):
+    """The distribution inside `.to_event` (its event dims reinterpreted batch dims)."""
+    while isinstance(fn, dist.Independent):
+        fn = fn.base_dist
+    return fn
 
 
 def _pair(program, x, values: dict, name: str) -> Pair | None:
@@ -130,8 +159,6 @@ def _pair(program, x, values: dict, name: str) -> Pair | None:
             reader = readers[0]
             if not _reads_as_parameter(tr.nodes[reader], leaf, family):
                 return None
-        if family == "normal-normal" and not _affine(program, x, values, name, reader):
-            return None
         return Pair(name, reader, family)
     except Exception:  # a program this check cannot run: sampled as before
         return None
@@ -151,36 +178,50 @@ def _reads(site, leaf: torch.Tensor) -> bool:
 
 
 def _reads_as_parameter(site, leaf: torch.Tensor, family: str) -> bool:
-    """An observation of the data plate whose distribution is the family's likelihood with
-    the latent's value itself as its parameter (no other argument depending on it)."""
+    """An observation of the data plate whose distribution (inside any `.to_event`) is the
+    family's likelihood with the latent's value itself as its parameter, elementwise (a
+    Normal's loc: each latent element reading its own block of values, `compound.layout`;
+    affine in it, `_affine`), no other argument depending on it."""
     _, likelihoods, parameter = FAMILIES[family]
-    fn = site["fn"]
+    fn = _base(site["fn"])
     if not site["is_observed"] or type(fn) not in likelihoods or not _plain(site):
         return False
     if parameter not in vars(fn):  # Bernoulli(logits=...): not the latent itself
-        return False
-    value = getattr(fn, parameter)
-    if fn.event_shape != () or value.shape != leaf.shape:
         return False
     for other in OTHERS[family]:
         arg = getattr(fn, other, None)
         if arg is not None and arg.requires_grad and _depends(arg, leaf):
             return False
-    # a Normal's loc is checked to be affine in the latent by `_affine`
-    return family == "normal-normal" or torch.equal(value.detach(), leaf.detach())
+    if family == "normal-normal":
+        outer = site["fn"]
+        return layout(leaf.shape, outer.batch_shape, outer.event_shape) is not None
+    value = getattr(fn, parameter)
+    return value.shape == leaf.shape and torch.equal(value.detach(), leaf.detach())
 
 
-def _affine(program, x, values: dict, name: str, reader: str) -> bool:
-    """Whether the reader's loc is alpha + beta L elementwise: exact at a point where every
-    element of L differs (0.3, 0.4, ...), alpha and beta taken at L = 0 and L = 1."""
-    v = values[name]
-    spread = 0.3 + 0.1 * torch.arange(v.numel(), dtype=v.dtype, device=v.device).reshape(v.shape)
-    at = [torch.zeros_like(v), torch.ones_like(v), spread]
-    locs = [_trace(program, x, {**values, name: a}).nodes[reader]["fn"].loc.detach() for a in at]
-    alpha, beta = locs[0], locs[1] - locs[0]
+def _affine(program, x, values: dict, names: list[str], reader: str) -> bool:
+    """Whether the reader's loc is alpha + sum_k B_k L_k for the latents `names` (of one
+    shape): exact at a point where every element of every latent differs (in (0.3, 1)),
+    alpha taken with all at 0, B_k with L_k at 1."""
+    shape = values[names[0]].shape
+    if any(values[n].shape != shape for n in names):
+        return False
+    zeros = {n: torch.zeros_like(values[n]) for n in names}
+
+    def loc(at: dict) -> tuple[torch.Tensor, tuple]:
+        fn = _trace(program, x, {**values, **zeros, **at}).nodes[reader]["fn"]
+        return _base(fn).loc.detach(), (1,) * len(fn.event_shape)
+
+    alpha, event = loc({})
+    slopes = [loc({n: torch.ones_like(values[n])})[0] - alpha for n in names]
+    v = values[names[0]]
+    index = torch.arange(len(names) * v.numel(), dtype=v.dtype, device=v.device)
+    spread = (0.3 + 0.7 * torch.frac(index * 0.6180339887)).reshape(len(names), *shape)
+    want = alpha + sum(b * s.reshape(*shape, *event) for b, s in zip(slopes, spread))
+    got = loc(dict(zip(names, spread)))[0]
     tol = max(1e-9, 100 * torch.finfo(v.dtype).eps)
-    size = float((alpha.abs() + beta.abs()).max())
-    return bool(torch.allclose(locs[2], alpha + beta * spread, rtol=tol, atol=tol * size))
+    size = float((alpha.abs() + sum(b.abs() for b in slopes)).max())
+    return bool(torch.allclose(got, want, rtol=tol, atol=tol * size))
 
 
 def _depends(value: torch.Tensor, leaf: torch.Tensor) -> bool:
@@ -202,149 +243,104 @@ class Collapsed(Whitened):
         return log_joint(self.program, self.x, {**self.fixed, **theta}, self.pairs)
 
 
-def _trials(likelihood, like: torch.Tensor) -> torch.Tensor:
-    """A Binomial's total_count; a Bernoulli's one trial per value (shaped as `like`)."""
-    n = getattr(likelihood, "total_count", None)
-    return torch.ones_like(like) if n is None else n
-
-
-def compound(family: str, prior, likelihood, slope=None):
-    """The observation's distribution with the latent integrated out (`slope`: beta, the
-    likelihood taken at L = 0, for a Normal)."""
-    if family == "beta-binomial":
-        n = _trials(likelihood, prior.concentration1)
-        return dist.BetaBinomial(prior.concentration1, prior.concentration0, n)
-    if family == "gamma-poisson":
-        return dist.GammaPoisson(prior.concentration, prior.rate)
-    loc = likelihood.loc + slope * prior.loc
-    return dist.Normal(loc, (slope**2 * prior.scale**2 + likelihood.scale**2).sqrt())
-
-
-def compound_log_prob(family: str, prior, likelihood, observed: torch.Tensor, slope=None):
-    """`compound`'s log density of the observed values. Counts (integer data, up to
-    RISING_CELLS values x largest count) by sums of logs rather than differences of lgammas,
-    which cancel where a concentration is large: a beta-binomial of the baseball data at
-    kappa = 1e12 is 0.07 nats off that way, at 7.8e15 396 nats, with a gradient of the wrong
-    sign, where a chain of Pyro's NUTS once stuck."""
-    if family == "beta-binomial":
-        n = _trials(likelihood, observed)
-        most = _countable(n, observed)
-        if most is not None:
-            dtype = prior.concentration1.dtype
-            a, b, n, k = torch.broadcast_tensors(
-                prior.concentration1, prior.concentration0, n.to(dtype), observed.to(dtype)
-            )
-            choose = torch.lgamma(n + 1) - torch.lgamma(k + 1) - torch.lgamma(n - k + 1)
-            return choose + _rising(a, k, most) + _rising(b, n - k, most) - _rising(a + b, n, most)
-    if family == "gamma-poisson":
-        most = _countable(observed)
-        if most is not None:
-            c, r, k = torch.broadcast_tensors(
-                prior.concentration, prior.rate, observed.to(prior.concentration.dtype)
-            )
-            rest = -torch.lgamma(k + 1) - c * torch.log1p(1 / r) - k * torch.log1p(r)
-            return _rising(c, k, most) + rest
-    return compound(family, prior, likelihood, slope).log_prob(observed)
-
-
-RISING_CELLS = 1_000_000  # counts x largest count up to which `_rising` runs
-
-
-def _countable(*counts: torch.Tensor) -> int | None:
-    """The largest of integer-valued data `counts`, where `_rising` may take them."""
-    if any(c.requires_grad or not torch.equal(c, c.round()) or bool((c < 0).any()) for c in counts):
-        return None
-    most = int(max(float(c.max()) if c.numel() else 0.0 for c in counts))
-    return most if max(c.numel() for c in counts) * max(most, 1) <= RISING_CELLS else None
-
-
-def _rising(a: torch.Tensor, count: torch.Tensor, most: int) -> torch.Tensor:
-    """sum over i < count of log(a + i), elementwise: log Gamma(a + count) - log Gamma(a)."""
-    i = torch.arange(most, dtype=a.dtype, device=a.device)
-    terms = torch.log(a.unsqueeze(-1) + i)
-    return torch.where(i < count.unsqueeze(-1), terms, torch.zeros_like(terms)).sum(-1)
-
-
-def conditional(family: str, prior, likelihood, observed: torch.Tensor, slope=None):
-    """The latent's distribution given its observation (`slope` as in `compound`)."""
-    if family == "beta-binomial":
-        n = _trials(likelihood, observed)
-        return dist.Beta(prior.concentration1 + observed, prior.concentration0 + n - observed)
-    if family == "gamma-poisson":
-        return dist.Gamma(prior.concentration + observed, prior.rate + 1)
-    a, b = prior.scale**-2, slope**2 * likelihood.scale**-2
-    mean = (prior.loc * a + slope * (observed - likelihood.loc) * likelihood.scale**-2) / (a + b)
-    return dist.Normal(mean, (a + b) ** -0.5)
+def _groups(pairs: list[Pair]) -> list[list[Pair]]:
+    """The pairs by observation, in order: a Beta or Gamma latent alone, or the Normal latents
+    of one loc."""
+    out: dict[str, list[Pair]] = {}
+    for p in pairs:
+        out.setdefault(p.observed, []).append(p)
+    return list(out.values())
 
 
 def _traces(program, x, values: dict, pairs: list[Pair]):
-    """(a trace with each Normal pair's latent at 0, its reader's slope beta by latent (a
-    second trace at 1)): what `compound` and `conditional` take."""
-    normal = [p for p in pairs if p.family == "normal-normal"]
-    zeros = {p.latent: torch.zeros_like(values[p.latent]) for p in normal}
+    """(a trace with every Normal latent at 0, each Normal latent's slope B_k: its reader's loc
+    with it at 1 less that trace's): the k-th latent of each loc at 1 in the k-th further
+    trace."""
+    normal = [g for g in _groups(pairs) if g[0].family == "normal-normal"]
+    zeros = {p.latent: torch.zeros_like(values[p.latent]) for g in normal for p in g}
     tr = _trace(program, x, {**values, **zeros})
-    if not normal:
-        return tr, {}
-    ones = {p.latent: torch.ones_like(values[p.latent]) for p in normal}
-    shifted = _trace(program, x, {**values, **ones})
-    return tr, {
-        p.latent: shifted.nodes[p.observed]["fn"].loc - tr.nodes[p.observed]["fn"].loc
-        for p in normal
-    }
+    slopes = {}
+    for k in range(max((len(g) for g in normal), default=0)):
+        ones = {g[k].latent: torch.ones_like(values[g[k].latent]) for g in normal if k < len(g)}
+        shifted = _trace(program, x, {**values, **zeros, **ones})
+        for g in normal:
+            if k < len(g):
+                at_one, at_zero = (_base(t.nodes[g[k].observed]["fn"]) for t in (shifted, tr))
+                slopes[g[k].latent] = at_one.loc - at_zero.loc
+    return tr, slopes
+
+
+def _block(tr, group: list[Pair], slopes: dict) -> GaussianBlock:
+    obs = tr.nodes[group[0].observed]
+    fn = obs["fn"]
+    priors = [tr.nodes[p.latent]["fn"] for p in group]
+    order = layout(priors[0].batch_shape, fn.batch_shape, fn.event_shape)
+    return GaussianBlock(priors, _base(fn), [slopes[p.latent] for p in group], obs["value"], order)
 
 
 def log_joint(program, x, values: dict, pairs: list[Pair]) -> torch.Tensor:
-    """log p(x, theta) with the pairs' latents integrated out: a trace (two where a Normal's
-    slope is needed), every other site's density, each pair's compound one."""
+    """log p(x, theta) with the pairs' latents integrated out: a trace (and one more per
+    latent of the largest loc, for the slopes), every other site's density, each
+    observation's compound one."""
     tr, slopes = _traces(program, x, values, pairs)
     total = _rest(tr, pairs)
-    for p in pairs:
-        obs = tr.nodes[p.observed]
-        prior = tr.nodes[p.latent]["fn"]
-        lp = compound_log_prob(p.family, prior, obs["fn"], obs["value"], slopes.get(p.latent))
+    for g in _groups(pairs):
+        obs = tr.nodes[g[0].observed]
+        if g[0].family == "normal-normal":
+            lp = _block(tr, g, slopes).log_prob
+        else:
+            prior = tr.nodes[g[0].latent]["fn"]
+            lp = compound_log_prob(g[0].family, prior, _base(obs["fn"]), obs["value"])
         total = total + lp.sum().to(total.dtype)
     return total
 
 
-# the conditional distribution of each family's latent and the names of its arguments
+# the conditional distribution of a Beta or Gamma latent and the names of its arguments
 CONDITIONALS = {
     "beta-binomial": (dist.Beta, ("concentration1", "concentration0")),
     "gamma-poisson": (dist.Gamma, ("concentration", "rate")),
-    "normal-normal": (dist.Normal, ("loc", "scale")),
 }
 
 
 @torch.no_grad()
 def draw_latents(program, x, values: dict, draws: dict, pairs: list[Pair]) -> dict:
     """The pairs' latents at each posterior draw (draws: name -> (chain, draw, ...)), one draw
-    from their conditional given that draw of the rest (the fit's seed gives the same ones).
-    The conditionals' arguments come from one trace of the program per draw, by a
-    `torch.jit.trace` of it where that gives the program's numbers at the middle and last
-    draws (baseball, 1,000 draws: 0.39 ms a draw through Pyro's handlers, 0.07 ms traced,
-    the tracing included)."""
+    from their conditional given that draw of the rest (the fit's seed gives the same ones;
+    the Normal latents of one loc jointly, `compound.draw`). The conditionals' arguments come
+    from one trace of the program per draw, by a `torch.jit.trace` of it where that gives the
+    program's numbers at the middle and last draws (baseball, 1,000 draws: 0.39 ms a draw
+    through Pyro's handlers, 0.07 ms traced, the tracing included)."""
     lead, at = program.each_draw(draws)
-    names = list(draws)
+    names, groups = list(draws), _groups(pairs)
 
     def arguments(*tensors):
         tr, slopes = _traces(program, x, {**values, **dict(zip(names, tensors))}, pairs)
         out = []
-        for p in pairs:
-            obs = tr.nodes[p.observed]
-            prior = tr.nodes[p.latent]["fn"]
-            given = conditional(p.family, prior, obs["fn"], obs["value"], slopes.get(p.latent))
-            out.extend(getattr(given, a) for a in CONDITIONALS[p.family][1])
+        for g in groups:
+            if g[0].family == "normal-normal":
+                out.extend(_block(tr, g, slopes).arguments())
+                continue
+            obs = tr.nodes[g[0].observed]
+            prior = tr.nodes[g[0].latent]["fn"]
+            given = conditional(g[0].family, prior, _base(obs["fn"]), obs["value"])
+            out.extend(getattr(given, a) for a in CONDITIONALS[g[0].family][1])
         return tuple(out)
 
     points = [tuple(point[k] for k in names) for point in at]
     run = _traced(arguments, points[0], [points[len(points) // 2], points[-1]])
-    columns = list(zip(*(run(*point) for point in points)))
+    columns = [torch.stack(c) for c in zip(*(run(*point) for point in points))]
     out, i = {}, 0
-    for p in pairs:
-        kind, args = CONDITIONALS[p.family]
-        given = kind(*(torch.stack(columns[i + j]) for j in range(len(args))))
+    for g in groups:
+        if g[0].family == "normal-normal":
+            value = draw(*columns[i : i + 3])  # (draws, elements, latents)
+            i += 3
+            for k, p in enumerate(g):
+                out[p.latent] = value[..., k].reshape(*lead, *values[p.latent].shape)
+            continue
+        kind, args = CONDITIONALS[g[0].family]
+        value = kind(*columns[i : i + len(args)]).sample()
         i += len(args)
-        value = given.sample()
-        out[p.latent] = value.reshape(*lead, *value.shape[1:])
+        out[g[0].latent] = value.reshape(*lead, *value.shape[1:])
     return out
 
 
@@ -369,9 +365,6 @@ __all__ = [
     "CONDITIONALS",
     "Collapsed",
     "Pair",
-    "compound",
-    "compound_log_prob",
-    "conditional",
     "draw_latents",
     "find",
     "log_joint",
