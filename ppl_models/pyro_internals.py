@@ -18,6 +18,7 @@ import torch
 from pyro.infer import NUTS
 from pyro.infer.autoguide import AutoNormal
 from pyro.nn import PyroModule
+from pyro.ops.rings import LogRing
 from pyro.poutine.broadcast_messenger import BroadcastMessenger
 from pyro.poutine.subsample_messenger import SubsampleMessenger
 from pyro.poutine.subsample_messenger import _Subsample as Subsample
@@ -38,6 +39,7 @@ MEMBERS = [
     (NUTS, "_fetch_from_cache"),
     (BroadcastMessenger, "_pyro_sample"),
     (SubsampleMessenger, "_subsample"),
+    (LogRing, "_backend"),
 ]
 # attributes a NUTS kernel sets when it runs (checked on a kernel that took a step)
 NUTS_STATE = ("_divergences", "_mean_accept_prob", "_t", "_warmup_steps")
@@ -188,3 +190,10 @@ def whole_plates():
         yield
     finally:
         SubsampleMessenger._subsample = original
+
+
+class LeanLogRing(LogRing):
+    """Pyro's log-space ring of sum-products with `ppl_models.programs.log_einsum` as its
+    einsum backend (a reordering of one operand's dims taken as a permutation)."""
+
+    _backend = "ppl_models.programs.log_einsum"

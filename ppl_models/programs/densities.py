@@ -145,7 +145,9 @@ def contract(tr, terms, keep: list[str]) -> torch.Tensor:
         factors.setdefault(ordinal, []).append(site["packed"][kind])
     sum_dims = set(tr.symbol_to_dim) - set(tr.plate_to_symbol.values())
     symbols = [tr.plate_to_symbol[k] for k in keep if k in tr.plate_to_symbol]
-    out = contract_to_tensor(factors, sum_dims, target_ordinal=frozenset(symbols))
+    out = contract_to_tensor(
+        factors, sum_dims, target_ordinal=frozenset(symbols), ring=pyro_internals.LeanLogRing()
+    )
     have = getattr(out, "_pyro_dims", "")
     order = [have.index(s) for s in symbols if s in have]
     out = out.permute(order) if order else out.reshape(())
