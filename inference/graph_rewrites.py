@@ -17,8 +17,8 @@ Three rewrites, in one pass in the graph's order, then dead code removed:
   approximation's mu and L, Python numbers), or whose value depends only on a shape
   (``zeros_like``), is evaluated once and stored;
 - **identities removed**: ``x * 1``, ``x / 1``, ``x + 0``, ``x - 0``, ``x ** 1``,
-  ``-(-x)``, and a view, expansion, copy, cast or sum that returns x's own shape, dtype and
-  strides, are replaced by x;
+  ``-(-x)``, and a view, permutation, squeeze, expansion, copy, cast or sum that returns x's
+  own shape, dtype and strides, are replaced by x;
 - **common subexpressions merged**: the same operation on the same inputs is computed once.
 
 A node that an in-place operation writes to (Pyro's ``masked_fill_`` for a support) is left as
@@ -62,6 +62,11 @@ COMMUTATIVE = {"aten.mul.Tensor", "aten.mul.Scalar", "aten.add.Tensor", "aten.ad
 PASS_THROUGH = {
     "aten.view.default",
     "aten.reshape.default",
+    "aten.permute.default",
+    "aten.transpose.int",
+    "aten.squeeze.default",
+    "aten.squeeze.dim",
+    "aten.squeeze.dims",
     "aten._unsafe_view.default",
     "aten.expand.default",
     "aten.alias.default",
