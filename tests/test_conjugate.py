@@ -228,7 +228,8 @@ def _schools(read):
 
 def test_a_normal_read_through_an_affine_loc_is_integrated():
     """loc = mu + tau eta (the non-centred eight schools) qualifies; loc = mu + tau eta^2
-    does not; where two latents enter one loc (eta + delta), only the first is integrated."""
+    does not; where two latents enter one loc as a product (eta delta), only the first is
+    integrated (jointly affine latents: tests/test_gaussian_blocks.py)."""
 
     def noncentred(mu, tau, sigma, y):
         eta = pyro.sample("eta", dist.Normal(sigma.new_tensor(0.0), 1.0))
