@@ -22,7 +22,7 @@ import pyro.distributions as dist
 import torch
 
 
-def trials(likelihood, like: torch.Tensor) -> torch.Tensor:
+def _trials(likelihood, like: torch.Tensor) -> torch.Tensor:
     """A Binomial's total_count; a Bernoulli's one trial per value (shaped as `like`)."""
     n = getattr(likelihood, "total_count", None)
     return torch.ones_like(like) if n is None else n
@@ -31,7 +31,7 @@ def trials(likelihood, like: torch.Tensor) -> torch.Tensor:
 def compound(family: str, prior, likelihood):
     """The observation's distribution with a Beta or Gamma latent integrated out."""
     if family == "beta-binomial":
-        n = trials(likelihood, prior.concentration1)
+        n = _trials(likelihood, prior.concentration1)
         return dist.BetaBinomial(prior.concentration1, prior.concentration0, n)
     return dist.GammaPoisson(prior.concentration, prior.rate)
 
@@ -43,7 +43,7 @@ def compound_log_prob(family: str, prior, likelihood, observed: torch.Tensor):
     kappa = 1e12 is 0.07 nats off that way, at 7.8e15 396 nats, with a gradient of the wrong
     sign, where a chain of Pyro's NUTS once stuck."""
     if family == "beta-binomial":
-        n = trials(likelihood, observed)
+        n = _trials(likelihood, observed)
         most = _countable(n, observed)
         if most is not None:
             dtype = prior.concentration1.dtype
@@ -84,7 +84,7 @@ def _rising(a: torch.Tensor, count: torch.Tensor, most: int) -> torch.Tensor:
 def conditional(family: str, prior, likelihood, observed: torch.Tensor):
     """A Beta or Gamma latent's distribution given its observation."""
     if family == "beta-binomial":
-        n = trials(likelihood, observed)
+        n = _trials(likelihood, observed)
         return dist.Beta(prior.concentration1 + observed, prior.concentration0 + n - observed)
     return dist.Gamma(prior.concentration + observed, prior.rate + 1)
 
@@ -112,14 +112,14 @@ class GaussianBlock:
 
     def __init__(self, priors, base, slopes, value: torch.Tensor, order: list[int]):
         shape = torch.broadcast_shapes(base.loc.shape, value.shape)
-        n = math.prod(priors[0].batch_shape)
-        self.latent_shape = priors[0].batch_shape
+        latent_shape = priors[0].batch_shape
+        n = math.prod(latent_shape)
 
         def blocks(t):
             return t.expand(shape).permute(order).reshape(n, -1)
 
-        self.m = [p.loc.expand(self.latent_shape).reshape(n) for p in priors]
-        s = [p.scale.expand(self.latent_shape).reshape(n) for p in priors]
+        self.m = [p.loc.expand(latent_shape).reshape(n) for p in priors]
+        s = [p.scale.expand(latent_shape).reshape(n) for p in priors]
         precision = blocks(base.scale) ** -2
         slope = [blocks(b) for b in slopes]
         r = blocks(value) - blocks(base.loc) - sum(b * m[:, None] for b, m in zip(slope, self.m))
@@ -180,5 +180,4 @@ __all__ = [
     "conditional",
     "draw",
     "layout",
-    "trials",
 ]

@@ -199,29 +199,25 @@ def _reads_as_parameter(site, leaf: torch.Tensor, family: str) -> bool:
     return value.shape == leaf.shape and torch.equal(value.detach(), leaf.detach())
 
 
+@torch.no_grad()
 def _affine(program, x, values: dict, names: list[str], reader: str) -> bool:
     """Whether the reader's loc is alpha + sum_k B_k L_k for the latents `names` (of one
     shape): exact at a point where every element of every latent differs (in (0.3, 1)),
-    alpha taken with all at 0, B_k with L_k at 1."""
+    alpha and B_k as `_traces` takes them (all at 0; L_k at 1)."""
     shape = values[names[0]].shape
     if any(values[n].shape != shape for n in names):
         return False
-    zeros = {n: torch.zeros_like(values[n]) for n in names}
-
-    def loc(at: dict) -> tuple[torch.Tensor, tuple]:
-        fn = _trace(program, x, {**values, **zeros, **at}).nodes[reader]["fn"]
-        return _base(fn).loc.detach(), (1,) * len(fn.event_shape)
-
-    alpha, event = loc({})
-    slopes = [loc({n: torch.ones_like(values[n])})[0] - alpha for n in names]
+    tr, slopes = _traces(program, x, values, [Pair(n, reader, "normal-normal") for n in names])
+    fn = tr.nodes[reader]["fn"]
+    alpha, event = _base(fn).loc, (1,) * len(fn.event_shape)
     v = values[names[0]]
     index = torch.arange(len(names) * v.numel(), dtype=v.dtype, device=v.device)
     spread = (0.3 + 0.7 * torch.frac(index * 0.6180339887)).reshape(len(names), *shape)
-    want = alpha + sum(b * s.reshape(*shape, *event) for b, s in zip(slopes, spread))
-    got = loc(dict(zip(names, spread)))[0]
+    want = alpha + sum(slopes[n] * s.reshape(*shape, *event) for n, s in zip(names, spread))
+    got = _base(_trace(program, x, {**values, **dict(zip(names, spread))}).nodes[reader]["fn"])
     tol = max(1e-9, 100 * torch.finfo(v.dtype).eps)
-    size = float((alpha.abs() + sum(b.abs() for b in slopes)).max())
-    return bool(torch.allclose(got, want, rtol=tol, atol=tol * size))
+    size = float((alpha.abs() + sum(b.abs() for b in slopes.values())).max())
+    return bool(torch.allclose(got.loc, want, rtol=tol, atol=tol * size))
 
 
 def _depends(value: torch.Tensor, leaf: torch.Tensor) -> bool:
