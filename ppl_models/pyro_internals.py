@@ -5,7 +5,9 @@ random (`PyroSample`), nor how to enter a module's own context, nor the constrai
 store holds for a `pyro.param` site, nor the step statistics of its NUTS kernel. Each is read
 here, and `tests/test_pyro_internals.py` (the canary) fails loudly, naming the member, when a
 Pyro release renames or removes one. The tested Pyro minor versions are pinned in
-`pyproject.toml` (`TESTED_PYRO`).
+`pyproject.toml` (`TESTED_PYRO`). One member of torch's is read here too, for the same
+reason: TorchScript's Static Runtime (`static_runtime`), which torch reaches only through
+`torch._C`.
 """
 
 from __future__ import annotations
@@ -40,9 +42,16 @@ MEMBERS = [
     (BroadcastMessenger, "_pyro_sample"),
     (SubsampleMessenger, "_subsample"),
     (LogRing, "_backend"),
+    (torch._C, "_jit_to_static_module"),
 ]
 # attributes a NUTS kernel sets when it runs (checked on a kernel that took a step)
 NUTS_STATE = ("_divergences", "_mean_accept_prob", "_t", "_warmup_steps")
+
+
+def static_runtime(module: torch.jit.ScriptModule):
+    """A frozen ScriptModule run by TorchScript's Static Runtime (torch's private
+    `_jit_to_static_module` given the module's C++ half, `_c`): called as the module is."""
+    return torch._C._jit_to_static_module(module._c)
 
 
 def context(module):

@@ -107,3 +107,52 @@ def test_operations_with_several_results_fold_and_run():
         v, gr = value_and_grad(fn, z)
         torch.testing.assert_close(value, v)
         torch.testing.assert_close(grad, gr)
+
+
+def test_an_in_place_operation_on_a_fresh_tensor_is_merged():
+    """`(z >= a).logical_and_(z <= b)` (a clamp's backward writes this) twice: the in-place
+    operation on a fresh tensor becomes its out-of-place form, and the two are computed once;
+    the numbers are the function's at three points."""
+
+    def fn(z):
+        a = (z >= 0.1).logical_and_(z <= 2.0)
+        b = (z >= 0.1).logical_and_(z <= 2.0)
+        return (torch.where(a, z**2, 0.0) + torch.where(b, z**3, 0.0)).sum()
+
+    z1 = torch.tensor([0.5, -1.0, 2.5], dtype=f64)
+    graph = aten_graph(fn, z1)
+    ops = operations(graph)
+    assert ops.count("aten.logical_and.default") == 1, ops
+    assert "aten.logical_and_.default" not in ops, ops
+    for z in (z1, torch.tensor([1.5, 0.2, 0.05], dtype=f64), z1):
+        grad, value = graph(z)
+        v, gr = value_and_grad(fn, z)
+        torch.testing.assert_close(value, v, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(grad, gr, rtol=1e-12, atol=1e-12)
+
+
+def test_sums_of_like_terms_are_factored():
+    """Six steps each read one of two index patterns of z (as an unrolled chain's steps read a
+    transition row): the backward pass scatters each step's masked, scaled gradient into z on
+    its own (six ``index_put``) and adds them; factored, one scatter per pattern remains (two),
+    and the value and gradient are autograd's on the function (1e-12) at two points."""
+    g = torch.Generator().manual_seed(0)
+    patterns = [torch.tensor([0, 1, 1, 0]), torch.tensor([1, 1, 0, 0])]
+    data = [torch.rand(4, generator=g, dtype=f64) for _ in range(6)]
+    masks = [torch.rand(4, generator=g) < 0.7 for _ in range(6)]
+
+    def fn(z):
+        total = z.new_zeros(())
+        for k in range(6):
+            picked = z[patterns[k % 2]]
+            total = total + torch.where(masks[k], picked.log() * data[k], 0.0).sum()
+        return total
+
+    z1 = torch.tensor([0.5, 1.7], dtype=f64)
+    graph = aten_graph(fn, z1)
+    assert operations(graph).count("aten.index_put.default") == 2, operations(graph)
+    for z in (z1, torch.tensor([2.5, 0.3], dtype=f64)):
+        grad, value = graph(z)
+        v, gr = value_and_grad(fn, z)
+        torch.testing.assert_close(value, v, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(grad, gr, rtol=1e-12, atol=1e-12)

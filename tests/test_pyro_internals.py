@@ -57,3 +57,17 @@ def test_module_members_and_param_constraint():
     assert pyro_internals.param_constraint("p") is dist.constraints.unit_interval
     assert pyro_internals.param_constraint("never") is dist.constraints.real
     pyro.clear_param_store()
+
+
+def test_static_runtime_runs_a_frozen_module():
+    class Both(torch.nn.Module):
+        def forward(self, z):
+            return 2 * z * torch.cos(z), (z**2 * torch.cos(z)).sum()
+
+    z = torch.linspace(-1.0, 2.0, 5, dtype=torch.float64)
+    frozen = torch.jit.freeze(torch.jit.trace(Both(), (z,)).eval())
+    runtime = pyro_internals.static_runtime(frozen)
+    for point in (z, 3 * z, z):  # its memory is reused between calls
+        grad, value = runtime(point)
+        assert torch.equal(grad, 2 * point * torch.cos(point))
+        assert torch.equal(value, (point**2 * torch.cos(point)).sum())
