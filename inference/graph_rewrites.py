@@ -89,23 +89,12 @@ PASS_THROUGH = {
 
 # operations linear in their first input, the others held (a sum's terms through them factor)
 LINEAR_FIRST = {
-    "aten.neg.default",
-    "aten.div.Tensor",
-    "aten.mul.Scalar",
-    "aten.div.Scalar",
-    "aten.sum.dim_IntList",
-    "aten.unsqueeze.default",
-    "aten.view.default",
-    "aten.expand.default",
-    "aten.permute.default",
-    "aten.transpose.int",
-    "aten.squeeze.dim",
-    "aten.squeeze.default",
-    "aten.select.int",
-    "aten.slice.Tensor",
-    "aten.slice_backward.default",
+    f"aten.{name}"
+    for name in "neg.default div.Tensor mul.Scalar div.Scalar sum.dim_IntList unsqueeze.default "
+    "view.default expand.default permute.default transpose.int squeeze.dim squeeze.default "
+    "select.int slice.Tensor slice_backward.default".split()
 }
-MAX_FACTORINGS = 8  # rounds of factoring (each exposes the sums inside the last one's)
+MAX_FACTORINGS = 4  # rounds of factoring (a round factors the sums it makes too)
 
 
 def simplified(module: fx.GraphModule, z: torch.Tensor) -> fx.GraphModule:
@@ -182,8 +171,11 @@ def _factored(module: fx.GraphModule, z: torch.Tensor) -> bool:
     the other terms (the same number up to rounding). Whether any sum changed."""
     graph, meta = module.graph, _run(module, z)
     fixed, constant = _written(graph), {n for n in graph.nodes if n.op == "get_attr"}
-    changed = False
-    for root in [n for n in graph.nodes if _is_add(n, meta)]:
+    changed, work, erased = False, [n for n in graph.nodes if _is_add(n, meta)], set()
+    while work:  # the sums in the graph, then each new sum of x's (factored in turn)
+        root = work.pop(0)
+        if root in erased:
+            continue
         up = next(iter(root.users)) if len(root.users) == 1 else None
         if _is_add(up, meta) and up not in fixed and meta[up]["shape"] == meta[root]["shape"]:
             continue  # inside a larger sum
@@ -204,8 +196,10 @@ def _factored(module: fx.GraphModule, z: torch.Tensor) -> bool:
         if not like:
             continue
 
-        def add(a, b):
-            return graph.call_function(torch.ops.aten.add.Tensor, (a, b))
+        def add(a, b):  # a new node's shape and dtype: its inputs' (all alike)
+            node = graph.call_function(torch.ops.aten.add.Tensor, (a, b))
+            meta[node] = {k: meta[a][k] for k in ("shape", "dtype")}
+            return node
 
         with graph.inserting_before(root):
             terms = [leaf for k, g in groups.items() if k is None or len(g) == 1 for leaf in g]
@@ -214,7 +208,17 @@ def _factored(module: fx.GraphModule, z: torch.Tensor) -> bool:
                 args = list(group[0].args)
                 args[position] = total
                 terms.append(graph.call_function(target, tuple(args), dict(group[0].kwargs)))
+                meta[terms[-1]] = meta[group[0]]
+                work.append(total)
             root.replace_all_uses_with(reduce(add, terms))
+        stack = [root]  # the old terms, now read by nothing: gone, so that each x is read once
+        while stack:
+            n = stack.pop()
+            unused = n not in erased and not n.users and isinstance(n.target, OP)
+            if unused and not _impure(n.target):
+                stack += n.all_input_nodes
+                graph.erase_node(n)
+                erased.add(n)
         changed = True
     if changed:
         graph.eliminate_dead_code()
@@ -271,12 +275,9 @@ def _linear_key(leaf, meta: dict, constant: set, fixed: set, out: dict):
 
 
 def _out_of_place(graph: fx.Graph, meta: dict) -> None:
-    """An in-place operation whose first input is a fresh tensor that nothing else reads (a
-    clamp's backward: ``logical_and_(x >= a, x <= b)``; Pyro's ``masked_fill_`` of a log
-    density) computes the same as its out-of-place form, which the other rewrites may then
-    merge or fold; where, run on the values recorded at z, the out-of-place form gives the
-    in-place one's dtype and shape (an in-place operation keeps its input's dtype, the other
-    may promote)."""
+    """An in-place operation on a fresh tensor nothing else reads (a clamp's backward,
+    ``logical_and_(x >= a, x <= b)``) made out-of-place, where that form gives the same dtype
+    and shape on the values recorded at z (it may promote): the repeats then merge."""
     for node in graph.nodes:
         if node.op != "call_function" or not isinstance(node.target, OP):
             continue
