@@ -127,8 +127,9 @@ def fused_trace(fn, z: torch.Tensor, what: str = "potential", gradients: float =
                 why = f" ({why or 'the compiled graph differs from the program'})"
             graph = torch.jit.freeze(torch.jit.trace(module, (z,), check_trace=False).eval())
             runtime = _static_runtime(graph, z)
-            if runtime is not None and _checked(fn, Fused(runtime, z.dtype), z, again=True):
-                return Fused(runtime, z.dtype), f"jit-compiled {what} and gradient, fused{why}"
+            static = None if runtime is None else Fused(runtime, z.dtype)
+            if static is not None and _checked(fn, static, z, again=True):
+                return static, f"jit-compiled {what} and gradient, fused{why}"
             out = Fused(graph, z.dtype)
             if not all(_same(fn, out, probe) for probe in _probes(z)):
                 return None, f"the fused {what} differs from the program"

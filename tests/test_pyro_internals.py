@@ -60,14 +60,14 @@ def test_module_members_and_param_constraint():
 
 
 def test_static_runtime_runs_a_frozen_module():
-    class Both(torch.nn.Module):
+    class Two(torch.nn.Module):  # two outputs, as a fused (gradient, value) graph has
         def forward(self, z):
             return 2 * z * torch.cos(z), (z**2 * torch.cos(z)).sum()
 
     z = torch.linspace(-1.0, 2.0, 5, dtype=torch.float64)
-    frozen = torch.jit.freeze(torch.jit.trace(Both(), (z,)).eval())
+    frozen = torch.jit.freeze(torch.jit.trace(Two(), (z,)).eval())
     runtime = pyro_internals.static_runtime(frozen)
     for point in (z, 3 * z, z):  # its memory is reused between calls
-        grad, value = runtime(point)
-        assert torch.equal(grad, 2 * point * torch.cos(point))
-        assert torch.equal(value, (point**2 * torch.cos(point)).sum())
+        first, second = runtime(point)  # against the same formulas run eagerly
+        assert torch.equal(first, 2 * point * torch.cos(point))
+        assert torch.equal(second, (point**2 * torch.cos(point)).sum())
