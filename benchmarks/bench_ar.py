@@ -110,15 +110,13 @@ def plain(y, args) -> dict:
     return summarise("plain pyro.infer.MCMC(NUTS) on a hand-written AR(2)", draws, seconds)
 
 
-def numpyro_row(python: str, y, args, dense: bool, vectorized: bool) -> dict:
+def numpyro_row(python: str, y, args, dense: bool, chains: str) -> dict:
     import subprocess
     import tempfile
     from pathlib import Path
 
     script = Path(__file__).resolve().parent / "numpyro_programs.py"
-    label = (
-        f"NumPyro NUTS dense_mass={dense}, chains {'vectorized' if vectorized else 'sequential'}"
-    )
+    label = f"NumPyro NUTS dense_mass={dense}, chains {chains}"
     with tempfile.TemporaryDirectory() as tmp:
         np.savez(f"{tmp}/y.npz", y=y.numpy())
         cmd = [
@@ -134,8 +132,8 @@ def numpyro_row(python: str, y, args, dense: bool, vectorized: bool) -> dict:
             "--chains",
             str(args.chains),
         ]
-        cmd += ["--dense"] * dense + ["--vectorized"] * vectorized
-        env = {
+        cmd += ["--dense"] * dense + [f"--{chains}"] * (chains != "sequential")
+        env = {  # --parallel: the script sets a device per chain
             "PATH": "/usr/bin:/bin",
             "OMP_NUM_THREADS": str(args.threads),
             "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
@@ -264,9 +262,13 @@ def main(argv=None) -> dict:
     y = datasets.load("sunspots").train.clone()
     exact = inference.fit(AutoRegressive(2), y, "exact").params
     nuts = [ours(y, args, "nutpie")]
-    configs = [(False, True), (True, True), (False, False), (True, False)] if args.numpyro else []
-    for i, (dense, vectorized) in enumerate(configs):  # interleaved with ours
-        nuts.append(numpyro_row(args.numpyro, y, args, dense, vectorized))
+    configs = [
+        (dense, chains)
+        for chains in ("vectorized", "sequential", "parallel")
+        for dense in (False, True)
+    ]
+    for i, (dense, chains) in enumerate(configs if args.numpyro else []):  # interleaved
+        nuts.append(numpyro_row(args.numpyro, y, args, dense, chains))
         if i == 1:
             nuts.append(ours(y, args, "pyro"))
     if not args.numpyro:

@@ -409,10 +409,19 @@ def cell(r: dict) -> str:
     )
 
 
+# NumPyro's configurations: default and dense mass matrix, chains one after the other,
+# vectorised, or in parallel (a CPU device each, as our chains take a core each)
+NUMPYRO_CONFIGS = [
+    [*dense, *chains]
+    for chains in ([], ["--vectorized"], ["--parallel"])
+    for dense in ([], ["--dense"])
+]
+
+
 def numpyro_best(label, kwargs, data, args) -> dict:
-    """NumPyro's NUTS on the same program and data, default and dense mass matrix, chains
-    sequential and vectorised, each in its own process (compilation included): the row with
-    the best ESS/s, every configuration's row kept under "configs"."""
+    """NumPyro's NUTS on the same program and data in each of NUMPYRO_CONFIGS, each in its
+    own process (compilation included): the row with the best ESS/s, every configuration's
+    row kept under "configs"."""
     import subprocess
     import tempfile
 
@@ -439,7 +448,7 @@ def numpyro_best(label, kwargs, data, args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "data.npz")
         np.savez(path, **{k: v.double().numpy() for k, v in arrays.items()})
-        for flags in ([], ["--dense"], ["--vectorized"], ["--dense", "--vectorized"]):
+        for flags in NUMPYRO_CONFIGS:
             runs = []
             for seed in range(args.seeds):
                 out = os.path.join(tmp, "out.npz")

@@ -3,11 +3,13 @@ bench_ar.py (the same priors and likelihoods, float64), for their `--numpyro PYT
 any interpreter that has numpyro and jax; imports nothing of this project:
 
     PYTHON numpyro_programs.py PROGRAM DATA.npz OUT.npz --samples 500 --warmup 500 --chains 2
-                               [--dense] [--vectorized]
+                               [--dense] [--vectorized | --parallel]
 
 PROGRAM: ar2, eight_schools, baseball, regression, logistic, hierarchical_ar1, hmm. DATA.npz
 holds the program's arrays; OUT.npz gets the draws (chain, draw, ...) of every latent and the
 wall seconds of `MCMC.run` (compilation included, as a NumPyro user waits for it).
+``--parallel``: a chain per XLA CPU device (``numpyro.set_host_device_count``), in parallel
+threads, as our chains run in processes on the free cores.
 """
 
 import argparse
@@ -113,10 +115,16 @@ def main():
     p.add_argument("--warmup", type=int, default=500)
     p.add_argument("--chains", type=int, default=2)
     p.add_argument("--dense", action="store_true")
-    p.add_argument("--vectorized", action="store_true")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--vectorized", action="store_true")
+    group.add_argument("--parallel", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--warm", action="store_true", help="a short run of another model first")
     a = p.parse_args()
+    if a.parallel:  # before jax starts: one CPU device per chain
+        from numpyro.util import set_host_device_count
+
+        set_host_device_count(a.chains)
     import jax
 
     jax.config.update("jax_enable_x64", True)
@@ -143,7 +151,7 @@ def main():
         num_warmup=a.warmup,
         num_samples=a.samples,
         num_chains=a.chains,
-        chain_method="vectorized" if a.vectorized else "sequential",
+        chain_method="vectorized" if a.vectorized else "parallel" if a.parallel else "sequential",
         progress_bar=False,
     )
     t = time.perf_counter()

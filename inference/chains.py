@@ -1,9 +1,10 @@
 """NUTS chains on every free core (issue 18).
 
-`run_chains(make_kernel, z0, seeds, ...)` runs one `pyro.infer.MCMC` per chain: in forked
-processes, one thread each, where the chains fit on the machine's free cores (CPU tensors,
-2+ chains, no more chains than cores, cores free by the load average, not inside a daemonic
-worker), else one after the other.
+`each_chain(chain, num_chains, procs)` runs a function once per chain: in forked processes,
+one thread each, where `processes_for` says the chains fit on the machine's free cores (CPU
+tensors, 2+ chains, no more chains than cores, cores free by the load average, not inside a
+daemonic worker), else one after the other. `run_chains(make_kernel, z0, seeds, ...)` runs
+one `pyro.infer.MCMC` per chain so; `inference.nutpie_engine` one nutpie run per chain.
 Each chain draws from its own seed (`seeds[c]`), so the same fit seed gives the same draws
 either way; the warnings a chain raises are recorded in its process and raised again here, in
 chain order, and each chain's statistics (the kernel's `statistics()`) come back with its
@@ -61,19 +62,37 @@ def run_chains(
     num_samples: int,
     warmup_steps: int,
     progress_bar: bool,
+    procs: int | None = None,
 ):
-    """[(draws of z (num_samples, dim), the kernel's statistics)] per chain, from starts z0
-    (chains, dim)."""
-    num_chains = len(z0)
-    procs = processes_for(num_chains, z0.device)
-    _JOB.update(
-        make_kernel=make_kernel,
-        z0=z0,
-        seeds=seeds,
-        num_samples=num_samples,
-        warmup_steps=warmup_steps,
-        progress_bar=progress_bar and procs == 1,
-    )
+    """[(draws of z (num_samples, dim), the kernel's statistics)] per chain of Pyro's MCMC,
+    from starts z0 (chains, dim), in `procs` processes (default: `processes_for`)."""
+    procs = processes_for(len(z0), z0.device) if procs is None else procs
+    show = progress_bar and procs == 1
+
+    def chain(c: int):
+        kernel = make_kernel()
+        mcmc = MCMC(
+            kernel,
+            num_samples=num_samples,
+            warmup_steps=warmup_steps,
+            initial_params={"z": z0[c]},
+            disable_progbar=not show,
+        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seeds[c])
+            mcmc.run()
+        stats = kernel.statistics() if hasattr(kernel, "statistics") else {}
+        return mcmc.get_samples()["z"], stats
+
+    return each_chain(chain, len(z0), procs)
+
+
+def each_chain(chain, num_chains: int, procs: int) -> list:
+    """[chain(c) for each chain c]: in `procs` forked processes (one thread each; the
+    function is inherited at the fork, never pickled, its results are), else one after the
+    other; the warnings a chain raises are recorded where it runs and raised again here, in
+    chain order."""
+    _JOB["chain"] = chain
     try:
         if procs > 1:
             with multiprocessing.get_context("fork").Pool(procs) as pool:
@@ -83,32 +102,20 @@ def run_chains(
     finally:
         _JOB.clear()
     out = []
-    for z, stats, caught in results:
+    for result, caught in results:
         for message, category in caught:
             warnings.warn(message, category, stacklevel=3)
-        out.append((z, stats))
+        out.append(result)
     return out
 
 
 def _chain(c: int):
-    job = _JOB
     if multiprocessing.parent_process() is not None:
         torch.set_num_threads(1)  # one thread per chain process
-    kernel = job["make_kernel"]()
-    mcmc = MCMC(
-        kernel,
-        num_samples=job["num_samples"],
-        warmup_steps=job["warmup_steps"],
-        initial_params={"z": job["z0"][c]},
-        disable_progbar=not job["progress_bar"],
-    )
-    with torch.random.fork_rng(devices=[]), warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        torch.manual_seed(job["seeds"][c])
-        mcmc.run()
-    z = mcmc.get_samples()["z"]
-    stats = kernel.statistics() if hasattr(kernel, "statistics") else {}
-    return z, stats, [(str(w.message), w.category) for w in caught]
+        result = _JOB["chain"](c)
+    return result, [(str(w.message), w.category) for w in caught]
 
 
-__all__ = ["cores", "free_cores", "processes_for", "run_chains"]
+__all__ = ["cores", "each_chain", "free_cores", "processes_for", "run_chains"]

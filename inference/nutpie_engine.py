@@ -6,8 +6,9 @@ engine runs (unconstrained, whitened by the Laplace approximation where that hol
 where proven equal, discrete latents summed out), through `nutpie.compiled_pyfunc.from_pyfunc`:
 one callback per gradient (a flat float64 vector in; log density and gradient out). nutpie
 brings its own warm-up (a diagonal mass matrix adapted from draws and gradients; low rank on
-request) and builds its trees in Rust; the chains run one after another in one thread unless
-``cores`` says otherwise (the density is evaluated one call at a time). What comes back is
+request) and builds its trees in Rust; each chain is a nutpie run of its own, in a forked
+process where a core is free for it (`inference.chains`), unless ``cores`` asks for nutpie's
+threads. What comes back is
 put in the Pyro engine's form: draws of z per chain and the same sample statistics under
 ArviZ's names.
 """
@@ -20,6 +21,8 @@ import threading
 
 import numpy as np
 import torch
+
+from inference.chains import each_chain
 
 # nutpie's statistic -> ours (ArviZ's names, as the Pyro engine records them)
 STATS = {
@@ -67,7 +70,7 @@ def choose(engine: str | None, low_rank: bool, cores: int | None) -> str:
 def sample_chains(
     w,
     starts,
-    seed: int,
+    seeds: list[int],
     num_samples: int,
     warmup_steps: int,
     target_accept_prob: float,
@@ -75,23 +78,49 @@ def sample_chains(
     progress_bar: bool,
     low_rank: bool = False,
     cores: int | None = None,
+    procs: int = 1,
 ):
     """(draws of z (chains, num_samples, dim), statistics name -> (chains, num_samples)) of
     the whitened potential `w` (`inference.laplace.Whitened`) by nutpie. `starts(seed)` gives
-    a chain's first z (a numpy vector) from the seed nutpie hands to that chain."""
+    a chain's first z (a numpy vector) from the seed nutpie hands to that chain.
+
+    Each chain is a nutpie run of its own from its own seed (`seeds[c]`), in `procs` forked
+    processes (`inference.chains`) or one after the other: the same draws either way. With
+    ``cores``, one nutpie run samples all the chains in nutpie's threads, `seeds[0]` its
+    seed: evaluations then take turns where the potential runs Python (`EVALUATING`), and a
+    traced one holds Python's lock in TorchScript's Static Runtime; processes share neither
+    (HMM model_1, 2 x (500 + 500), seed 0: sampling 11.8 s in two processes, 29.5 s in
+    turn)."""
+    options = dict(
+        num_samples=num_samples,
+        warmup_steps=warmup_steps,
+        target_accept_prob=target_accept_prob,
+        max_tree_depth=max_tree_depth,
+        low_rank=low_rank,
+    )
+    if cores is not None:
+        zs, stats = _sample(w, starts, seeds[0], starts.num_chains, cores, progress_bar, options)
+    else:
+        show = progress_bar and procs == 1
+        done = each_chain(
+            lambda c: _sample(w, starts, seeds[c], 1, 1, show, options), starts.num_chains, procs
+        )
+        zs = torch.cat([z for z, _ in done])
+        stats = {k: torch.cat([st[k] for _, st in done]) for k in done[0][1]}
+    return zs.to(device=w.mu.device, dtype=w.mu.dtype), stats
+
+
+def _sample(w, starts, seed: int, chains: int, cores: int, progress_bar: bool, options: dict):
+    """One nutpie run of `chains` chains in `cores` threads: (draws of z (chains, draws,
+    dim), statistics (chains, draws)), on the CPU in float64."""
     import pyarrow
     from nutpie import sample
     from nutpie.compiled_pyfunc import from_pyfunc
 
-    device, dim = w.mu.device, w.dim
-    # One evaluation at a time: an eager potential runs Python that is not thread-safe (Pyro's
-    # handler stack is global; a built-in model reads its values from one attribute), and two
-    # at once left a model holding another thread's values. Chains in two threads then only
-    # wait on each other, so one thread is the default (`cores`): 2 x (300 + 300) on 2 cores,
-    # a hierarchical AR(1) 23 s against 41 s in two threads, Markov(64) on the digits 17.5 s
-    # against 20.9 s, a logistic regression on 50,000 rows 12.4 s against 18.5 s. A thread of
-    # nutpie's starts with torch's default intra-op threads: set to the caller's (one, for
-    # small data: a logistic regression on 2,000 rows took 790 us a gradient on two, 165 us).
+    dim = w.dim
+    # A thread of nutpie's starts with torch's default intra-op threads: set to the caller's
+    # (one, for small data: a logistic regression on 2,000 rows took 790 us a gradient on
+    # two, 165 us); evaluations one at a time (`EVALUATING`)
     threads, local = torch.get_num_threads(), threading.local()
 
     def make_logp():
@@ -119,19 +148,18 @@ def sample_chains(
         ["z"],
         make_initial_point_fn=starts,
     )
-    num_chains = starts.num_chains
     trace = sample(
         model,
-        draws=num_samples,
-        tune=warmup_steps,
-        chains=num_chains,
-        cores=cores or 1,
-        seed=seed,
+        draws=options["num_samples"],
+        tune=options["warmup_steps"],
+        chains=chains,
+        cores=cores,
+        seed=seed % 2**32,
         progress_bar=progress_bar,
         return_raw_trace=True,
-        target_accept=target_accept_prob,
-        maxdepth=max_tree_depth,
-        low_rank_modified_mass_matrix=low_rank,
+        target_accept=options["target_accept_prob"],
+        maxdepth=options["max_tree_depth"],
+        low_rank_modified_mass_matrix=options["low_rank"],
     )
     draw_batches, stat_batches = trace.get_arrow_trace()
     zs, stats = [], {k: [] for k in STATS.values()}
@@ -145,7 +173,7 @@ def sample_chains(
             stats[ours].append(torch.from_numpy(np.ascontiguousarray(v)))
     out = {k: torch.stack(v) for k, v in stats.items()}
     out["n_steps"], out["tree_depth"] = out["n_steps"].long(), out["tree_depth"].long()
-    return torch.stack(zs).to(device=device, dtype=w.mu.dtype), out
+    return torch.stack(zs), out
 
 
 def _chain(stats) -> int:

@@ -99,13 +99,14 @@ def _nuts(
     steps = STEPS_CORRELATED if correlated else STEPS_PER_DRAW
     w.gradients = num_chains * (warmup_steps + num_samples) * steps
     w.potential({"z": z0[0]})  # trace (and check) the potential once, here, before any fork
+    procs = processes_for(num_chains, z0.device)
     if engine == "nutpie":
         draw = prior_start if from_priors else None
         starts = nutpie_engine.Starts(num_chains, w.dim, scale, draw)
         zs, sample_stats = nutpie_engine.sample_chains(
             w,
             starts,
-            seeds[0] % 2**32,
+            seeds,
             num_samples,
             warmup_steps,
             target_accept_prob,
@@ -113,6 +114,7 @@ def _nuts(
             show_progress(progress_bar),
             low_rank=low_rank,
             cores=cores,
+            procs=procs if cores is None else 1,
         )
     else:
         kernel = functools.partial(
@@ -122,7 +124,9 @@ def _nuts(
             max_tree_depth=max_tree_depth,
             adapt_mass_matrix=adapt,
         )
-        done = run_chains(kernel, z0, seeds, num_samples, warmup_steps, show_progress(progress_bar))
+        done = run_chains(
+            kernel, z0, seeds, num_samples, warmup_steps, show_progress(progress_bar), procs
+        )
         zs = torch.stack([z for z, _ in done])
         sample_stats = {k: torch.stack([st[k] for _, st in done]) for k in done[0][1]}
     draws = w.constrained(zs)
@@ -141,7 +145,7 @@ def _nuts(
             "num_chains": num_chains,
             "warmup_steps": warmup_steps,
             "engine": engine,
-            "chain_processes": 1 if engine == "nutpie" else processes_for(num_chains, z0.device),
+            "chain_processes": 1 if engine == "nutpie" and cores is not None else procs,
             "divergences": int(sample_stats["diverging"].sum()),
             "init": f"{note}; {whitened_info(w)}",
             "potential": w.jit_note,

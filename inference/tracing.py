@@ -60,6 +60,7 @@ COMPILE_BASE, COMPILE_PER_NODE = 1.2, 0.013
 COMPILE_NODES = 5_000
 COMPILE_VALUES = 4_096
 AUTO_COMPILE = True  # compile where `compile_pays`; the test suite turns it off (seconds a test)
+STATIC = "by TorchScript's Static Runtime"  # what a fit's note says where that runs the graph
 
 
 class Fused:
@@ -92,8 +93,9 @@ class _FromGraph(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, fused):
         value, grad = fused.value_and_grad(z.detach())
-        ctx.save_for_backward(grad)
-        return value
+        # the Static Runtime's outputs are inference tensors, which autograd cannot keep
+        ctx.save_for_backward(grad.clone())
+        return value.clone()
 
     @staticmethod
     @once_differentiable
@@ -129,7 +131,7 @@ def fused_trace(fn, z: torch.Tensor, what: str = "potential", gradients: float =
             runtime = _static_runtime(graph, z)
             static = None if runtime is None else Fused(runtime, z.dtype)
             if static is not None and _checked(fn, static, z, again=True):
-                return static, f"jit-compiled {what} and gradient, fused{why}"
+                return static, f"jit-compiled {what} and gradient, fused, {STATIC}{why}"
             out = Fused(graph, z.dtype)
             if not all(_same(fn, out, probe) for probe in _probes(z)):
                 return None, f"the fused {what} differs from the program"
@@ -303,6 +305,7 @@ __all__ = [
     "COMPILE_NODES",
     "COMPILE_VALUES",
     "FUSED_NODES",
+    "STATIC",
     "UNOPTIMIZED_NODES",
     "Fused",
     "aten_graph",

@@ -17,9 +17,13 @@ needs_two_cores = pytest.mark.skipif(chains.cores() < 2, reason="one core: chain
 
 
 @needs_two_cores
-@pytest.mark.parametrize("engine", ENGINES)
-def test_the_same_seed_gives_the_same_draws_in_parallel_and_in_turn(monkeypatch, engine):
-    """Pyro's engine: chains in processes or one after the other; nutpie: chains in threads
+@pytest.mark.parametrize(
+    "engine, threads",
+    [(e, False) for e in ENGINES] + [("nutpie", True)],
+    ids=[*ENGINES, "nutpie-threads"],
+)
+def test_the_same_seed_gives_the_same_draws_in_parallel_and_in_turn(monkeypatch, engine, threads):
+    """Either engine: chains in processes or one after the other; nutpie's own threads
     (cores=2) or one at a time (cores=1). The same seed, the same draws and statistics."""
     engine_or_skip(engine)
     y = datasets.load("sunspots").train
@@ -36,11 +40,11 @@ def test_the_same_seed_gives_the_same_draws_in_parallel_and_in_turn(monkeypatch,
             seed=3,
             progress_bar=False,
             engine=engine,
-            **({"cores": min(n, 2)} if engine == "nutpie" else {}),
+            **({"cores": min(n, 2)} if threads else {}),
         )
-    if engine == "pyro":
-        assert run["processes"].info["chain_processes"] == 2
-        assert run["in turn"].info["chain_processes"] == 1
+    processes = 1 if threads else 2
+    assert run["processes"].info["chain_processes"] == processes
+    assert run["in turn"].info["chain_processes"] == 1
     for k, v in run["processes"].draws.items():
         assert torch.equal(v, run["in turn"].draws[k]), k
     for k, v in run["processes"].sample_stats.items():

@@ -15,7 +15,14 @@ import inference
 from inference import nutpie_engine
 from inference.laplace import Whitened
 from inference.start import initial_values
-from inference.tracing import COMPILE_NODES, Fused, checked_trace, compile_pays, fused_trace
+from inference.tracing import (
+    COMPILE_NODES,
+    STATIC,
+    Fused,
+    checked_trace,
+    compile_pays,
+    fused_trace,
+)
 from ppl_models.example_programs import EIGHT_SIGMA, EIGHT_Y, eight_schools
 
 f64 = torch.float64
@@ -32,13 +39,14 @@ def eight_schools_whitened():
 @pytest.mark.parametrize(
     "gradients, how, tol",
     [
-        (0, "jit-compiled potential and gradient, fused", 1e-12),
+        (0, f"jit-compiled potential and gradient, fused, {STATIC}", 1e-12),
         (math.inf, "potential and gradient compiled by TorchInductor", 1e-10),
     ],
-    ids=["torchscript", "inductor"],
+    ids=["static-runtime", "inductor"],
 )
 def test_the_fused_graph_gives_the_eager_value_and_gradient(gradients, how, tol):
-    """Eight schools' potential (10 values), run by TorchScript or compiled by TorchInductor
+    """Eight schools' potential (10 values), run by TorchScript's Static Runtime (whose outputs
+    are inference tensors, which autograd refuses to keep: copied) or compiled by TorchInductor
     (asked for whatever the run's length): its value and gradient equal autograd's on the
     eager program (1e-12; compiled 1e-10) at points up to 3 sd out, directly, through autograd
     (the value it returns carries the gradient) and by the numpy path of nutpie's callback."""
@@ -65,6 +73,23 @@ def test_the_fused_graph_gives_the_eager_value_and_gradient(gradients, how, tol)
     if not gradients:
         w.potential({"z": torch.zeros(w.dim, dtype=f64)})
         assert w.jit_note == note
+
+
+def test_without_the_static_runtime_torchscript_runs_the_fused_graph(monkeypatch):
+    """Where the Static Runtime cannot run the graph (or gives other numbers), TorchScript's
+    own interpreter runs it: the note says so, the numbers are the eager program's."""
+    import inference.tracing
+
+    monkeypatch.setattr(inference.tracing, "_static_runtime", lambda graph, z: None)
+    w = eight_schools_whitened()
+    z = torch.full((w.dim,), 0.3, dtype=f64)
+    fused, note = fused_trace(w._potential_z, z)
+    assert note == "jit-compiled potential and gradient, fused"
+    a = z.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(w._potential_z(a), a)
+    b = z.clone().requires_grad_(True)
+    (through,) = torch.autograd.grad(fused(b), b)
+    torch.testing.assert_close(through, grad, rtol=1e-12, atol=1e-12)
 
 
 def test_a_potential_whose_python_reads_its_values_is_not_traced():
@@ -132,7 +157,7 @@ def test_a_graph_over_much_data_is_not_compiled(monkeypatch):
         return -(y * logits - torch.nn.functional.softplus(logits)).sum() + 0.5 * z @ z
 
     fused, note = fused_trace(potential, torch.zeros(10, dtype=f64), gradients=1e9)
-    assert fused is not None and note == "jit-compiled potential and gradient, fused", note
+    assert fused is not None and note == f"jit-compiled potential and gradient, fused, {STATIC}"
 
 
 def test_a_compiled_potential_gives_the_same_draws_for_the_same_seed():
@@ -166,7 +191,7 @@ def test_where_torchinductor_cannot_compile_torchscript_runs_the_graph(monkeypat
     z = torch.full((w.dim,), 0.2, dtype=f64)
     fused, note = fused_trace(w._potential_z, z, gradients=math.inf)
     assert note == (
-        "jit-compiled potential and gradient, fused "
+        f"jit-compiled potential and gradient, fused, {STATIC} "
         "(TorchInductor could not compile it: RuntimeError)"
     )
     a = z.clone().requires_grad_(True)
@@ -214,7 +239,8 @@ def test_nuts_tells_the_potential_how_many_gradients_to_expect(monkeypatch, cond
         data_plate="J",
     )
     assert len(asked) == 1 and asked[0][1:] == (2 * (30 + 20) * steps, "cpu")
-    assert asked[0][0] > 50 and f.info["potential"] == "jit-compiled potential and gradient, fused"
+    assert asked[0][0] > 50
+    assert f.info["potential"] == f"jit-compiled potential and gradient, fused, {STATIC}"
 
 
 def test_the_laplace_correlation_condition_number_is_numpys():
