@@ -83,7 +83,7 @@ def ours(y, args, engine: str) -> dict:
         progress_bar=False,
     )
     seconds = time.perf_counter() - t
-    how = "one thread" if engine == "nutpie" else f"{f.info['chain_processes']} process(es)"
+    how = f"chains in {f.info['chain_processes']} process(es)"
     out = summarise(
         f"ours: fit(AutoRegressive(2), 'nuts', engine={engine!r}), {how}",
         f.draws,

@@ -493,6 +493,7 @@ def everyday(args) -> list[dict]:
                     )
                 row = convergence_row(label, {k: v.numpy() for k, v in f.draws.items()}, seconds)
                 row["how"] = f"{f.info['init']}; {f.info['potential']}"
+                row["chain_processes"] = f.info["chain_processes"]
                 runs.append(row)
             mine[engine] = median_run(runs)
         theirs = (

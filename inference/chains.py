@@ -2,7 +2,7 @@
 
 `each_chain(chain, num_chains, procs)` runs a function once per chain: in forked processes,
 one thread each, where `processes_for` says the chains fit on the machine's free cores (CPU
-tensors, 2+ chains, no more chains than cores, cores free by the load average, not inside a
+tensors, 2+ chains, no more chains than cores, cores free by their idle time, not inside a
 daemonic worker), else one after the other. `run_chains(make_kernel, z0, seeds, ...)` runs
 one `pyro.infer.MCMC` per chain so; `inference.nutpie_engine` one nutpie run per chain.
 Each chain draws from its own seed (`seeds[c]`), so the same fit seed gives the same draws
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import time
 import warnings
 
 import torch
@@ -30,14 +31,33 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-def free_cores() -> float:
-    """Cores not busy with other work: the cores less the 1-minute load average, this process's
-    own core counted as free."""
+def free_cores(window: float = 0.1) -> float:
+    """Cores not busy with other work: the machine's idle time over the next `window` seconds
+    (Linux's /proc/stat) in cores, this process's own core counted as free (it sleeps
+    meanwhile); elsewhere the cores less the 1-minute load average. That average lags by
+    minutes: a run of two busy threads ending 30 s before left it at 1.6, so a quiet machine
+    read as one with a single free core and the chains ran in turn."""
+    try:
+        before = _cpu_times()
+        time.sleep(window)
+        after = _cpu_times()
+        busy, total = (a - b for a, b in zip(after, before, strict=True))
+        return cores() * (1.0 - busy / total) if total > 0 else float(cores())
+    except (OSError, ValueError):
+        pass
     try:
         load = os.getloadavg()[0]
     except (AttributeError, OSError):
         load = 0.0
     return cores() - max(0.0, load - 1.0)
+
+
+def _cpu_times() -> tuple[int, int]:
+    """(busy, total) clock ticks of all CPUs since boot, from the first line of /proc/stat
+    (user nice system idle iowait irq softirq steal ...; idle and iowait are not busy)."""
+    with open("/proc/stat") as f:
+        ticks = [int(v) for v in f.readline().split()[1:9]]
+    return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
 
 
 def processes_for(num_chains: int, device: torch.device) -> int:

@@ -80,3 +80,19 @@ def test_one_chain_more_chains_than_cores_or_a_busy_machine_run_in_turn(monkeypa
     monkeypatch.setattr(chains, "cores", lambda: 2)
     monkeypatch.setattr(chains, "free_cores", lambda: 0.5)  # the other core busy
     assert chains.processes_for(2, cpu) == 1
+
+
+def test_free_cores_are_the_idle_time_now_not_the_load_average(monkeypatch):
+    """Half the machine's ticks busy over the window: half its cores free, whatever the
+    1-minute load average (which lags by minutes) says; without /proc/stat, that average."""
+    readings = iter([(100, 1000), (150, 1100)])
+    monkeypatch.setattr(chains, "_cpu_times", lambda: next(readings))
+    monkeypatch.setattr(chains, "cores", lambda: 4)
+    monkeypatch.setattr(chains.os, "getloadavg", lambda: (3.9, 3.9, 3.9))
+    assert chains.free_cores(window=0.0) == 2.0
+
+    def missing():
+        raise OSError("no /proc/stat")
+
+    monkeypatch.setattr(chains, "_cpu_times", missing)
+    assert chains.free_cores(window=0.0) == pytest.approx(4 - 2.9)
