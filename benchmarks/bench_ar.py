@@ -12,7 +12,8 @@ statsmodels' AutoReg.
 --numpyro PYTHON: an interpreter with numpyro and jax (NumPyro is not a dependency of this
 project; make one outside it: `python3 -m venv ../numpyro-venv && ../numpyro-venv/bin/pip
 install numpyro jax`). NumPyro's AR(2) (benchmarks/numpyro_programs.py ar2, the same priors)
-runs there with its default and dense mass matrix, chains sequential and vectorised, interleaved
+runs there with its default and dense mass matrix, chains sequential, vectorised and parallel
+(a CPU device each), interleaved
 with ours; ESS and r_hat of every row come from the same ArviZ call here.
 
 Targets (issue 3): our NUTS <= 15 s and >= 40 ESS/s for 2 chains x (1000 warm-up + 1000 draws);

@@ -12,9 +12,10 @@ Pyro's examples): eight schools (non-centred), baseball partial pooling, the Bay
 regression tutorial's PyroModule, the GMM tutorial (assignments enumerated), HMM model_1
 (states enumerated), a logistic regression (2,000 x 10) and a hierarchical AR(1) over 8 series
 of 100 steps, each by ours `fit(..., "nuts")` on each engine, plain
-`pyro.infer.MCMC(NUTS(program))` and, with ``--numpyro PYTHON``, NumPyro's best of four
+`pyro.infer.MCMC(NUTS(program))` and, with ``--numpyro PYTHON``, NumPyro's best of six
 configurations (`benchmarks/numpyro_programs.py`: default or dense mass matrix, chains
-sequential or vectorised; HMM model_1 with its states summed out by a forward algorithm in
+sequential, vectorised or parallel, a CPU device each, as ours run in a process each where a
+core is free; HMM model_1 with its states summed out by a forward algorithm in
 jax, as NumPyro's enumeration needs funsor), the same chains and draws, one after the other in
 the same run: wall seconds (ours includes its MAP search and Laplace approximation; NumPyro's
 its compilation), min bulk ESS over every parameter and latent, ESS/s, largest r_hat. With

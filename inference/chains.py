@@ -31,7 +31,7 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-def free_cores(window: float = 0.1) -> float:
+def free_cores(window: float = 0.05) -> float:
     """Cores not busy with other work: the machine's idle time over the next `window` seconds
     (Linux's /proc/stat) in cores, this process's own core counted as free (it sleeps
     meanwhile); elsewhere the cores less the 1-minute load average. That average lags by
