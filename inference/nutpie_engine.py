@@ -181,7 +181,10 @@ def _chain(stats) -> int:
     return int(column[0].as_py()) if len(column) else 0
 
 
-# One evaluation of a program at a time (see `sample_chains`), a chain's start included.
+# One evaluation of a program at a time in a process, a chain's start included: an eager
+# potential runs Python that is not thread-safe (Pyro's handler stack is global; a built-in
+# model reads its values from one attribute), and two at once left a model holding another
+# thread's values. nutpie's threads (``cores``) then take turns; processes do not.
 EVALUATING = threading.Lock()
 
 
