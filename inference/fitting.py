@@ -183,10 +183,11 @@ def fit(
         posterior (Pareto k in ``info["pareto_k"]``, a warning above 0.7); ``jit_compile``
         as for NUTS.
       - ``"nuts"``: NUTS on ``engine="nutpie"`` (PyMC's sampler in Rust, the default where
-        it is installed; its options ``low_rank`` (a low-rank mass matrix) and ``cores``
-        (chains at once, in threads; default 1: the density is evaluated one call at a time
-        and two threads only wait on each other) or ``engine="pyro"`` (`pyro.infer.MCMC`,
-        chains in processes), ``num_samples``, ``warmup_steps``, ``num_chains``,
+        it is installed; each chain a nutpie run in its own process where a core is free for
+        it, else in turn; its options ``low_rank`` (a low-rank mass matrix) and ``cores``
+        (one run of all the chains in nutpie's threads instead: they wait on each other, as
+        the density is evaluated one call at a time) or ``engine="pyro"`` (`pyro.infer.MCMC`,
+        chains in processes the same way), ``num_samples``, ``warmup_steps``, ``num_chains``,
         ``target_accept_prob``, ``max_tree_depth``, started at the MAP estimate (the potential
         whitened by its Laplace approximation where that holds); ``jit_compile`` (default None:
         the potential and its gradient are traced as one graph (`inference.tracing`), or the
