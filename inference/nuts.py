@@ -99,7 +99,8 @@ def _nuts(
     steps = STEPS_CORRELATED if correlated else STEPS_PER_DRAW
     w.gradients = num_chains * (warmup_steps + num_samples) * steps
     w.potential({"z": z0[0]})  # trace (and check) the potential once, here, before any fork
-    procs = processes_for(num_chains, z0.device)
+    # nutpie's own threads (cores) run every chain in this process
+    procs = 1 if engine == "nutpie" and cores is not None else processes_for(num_chains, z0.device)
     if engine == "nutpie":
         draw = prior_start if from_priors else None
         starts = nutpie_engine.Starts(num_chains, w.dim, scale, draw)
@@ -114,7 +115,7 @@ def _nuts(
             show_progress(progress_bar),
             low_rank=low_rank,
             cores=cores,
-            procs=procs if cores is None else 1,
+            procs=procs,
         )
     else:
         kernel = functools.partial(
@@ -145,7 +146,7 @@ def _nuts(
             "num_chains": num_chains,
             "warmup_steps": warmup_steps,
             "engine": engine,
-            "chain_processes": 1 if engine == "nutpie" and cores is not None else procs,
+            "chain_processes": procs,
             "divergences": int(sample_stats["diverging"].sum()),
             "init": f"{note}; {whitened_info(w)}",
             "potential": w.jit_note,
