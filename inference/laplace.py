@@ -18,11 +18,14 @@ the identity and mu the MAP.
 The potential is the program's log joint (`Program.log_joint_terms`: a model's vectorised
 likelihood and priors where it has them, else one trace with discrete latents enumerated) plus
 the Jacobians, the same number as Pyro's trace-based potential (a test checks it). It is
-traced once (`inference.tracing`: the value and gradient as one graph, compiled by TorchInductor
-where the `gradients` the caller expects pay for it) and kept only where the traced potential
-and its gradient equal the eager ones at two points (``jit_compile=None``, NUTS's default;
-``True``: the same, however long one eager evaluation takes; ``"inductor"``: compiled however
-short the run; ``False``: never traced).
+traced once, as a function of u at the MAP (`inference.tracing`: the value and gradient as one
+graph), and kept only where the traced potential and its gradient equal the eager ones at two
+points (``jit_compile=None``, NUTS's default; ``True``: the same, however long one eager
+evaluation takes; ``"inductor"``: compiled however short the run; ``False``: never traced).
+The search for the mode evaluates that graph (Newton's Hessians are autograd's, on the program
+itself): HMM model_1's Laplace approximation took 76 eager evaluations of 25 ms. A sampler's z
+reaches it through the affine map (in numpy on nutpie's path: 2-5 us a gradient), and where
+the run the sampler announces (`gradients`) pays for it, the graph is compiled by TorchInductor.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from inference.tracing import checked_trace, fused_trace
+from inference.tracing import checked_trace, compiled, fused_trace
 from ppl_models.modes import minimum
 from ppl_models.programs.program import transform_of
 
@@ -88,11 +91,15 @@ class Whitened:
         flat = torch.cat([u[k].reshape(-1) for k in self.names])
         self.dim = flat.numel()
         self.mu, self.L = flat, torch.eye(self.dim, dtype=flat.dtype, device=flat.device)
-        self._jitted = None
-        # a mode: found by Newton's method (up to MAX_DENSE parameters), else taken on trust
+        self._jitted = None  # the traced potential of u: None (not yet), False (eager)
+        self._traced_for = 0.0  # the gradients it was built for (`compiled` may do better)
+        self._numpy = None  # (L, its numpy float64 affine map), for `numpy_value_and_grad`
+        # a mode: found by Newton's method (up to MAX_DENSE parameters), else taken on trust;
+        # its values and searches on the traced potential where there is one
         self.found_mode = True
         if self.dim <= MAX_DENSE and bool(torch.isfinite(flat).all()):
-            self.mu, self.L, self.found_mode = _laplace(self.potential_u, flat)
+            fast = self._jitted if self._traced_at(flat) else None
+            self.mu, self.L, self.found_mode = _laplace(self.potential_u, flat, fast)
         self.dense = not torch.equal(
             self.L, torch.eye(self.dim, dtype=flat.dtype, device=flat.device)
         )
@@ -109,8 +116,8 @@ class Whitened:
             return False
         g = torch.Generator(device="cpu").manual_seed(0)
         z = torch.randn(draws, self.dim, generator=g, dtype=self.mu.dtype).to(self.mu.device)
-        base = self._potential_z(torch.zeros_like(self.mu))
-        gap = torch.stack([self._potential_z(zi) - base - 0.5 * zi @ zi for zi in z])
+        base = self.potential({"z": torch.zeros_like(self.mu)})
+        gap = torch.stack([self.potential({"z": zi}) - base - 0.5 * zi @ zi for zi in z])
         return bool(torch.isfinite(gap).all()) and float(gap.std()) < tolerance * math.sqrt(
             self.dim
         )
@@ -143,7 +150,7 @@ class Whitened:
         return torch.linalg.solve_triangular(self.L, (u - self.mu)[:, None], upper=False)[:, 0]
 
     def __getstate__(self):  # a traced potential stays in its process (MCMC may pickle this)
-        return {**self.__dict__, "_jitted": None}
+        return {**self.__dict__, "_jitted": None, "_numpy": None}
 
     # -- the potential ----------------------------------------------------------------------------
     def unflatten(self, u: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -178,49 +185,81 @@ class Whitened:
             )
             return -(self.log_joint(theta) + log_det)
 
-    def _potential_z(self, z: torch.Tensor) -> torch.Tensor:
+    def _u(self, z: torch.Tensor) -> torch.Tensor:
         # Pyro's NUTS draws momenta in torch's default dtype: a float32 posterior is evaluated
         # in its own precision (the gradient flows back through the cast)
-        return self.potential_u(self.mu + self.L @ z.to(self.mu.dtype))
+        return self.mu + self.L @ z.to(self.mu.dtype)
+
+    def _potential_z(self, z: torch.Tensor) -> torch.Tensor:
+        return self.potential_u(self._u(z))
 
     def potential(self, params: dict) -> torch.Tensor:
         z = params["z"]
         if self.jit_compile is False or self.idx is not None:  # a trace would fix the batch
             return self._potential_z(z)
-        if self._jitted is None and self.jit_compile is None:  # automatic: bounded in time
+        u = self._u(z)
+        if self._jitted is None:  # not traced at a mode (too many parameters, none finite)
+            self._traced_at(u.detach())
+        if self._jitted is None or self._jitted is False:
+            return self.potential_u(u)
+        if self.gradients > self._traced_for and self.jit_compile is not False:
+            self._compile(u.detach())
+        return self._jitted(u)
+
+    def _traced_at(self, u: torch.Tensor) -> bool:
+        """Trace the potential of u once, at u (`_traced`), where tracing is asked for, the
+        potential is finite at u (a trace is checked where it is) and, automatically, one
+        eager evaluation is quick; True where it is traced."""
+        if self.jit_compile is False or self._jitted is False:
+            return False
+        if self._jitted is None:
             start = time.perf_counter()
-            value = self._potential_z(z)
+            value = self.potential_u(u)
             took = time.perf_counter() - start
-            if took > AUTO_TRACE_SECONDS:
+            if not torch.isfinite(value):
+                return False  # traced later, at a point where it can be checked
+            if took > AUTO_TRACE_SECONDS and self.jit_compile is None:  # automatic: bounded
                 self._jitted = False
                 self.jit_note = (
                     f"eager (one evaluation takes {took:.2f} s; tracing and checking it would "
                     "take minutes: jit_compile=True to try)"
                 )
-                return value
-        if self._jitted is None:  # a program's Python (len(x), constants) is fixed here
-            self._jitted = self._traced(z)
-        if self._jitted is False:
-            return self._potential_z(z)
-        return self._jitted(z)
+                return False
+            # a program's Python (len(x), constants) is fixed here
+            self._jitted = self._traced(u)
+        return self._jitted is not False
 
-    def _traced(self, z):
-        """The potential and its gradient in one traced graph (`inference.tracing`), else the
-        potential traced alone, where either gives the same numbers, else False; `jit_note`
-        says which and why."""
-        expected = math.inf if self.jit_compile == "inductor" else self.gradients
-        traced, note = fused_trace(self._potential_z, z, "potential", expected)
+    def _traced(self, u):
+        """The potential of u and its gradient in one traced graph (`inference.tracing`), else
+        the potential traced alone, where either gives the same numbers, else False;
+        `jit_note` says which and why. Traced in u, not z, so that it serves the search for
+        the mode and every whitening found there; the affine map to z runs outside it."""
+        self._traced_for = math.inf if self.jit_compile == "inductor" else self.gradients
+        traced, note = fused_trace(self.potential_u, u, "potential", self._traced_for)
         if traced is None:
-            traced, note = checked_trace(self._potential_z, z, "potential")
+            traced, note = checked_trace(self.potential_u, u, "potential")
         self.jit_note = note
         return traced if traced is not None else False
+
+    def _compile(self, u: torch.Tensor) -> None:
+        """The fused graph compiled by TorchInductor where the run the caller now expects
+        (`gradients`) pays for it (`inference.tracing.compiled`)."""
+        self._traced_for = self.gradients
+        if getattr(self._jitted, "module", None) is None:  # traced alone: nothing to compile
+            return
+        out, how = compiled(self._jitted, self.potential_u, u, self.gradients)
+        if out is not None:
+            self._jitted, self.jit_note = out, how
+        else:
+            self.jit_note += how
 
     def value_and_grad(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(potential, its gradient) at a flat z, detached: one call of the fused graph where
         there is one; the gradient None where the potential is not finite."""
         fused = getattr(self._jitted, "value_and_grad", None)
         if fused is not None:
-            value, grad = fused(z)
+            value, grad = fused(self._u(z))
+            grad = (self.L.T @ grad).to(z.dtype)
             return value, grad if torch.isfinite(value) else None
         z = z.detach().requires_grad_(True)
         value = self.potential({"z": z})
@@ -232,14 +271,25 @@ class Whitened:
     def numpy_value_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray | None]:
         """`value_and_grad` at a flat float64 numpy x, as (float, a new float64 array; None
         where the potential is not finite): a sampler's callback (nutpie's), by the fused
-        graph's own numpy path where it runs on the CPU."""
+        graph's own numpy path where it runs on the CPU, the affine map in numpy."""
         fused = getattr(self._jitted, "numpy_value_and_grad", None)
         if fused is not None and self.mu.device.type == "cpu":
-            value, grad = fused(x)
+            mu, L = self._affine()
+            value, grad = fused(mu + (x if L is None else L @ x))
+            grad = grad if L is None else L.T @ grad
         else:
             v, g = self.value_and_grad(torch.from_numpy(x).to(self.mu.device))
             value, grad = float(v), None if g is None else g.cpu().numpy().astype(np.float64)
         return value, grad if math.isfinite(value) else None
+
+    def _affine(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """(mu, L) as float64 numpy arrays, L None where it is the identity; kept until L
+        changes (`diagonal`, `unwhiten`)."""
+        if self._numpy is None or self._numpy[0] is not self.L:
+            eye = torch.equal(self.L, torch.eye(self.dim, dtype=self.L.dtype))
+            L = None if eye else self.L.double().numpy()
+            self._numpy = (self.L, (self.mu.double().numpy(), L))
+        return self._numpy[1]
 
     # -- as a Pyro program, and back to the model's parameters ------------------------------
     def __call__(self):
@@ -347,18 +397,19 @@ def unflatten(u: torch.Tensor, shapes: dict) -> dict[str, torch.Tensor]:
     return out
 
 
-def _laplace(f, u: torch.Tensor, newton_steps: int = 20):
+def _laplace(f, u: torch.Tensor, fast=None, newton_steps: int = 20):
     """(mode, L, found) with L L^T = H^-1 at the mode of f: Newton steps from u with step
     halving, the whitening kept only if they reach the mode (Newton decrement below 1e-8).
     Where Newton does not get there from u (a MAP on the boundary of the constrained space,
     such as a hierarchical scale of 0, is far from the mode of the unconstrained density), an
-    L-BFGS search of f first, then Newton again. Where neither reaches a mode, or the Hessian
+    L-BFGS search of f first, then Newton again; both evaluate `fast` (f traced) where given,
+    Newton's gradients and Hessians f's own. Where neither reaches a mode, or the Hessian
     is not positive definite, (u, identity, False): a posterior with no mode in the
     unconstrained space (a hierarchical funnel, whose density grows without bound as the scale
     goes to 0) would be whitened at an arbitrary point of its neck, where NUTS freezes
     (measured: centred eight schools, r_hat 1e16); unwhitened, NUTS adapts its mass matrix."""
     eye = torch.eye(len(u), dtype=u.dtype, device=u.device)
-    found = minimum(f, u, newton_steps)
+    found = minimum(f, u, newton_steps, fast=fast)
     if found is None:
         return u, eye, False
     mode, chol = found

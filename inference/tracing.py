@@ -69,8 +69,9 @@ class Fused:
     autograd); `value_and_grad(z)` gives both without autograd. z is cast to the dtype the
     graph was traced in (a float32 program under a float64 sampler) and the gradient back."""
 
-    def __init__(self, graph, dtype: torch.dtype):
-        self.graph, self.dtype = graph, dtype
+    def __init__(self, graph, dtype: torch.dtype, module=None):
+        # module: the aten graph it runs, for `compiled` to compile later
+        self.graph, self.dtype, self.module = graph, dtype, module
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
         return _FromGraph.apply(z, self)
@@ -108,7 +109,8 @@ def fused_trace(fn, z: torch.Tensor, what: str = "potential", gradients: float =
     """(`Fused` for fn at z, how), or (None, why) where the fused graph cannot be built, is
     larger than FUSED_NODES or differs from fn. `gradients`: how many evaluations the caller
     expects; where `compile_pays` for them (``math.inf``: always), the graph is compiled by
-    TorchInductor, else (or where that fails) run by TorchScript."""
+    TorchInductor, else (or where that fails) run by TorchScript, and `compiled` can compile
+    it once the caller knows how many it expects."""
     z = z.detach()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
@@ -116,28 +118,47 @@ def fused_trace(fn, z: torch.Tensor, what: str = "potential", gradients: float =
         warnings.filterwarnings("ignore", category=UserWarning)
         try:
             module = aten_graph(fn, z)
-            nodes = len(module.graph.nodes)
-            if nodes > FUSED_NODES:
+            if len(module.graph.nodes) > FUSED_NODES:
                 return None, f"the fused {what} graph has more than {FUSED_NODES} nodes"
-            why = ""
-            asked = gradients == math.inf  # jit_compile="inductor"
-            automatic = AUTO_COMPILE and _largest_constant(module) <= COMPILE_VALUES
-            if (asked or automatic) and compile_pays(nodes, gradients, z.device):
-                out, why = _inductor(module, z)
-                if out is not None and _checked(fn, out, z):
-                    return out, f"{what} and gradient compiled by TorchInductor ({nodes} nodes)"
-                why = f" ({why or 'the compiled graph differs from the program'})"
+            out, why = _compiled(module, fn, z, gradients, what)
+            if out is not None:
+                return out, why
             graph = torch.jit.freeze(torch.jit.trace(module, (z,), check_trace=False).eval())
             runtime = _static_runtime(graph, z)
-            static = None if runtime is None else Fused(runtime, z.dtype)
+            static = None if runtime is None else Fused(runtime, z.dtype, module)
             if static is not None and _checked(fn, static, z, again=True):
                 return static, f"jit-compiled {what} and gradient, fused, {STATIC}{why}"
-            out = Fused(graph, z.dtype)
+            out = Fused(graph, z.dtype, module)
             if not all(_same(fn, out, probe) for probe in _probes(z)):
                 return None, f"the fused {what} differs from the program"
         except Exception as e:  # any failure to build it means: the next way
             return None, f"the fused {what} cannot be built: {type(e).__name__}"
     return out, f"jit-compiled {what} and gradient, fused{why}"
+
+
+def compiled(fused, fn, z: torch.Tensor, gradients: float, what: str = "potential"):
+    """`fused` (from `fused_trace`, run by TorchScript) compiled by TorchInductor where
+    `compile_pays` for `gradients` evaluations and the result gives fn's numbers at z:
+    (`Fused`, how); else (None, "") where it does not pay, (None, " (why)") where the compile
+    failed."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning)
+        return _compiled(fused.module, fn, z.detach(), gradients, what)
+
+
+def _compiled(module, fn, z: torch.Tensor, gradients: float, what: str):
+    """(`Fused` compiled by TorchInductor, how) where that was asked (``gradients=math.inf``:
+    jit_compile="inductor") or `compile_pays` for `gradients` and the data are small, and the
+    result is checked; else (None, "") or (None, " (why it failed)")."""
+    nodes = len(module.graph.nodes)
+    asked = gradients == math.inf
+    automatic = AUTO_COMPILE and gradients > 0 and _largest_constant(module) <= COMPILE_VALUES
+    if not ((asked or automatic) and compile_pays(nodes, gradients, z.device)):
+        return None, ""
+    out, why = _inductor(module, z)
+    if out is not None and _checked(fn, out, z):
+        return out, f"{what} and gradient compiled by TorchInductor ({nodes} nodes)"
+    return None, f" ({why or 'the compiled graph differs from the program'})"
 
 
 def _static_runtime(graph, z: torch.Tensor):
@@ -225,11 +246,11 @@ def _inductor(module, z: torch.Tensor):
         # size_asserts off: each call checked the shape and strides of every input (the graph's
         # constants too), 6.6 of 15.6 us a gradient on eight schools; z is always contiguous
         with config.patch(compile_threads=1, size_asserts=False), torch.no_grad():
-            compiled = compile_fx(module, [z])
-            compiled(z)
+            runner = compile_fx(module, [z])
+            runner(z)
     except Exception as e:
         return None, f"TorchInductor could not compile it: {type(e).__name__}"
-    return Fused(compiled, z.dtype), ""
+    return Fused(runner, z.dtype, module), ""
 
 
 def _grad_and_value(fn):
@@ -311,5 +332,6 @@ __all__ = [
     "aten_graph",
     "checked_trace",
     "compile_pays",
+    "compiled",
     "fused_trace",
 ]

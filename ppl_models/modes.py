@@ -8,12 +8,14 @@ from __future__ import annotations
 import torch
 
 
-def minimum(f, u, steps: int = 20, tol: float = 1e-8):
+def minimum(f, u, steps: int = 20, tol: float = 1e-8, fast=None):
     """(minimum, Cholesky factor of the Hessian there) of f from u: `newton`, else `newton`
     from where `lbfgs` stops; None where neither gets to one with a positive-definite
-    Hessian."""
-    found = newton(f, u, steps, tol)
-    return found if found is not None else newton(f, lbfgs(f, u), steps, tol)
+    Hessian. `fast`: the same function, cheaper to evaluate and differentiable once (a traced
+    graph), for every value and the L-BFGS search; Newton's gradients and Hessians are f's."""
+    fast = f if fast is None else fast
+    found = newton(f, u, steps, tol, fast)
+    return found if found is not None else newton(f, lbfgs(fast, u), steps, tol, fast)
 
 
 def closure_of(opt, loss_fn):
@@ -28,23 +30,27 @@ def closure_of(opt, loss_fn):
     return closure
 
 
-def newton(f, u, steps: int = 20, tol: float = 1e-8):
+def newton(f, u, steps: int = 20, tol: float = 1e-8, fast=None):
     """(mode, Cholesky factor of the Hessian there) by Newton's method from u, or None; at the
     mode where the Newton decrement is below `tol` (a tighter one makes a start that is
-    already close, such as a mode found for nearby values, take its last step too)."""
+    already close, such as a mode found for nearby values, take its last step too), or below
+    what f's precision resolves (float32: 10 eps |f|; a decrement is about twice the gap in f
+    to the mode). `fast`: f's values, cheaper (the step halving's)."""
     if u is None:
         return None
-    value = f(u).detach()
+    fast = f if fast is None else fast
+    value = fast(u).detach()
     for _ in range(steps + 1):
         grad, hess = _grad_and_hessian(f, u)
         chol, info = torch.linalg.cholesky_ex((hess + hess.T) / 2)
         if info != 0 or not torch.isfinite(value) or not torch.isfinite(hess).all():
             return None
         step = torch.cholesky_solve(grad[:, None], chol)[:, 0]
-        if float(grad @ step) < tol:  # Newton decrement: at the mode
+        resolved = 10 * torch.finfo(value.dtype).eps * abs(float(value))
+        if float(grad @ step) < max(tol, resolved):  # Newton decrement: at the mode
             return u, chol
         for _ in range(20):
-            new = f(u - step).detach()
+            new = fast(u - step).detach()
             if torch.isfinite(new) and new <= value:
                 u, value = (u - step).detach(), new
                 break
