@@ -93,7 +93,7 @@ class Whitened:
         self.mu, self.L = flat, torch.eye(self.dim, dtype=flat.dtype, device=flat.device)
         self._jitted = None  # the traced potential of u: None (not yet), False (eager)
         self._traced_for = 0.0  # the gradients it was built for (`compiled` may do better)
-        self._numpy = None  # (L, its numpy float64 affine map), for `numpy_value_and_grad`
+        self._numpy = None  # (mu, L, both in numpy float64): `numpy_value_and_grad`
         # a mode: found by Newton's method (up to MAX_DENSE parameters), else taken on trust;
         # its values and searches on the traced potential where there is one
         self.found_mode = True
@@ -202,7 +202,7 @@ class Whitened:
             self._traced_at(u.detach())
         if self._jitted is None or self._jitted is False:
             return self.potential_u(u)
-        if self.gradients > self._traced_for and self.jit_compile is not False:
+        if self.gradients > self._traced_for:
             self._compile(u.detach())
         return self._jitted(u)
 
@@ -285,11 +285,11 @@ class Whitened:
     def _affine(self) -> tuple[np.ndarray, np.ndarray | None]:
         """(mu, L) as float64 numpy arrays, L None where it is the identity; kept until L
         changes (`diagonal`, `unwhiten`)."""
-        if self._numpy is None or self._numpy[0] is not self.L:
+        if self._numpy is None or self._numpy[0] is not self.mu or self._numpy[1] is not self.L:
             eye = torch.equal(self.L, torch.eye(self.dim, dtype=self.L.dtype))
             L = None if eye else self.L.double().numpy()
-            self._numpy = (self.L, (self.mu.double().numpy(), L))
-        return self._numpy[1]
+            self._numpy = (self.mu, self.L, (self.mu.double().numpy(), L))
+        return self._numpy[2]
 
     # -- as a Pyro program, and back to the model's parameters ------------------------------
     def __call__(self):

@@ -81,7 +81,8 @@ def test_the_laplace_search_and_the_sampler_share_one_traced_graph(monkeypatch):
     Hessians (eight schools: 7 eager evaluations, 62 with jit_compile=False),
     and reaches the same mode and whitening (1e-9). A sampler's whitened potential (z -> u =
     mu + L z outside the graph) gives the eager program's value and gradient (1e-12) by
-    autograd (the Pyro engine's path), `value_and_grad` and nutpie's numpy path."""
+    autograd (the Pyro engine's path), `value_and_grad` and nutpie's numpy path, and follows a
+    whitening changed later (`diagonal`)."""
     sigma = torch.tensor(EIGHT_SIGMA, dtype=f64)
     p = inference.as_program(eight_schools, data_arg="y", given={"J": 8, "sigma": sigma})
     x = p.validate(torch.tensor(EIGHT_Y, dtype=f64))
@@ -116,6 +117,12 @@ def test_the_laplace_search_and_the_sampler_share_one_traced_graph(monkeypatch):
         v_np, g_np = w.numpy_value_and_grad(z.numpy())
         assert v_np == pytest.approx(float(value.detach()), rel=1e-12)
         np.testing.assert_allclose(g_np, grad.numpy(), rtol=1e-12, atol=1e-12)
+    w.diagonal()  # a new whitening after the numpy path has run: that path follows it
+    a = z.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(w._potential_z(a), a)
+    v_np, g_np = w.numpy_value_and_grad(z.numpy())
+    assert v_np == pytest.approx(float(w._potential_z(z)), rel=1e-12)
+    np.testing.assert_allclose(g_np, grad.numpy(), rtol=1e-12, atol=1e-12)
 
 
 def test_without_the_static_runtime_torchscript_runs_the_fused_graph(monkeypatch):
