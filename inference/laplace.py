@@ -25,7 +25,7 @@ evaluation takes; ``"inductor"``: compiled however short the run; ``False``: nev
 The search for the mode evaluates that graph (Newton's Hessians are autograd's, on the program
 itself): HMM model_1's Laplace approximation took 76 eager evaluations of 25 ms. A sampler's z
 reaches it through the affine map (in numpy on nutpie's path: 2-5 us a gradient), and where
-the run the sampler announces (`gradients`) pays for it, the graph is compiled by TorchInductor.
+the run the sampler announces (`expect`) pays for it, the graph is compiled by TorchInductor.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ class Whitened:
         # program.sampled); prior: False for the likelihood alone
         self.program, self.x, self.jit_compile, self.prior = program, x, jit_compile, prior
         self.jit_note = "eager"
-        self.gradients = 0  # how many evaluations the caller expects (NUTS says): may compile
+        self.gradients = 0  # how many evaluations the caller expects (`expect`): may compile
         self.idx = None  # a minibatch of rows of x (minibatch SVI), None for all
         self.fixed = dict(init)
         self.names = list(program.sampled if names is None else names)
@@ -92,7 +92,6 @@ class Whitened:
         self.dim = flat.numel()
         self.mu, self.L = flat, torch.eye(self.dim, dtype=flat.dtype, device=flat.device)
         self._jitted = None  # the traced potential of u: None (not yet), False (eager)
-        self._traced_for = 0.0  # the gradients it was built for (`compiled` may do better)
         self._numpy = None  # (mu, L, both in numpy float64): `numpy_value_and_grad`
         # a mode: found by Newton's method (up to MAX_DENSE parameters), else taken on trust;
         # its values and searches on the traced potential where there is one
@@ -202,8 +201,6 @@ class Whitened:
             self._traced_at(u.detach())
         if self._jitted is None or self._jitted is False:
             return self.potential_u(u)
-        if self.gradients > self._traced_for:
-            self._compile(u.detach())
         return self._jitted(u)
 
     def _traced_at(self, u: torch.Tensor) -> bool:
@@ -234,20 +231,22 @@ class Whitened:
         the potential traced alone, where either gives the same numbers, else False;
         `jit_note` says which and why. Traced in u, not z, so that it serves the search for
         the mode and every whitening found there; the affine map to z runs outside it."""
-        self._traced_for = math.inf if self.jit_compile == "inductor" else self.gradients
-        traced, note = fused_trace(self.potential_u, u, "potential", self._traced_for)
+        expected = math.inf if self.jit_compile == "inductor" else self.gradients
+        traced, note = fused_trace(self.potential_u, u, "potential", expected)
         if traced is None:
             traced, note = checked_trace(self.potential_u, u, "potential")
         self.jit_note = note
         return traced if traced is not None else False
 
-    def _compile(self, u: torch.Tensor) -> None:
-        """The fused graph compiled by TorchInductor where the run the caller now expects
-        (`gradients`) pays for it (`inference.tracing.compiled`)."""
-        self._traced_for = self.gradients
-        if getattr(self._jitted, "module", None) is None:  # traced alone: nothing to compile
-            return
-        out, how = compiled(self._jitted, self.potential_u, u, self.gradients)
+    def expect(self, gradients: float) -> None:
+        """The caller (a sampler, once) will ask for about `gradients` evaluations: a graph traced
+        before it knew (at the mode) is compiled by TorchInductor where that run pays for it
+        (`inference.tracing.compiled`, checked at the mode); one traced later is compiled as
+        it is traced."""
+        self.gradients = gradients
+        if getattr(self._jitted, "module", None) is None or self.jit_compile == "inductor":
+            return  # not traced yet, traced alone, or compiled already
+        out, how = compiled(self._jitted, self.potential_u, self.mu, gradients)
         if out is not None:
             self._jitted, self.jit_note = out, how
         else:

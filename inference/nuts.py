@@ -97,7 +97,7 @@ def _nuts(
     # what the run will ask of the potential, for `inference.tracing` to decide whether to
     # compile it (never a clock: the same seed, the same draws)
     steps = STEPS_CORRELATED if correlated else STEPS_PER_DRAW
-    w.gradients = num_chains * (warmup_steps + num_samples) * steps
+    w.expect(num_chains * (warmup_steps + num_samples) * steps)
     w.potential({"z": z0[0]})  # trace (and check) the potential once, here, before any fork
     # nutpie's own threads (cores) run every chain in this process
     procs = 1 if engine == "nutpie" and cores is not None else processes_for(num_chains, z0.device)
