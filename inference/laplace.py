@@ -210,9 +210,11 @@ class Whitened:
         if self.jit_compile is False or self._jitted is False:
             return False
         if self._jitted is None:
-            start = time.perf_counter()
-            value = self.potential_u(u)
-            took = time.perf_counter() - start
+            took, value = _timed(self.potential_u, u)
+            if took > AUTO_TRACE_SECONDS and self.jit_compile is None:
+                # a process's first evaluation pays once for what torch and Pyro set up on
+                # first use (eight schools, first in a process: 0.54 s, then 2 ms)
+                took, value = _timed(self.potential_u, u)
             if not torch.isfinite(value):
                 return False  # traced later, at a point where it can be checked
             if took > AUTO_TRACE_SECONDS and self.jit_compile is None:  # automatic: bounded
@@ -321,6 +323,12 @@ class Whitened:
     def constrained(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
         u = self.unflatten(self.mu + z @ self.L.T)
         return {k: self.transforms[k](v) for k, v in u.items()}
+
+
+def _timed(f, u):
+    start = time.perf_counter()
+    value = f(u)
+    return time.perf_counter() - start, value
 
 
 AUTO_TRACE_SECONDS = 0.25  # an eager potential slower than this is not traced automatically

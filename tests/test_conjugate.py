@@ -10,6 +10,7 @@ import pytest
 import torch
 from nuts_engines import ENGINES, engine_options
 from quadrature import assert_matches
+from scipy import optimize
 from scipy.special import logsumexp
 from scipy.stats import betabinom, halfcauchy, nbinom, norm
 
@@ -20,6 +21,7 @@ from ppl_models.example_programs import (
     BASEBALL_HITS,
     EIGHT_SIGMA,
     EIGHT_Y,
+    eight_schools,
     partially_pooled,
 )
 from ppl_models.programs.program import Program
@@ -193,6 +195,76 @@ def test_centred_eight_schools_collapsed_matches_quadrature():
     refs = [("mu", d["mu"], mu + 0 * tau, 0), ("tau", d["tau"], tau + 0 * mu, 0)]
     refs += [(f"theta{j}", d["theta"][:, j], cm[j], 1 / precision[j]) for j in range(8)]
     assert_matches(w, refs)
+
+
+def eight_schools_tau_point(J, sigma, y=None):
+    """Eight schools with tau a point parameter (empirical Bayes): its MAP is needed."""
+    mu = pyro.sample("mu", dist.Normal(sigma.new_tensor(0.0), 5.0))
+    tau = pyro.param("tau", sigma.new_tensor(3.0), constraint=dist.constraints.positive)
+    with pyro.plate("J", J):
+        theta = pyro.sample("theta", dist.Normal(mu, tau))
+        return pyro.sample("y", dist.Normal(theta, sigma), obs=y)
+
+
+def test_a_collapsed_posterior_is_searched_from_the_programs_starts(monkeypatch):
+    """Every local latent integrated out and every parameter random: no joint MAP (it would
+    run tau to 0); the Laplace search of the collapsed posterior starts from the program's
+    start values and finds its mode, against scipy's optimum of log N(mu | 0, 5) +
+    log HalfCauchy(tau | 5) + log tau + sum_j log N(y_j | mu, sqrt(sigma_j^2 + tau^2)) over
+    (mu, log tau) (to 2e-4 of the Laplace sds). A point parameter (tau by pyro.param) still
+    needs the MAP."""
+    made = []
+
+    class Recorded(conjugate.Collapsed):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    def no_map(program, x):
+        raise AssertionError("the joint MAP ran")
+
+    monkeypatch.setattr(inference.nuts.conjugate, "Collapsed", Recorded)
+    with monkeypatch.context() as m:
+        m.setattr(inference.start, "_mode", no_map)
+        f = inference.fit(
+            eight_schools,
+            EIGHT_Y,
+            "nuts",
+            num_samples=50,
+            warmup_steps=50,
+            seed=0,
+            given={"J": 8, "sigma": EIGHT_SIGMA},
+            data_arg="y",
+            data_plate="J",
+            engine="pyro",
+        )
+    assert f.info["init"].startswith("the program's start values")
+    y, s = EIGHT_Y.numpy(), EIGHT_SIGMA.numpy()
+
+    def minus_log_post(v):
+        mu, tau = v[0], np.exp(v[1])
+        lp = norm.logpdf(mu, 0.0, 5.0) + halfcauchy.logpdf(tau, scale=5.0) + v[1]
+        return -(lp + norm.logpdf(y, mu, np.sqrt(s**2 + tau**2)).sum())
+
+    ref = optimize.minimize(minus_log_post, [0.0, 0.0], method="BFGS", options={"gtol": 1e-10})
+    (w,) = made
+    assert w.found_mode
+    # Newton stops at a decrement below 1e-8: within 1e-4 Laplace sds of the mode
+    gap = torch.linalg.solve_triangular(w.L, (w.mu - torch.tensor(ref.x))[:, None], upper=False)
+    assert float(gap.norm()) < 2e-4
+    point = inference.fit(
+        eight_schools_tau_point,
+        EIGHT_Y,
+        "nuts",
+        num_samples=20,
+        warmup_steps=20,
+        seed=0,
+        given={"J": 8, "sigma": EIGHT_SIGMA},
+        data_arg="y",
+        data_plate="J",
+        engine="pyro",
+    )
+    assert point.info["init"].startswith("joint MAP")
 
 
 def test_latents_drawn_by_the_traced_program_equal_those_of_pyros_trace(monkeypatch):

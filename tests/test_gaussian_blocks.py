@@ -39,14 +39,16 @@ def dense(m, s, alpha, slopes, sigma, y, i):
     return mean, cov, cmean, prior_cov - gain @ b @ prior_cov
 
 
+@pytest.mark.parametrize("t", [1, 6])
 @pytest.mark.parametrize("k", [1, 2, 3])
 @pytest.mark.parametrize("nested", [False, True])
-def test_block_density_and_conditional_equal_the_dense_normal(k, nested):
-    """Per block, the Woodbury density equals scipy's multivariate normal with the T x T
+def test_block_density_and_conditional_equal_the_dense_normal(k, nested, t):
+    """Per block, the density (Woodbury's; with one value a block, T = 1, the Normal of
+    variance sigma^2 + sum_k B_k^2 s_k^2) equals scipy's multivariate normal with the T x T
     covariance diag(sigma^2) + B diag(s^2) B^T (1e-10), and (m, h, L) give numpy's conditional
     mean and covariance (1e-10); laid out as `.to_event(1)` (latents (n,), observation (n, t))
     or as a nested plate (latents (n, 1), observation batch (n, t))."""
-    m, s, alpha, slopes, sigma, y = random_block(k)
+    m, s, alpha, slopes, sigma, y = random_block(k, t=t)
     n, t = alpha.shape
     shape = (n, 1) if nested else (n,)
     priors = [dist.Normal(m[j].reshape(shape), s[j].reshape(shape)) for j in range(k)]
