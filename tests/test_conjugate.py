@@ -27,6 +27,7 @@ from ppl_models.example_programs import (
 from ppl_models.programs.program import Program
 
 BASEBALL = {"given": {"at_bats": BASEBALL_AT_BATS}, "data_arg": "hits"}
+EIGHT = {"given": {"J": 8, "sigma": EIGHT_SIGMA}, "data_arg": "y", "data_plate": "J"}
 
 
 def baseball_grid():
@@ -177,9 +178,7 @@ def test_centred_eight_schools_collapsed_matches_quadrature():
         num_samples=1000,
         warmup_steps=500,
         seed=0,
-        given={"J": 8, "sigma": EIGHT_SIGMA},
-        data_arg="y",
-        data_plate="J",
+        **EIGHT,
     )
     assert "theta (a Normal prior, Normal 'y') integrated out" in f.info["init"]
     assert f.info["divergences"] == 0
@@ -224,20 +223,10 @@ def test_a_collapsed_posterior_is_searched_from_the_programs_starts(monkeypatch)
         raise AssertionError("the joint MAP ran")
 
     monkeypatch.setattr(inference.nuts.conjugate, "Collapsed", Recorded)
+    short = {"num_samples": 30, "warmup_steps": 30, "seed": 0, "engine": "pyro"}
     with monkeypatch.context() as m:
         m.setattr(inference.start, "_mode", no_map)
-        f = inference.fit(
-            eight_schools,
-            EIGHT_Y,
-            "nuts",
-            num_samples=50,
-            warmup_steps=50,
-            seed=0,
-            given={"J": 8, "sigma": EIGHT_SIGMA},
-            data_arg="y",
-            data_plate="J",
-            engine="pyro",
-        )
+        f = inference.fit(eight_schools, EIGHT_Y, "nuts", **short, **EIGHT)
     assert f.info["init"].startswith("the program's start values")
     y, s = EIGHT_Y.numpy(), EIGHT_SIGMA.numpy()
 
@@ -252,18 +241,7 @@ def test_a_collapsed_posterior_is_searched_from_the_programs_starts(monkeypatch)
     # Newton stops at a decrement below 1e-8: within 1e-4 Laplace sds of the mode
     gap = torch.linalg.solve_triangular(w.L, (w.mu - torch.tensor(ref.x))[:, None], upper=False)
     assert float(gap.norm()) < 2e-4
-    point = inference.fit(
-        eight_schools_tau_point,
-        EIGHT_Y,
-        "nuts",
-        num_samples=20,
-        warmup_steps=20,
-        seed=0,
-        given={"J": 8, "sigma": EIGHT_SIGMA},
-        data_arg="y",
-        data_plate="J",
-        engine="pyro",
-    )
+    point = inference.fit(eight_schools_tau_point, EIGHT_Y, "nuts", **short, **EIGHT)
     assert point.info["init"].startswith("joint MAP")
 
 
