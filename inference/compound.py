@@ -17,6 +17,7 @@ observation's compound density and the latent's conditional given it.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pyro.distributions as dist
@@ -135,15 +136,16 @@ class GaussianBlock:
             var = self.scale**2 + sum((b * v[:, None]) ** 2 for b, v in zip(self.slope, self.s))
             self.log_prob = -0.5 * (self.r * self.r / var + var.log() + math.log(2 * math.pi))[:, 0]
         else:
-            chol, h = self._woodbury()
+            chol, h = self.woodbury
             precision = self.scale**-2
             quad = (precision * self.r * self.r).sum(-1) - sum(v * v for v in h)
             logdet = -precision.log().sum(-1) + 2 * sum(v.log() for v in self.s)
             logdet = logdet + 2 * sum(chol[k][k].log() for k in range(len(self.s)))
             self.log_prob = -0.5 * (quad + logdet + self.r.shape[-1] * math.log(2 * math.pi))
 
-    def _woodbury(self):
-        """(Lambda's Cholesky factor, L^-1 g), unrolled over the K latents."""
+    @functools.cached_property
+    def woodbury(self):
+        """(Lambda's Cholesky factor, L^-1 g), unrolled over the K latents (lists)."""
         slope, s = self.slope, self.s
         weighted = [self.scale**-2 * b for b in slope]
         lam = [
@@ -157,7 +159,7 @@ class GaussianBlock:
         """(m, h, L): the latents' prior means (n, K), L^-1 g (n, K) and Lambda's Cholesky
         factor (n, K, K), from which `draw` takes the conditional."""
         k = len(self.m)
-        chol, h = self._woodbury()
+        chol, h = self.woodbury
         zero = torch.zeros_like(self.m[0])
         rows = [[chol[i][j] if j <= i else zero for j in range(k)] for i in range(k)]
         rows = [torch.stack(row, -1) for row in rows]
