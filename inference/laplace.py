@@ -213,7 +213,7 @@ class Whitened:
             took, value = _timed(self.potential_u, u)
             if took > AUTO_TRACE_SECONDS and self.jit_compile is None:
                 # a process's first evaluation pays once for what torch and Pyro set up on
-                # first use (eight schools, first in a process: 0.54 s, then 2 ms)
+                # first use (eight schools, first in a process: 0.54-0.58 s, then 2.7 ms)
                 took, value = _timed(self.potential_u, u)
             if not torch.isfinite(value):
                 return False  # traced later, at a point where it can be checked
