@@ -39,7 +39,7 @@ import pyro.distributions as dist
 import torch
 
 from inference.tracing import checked_trace, compiled, fused_trace
-from ppl_models.modes import minimum
+from ppl_models.modes import lbfgs, minimum
 from ppl_models.programs.program import transform_of
 
 MAX_DENSE = 400
@@ -71,10 +71,12 @@ class Whitened:
         jit_compile: bool | str | None = False,
         names: list[str] | None = None,
         prior: bool = True,
+        starts: list[dict] = (),
     ):
         # jit_compile: True / None (trace where it gives the same numbers), False (eager),
         # "inductor" (compiled whatever the run's length); names: what moves (default:
-        # program.sampled); prior: False for the likelihood alone
+        # program.sampled); prior: False for the likelihood alone; starts: more constrained
+        # values to search for the mode from (the lowest mode reached is kept)
         self.program, self.x, self.jit_compile, self.prior = program, x, jit_compile, prior
         self.jit_note = "eager"
         self.gradients = 0  # how many evaluations the caller expects (`expect`): may compile
@@ -98,6 +100,9 @@ class Whitened:
         self.found_mode = True
         if self.dim <= MAX_DENSE and bool(torch.isfinite(flat).all()):
             fast = self._jitted if self._traced_at(flat) else None
+            if starts:
+                others = [self._flat(v) for v in starts]
+                flat = _lowest(self.potential_u if fast is None else fast, [flat, *others])
             self.mu, self.L, self.found_mode = _laplace(self.potential_u, flat, fast)
         self.dense = not torch.equal(
             self.L, torch.eye(self.dim, dtype=flat.dtype, device=flat.device)
@@ -143,9 +148,13 @@ class Whitened:
         self.dense = self.scaled = False
         self.plain = True
 
+    def _flat(self, values: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The unconstrained values of the moving parameters, laid end to end."""
+        return torch.cat([self.transforms[k].inv(values[k]).reshape(-1) for k in self.names])
+
     def whiten(self, values: dict[str, torch.Tensor]) -> torch.Tensor:
         """z of constrained parameter values (the inverse of `constrained`)."""
-        u = torch.cat([self.transforms[k].inv(values[k]).reshape(-1) for k in self.names])
+        u = self._flat(values)
         return torch.linalg.solve_triangular(self.L, (u - self.mu)[:, None], upper=False)[:, 0]
 
     def __getstate__(self):  # a traced potential stays in its process (MCMC may pickle this)
@@ -402,6 +411,19 @@ def unflatten(u: torch.Tensor, shapes: dict) -> dict[str, torch.Tensor]:
         out[k] = u[..., i : i + n].reshape(lead + shape)
         i += n
     return out
+
+
+def _lowest(f, starts: list[torch.Tensor]) -> torch.Tensor:
+    """Where an L-BFGS search of f from each start ends lowest (the first start where none
+    ends at a finite value): a mixture's posterior has a mode per labelling and more, and a
+    search from one start may end at a poorer one."""
+    best, low = starts[0], math.inf
+    for u in starts:
+        end = lbfgs(f, u.detach()) if bool(torch.isfinite(u).all()) else None
+        value = math.inf if end is None else float(f(end))
+        if value < low:
+            best, low = end, value
+    return best
 
 
 def _laplace(f, u: torch.Tensor, fast=None, newton_steps: int = 20):

@@ -23,6 +23,7 @@ import inference
 from ppl_models.example_programs import (
     EIGHT_SIGMA,
     BayesianRegression,
+    gmm,
     hmm_model_0,
     hmm_model_1,
     known_noise_regression,
@@ -176,6 +177,50 @@ def test_hmm_mle_log_density_is_the_forward_algorithm(songs, program):
     assert lp.shape == (6,)
     np.testing.assert_allclose(lp, ref, rtol=0, atol=1e-6)
     assert f.report(seqs).num_parameters == 2 + 6
+
+
+def test_a_mixture_posterior_is_searched_from_several_starts(monkeypatch):
+    """NUTS on a mixture (the GMM tutorial, its assignments summed out) with every parameter
+    random: no MAP; the Laplace search keeps the lowest of 5 L-BFGS ends from the program's
+    start values, and that is the lowest mode scipy's L-BFGS reaches from 20 random starts
+    in the unconstrained space on the eager potential (to 1e-6 nats)."""
+    from scipy import optimize
+
+    made = []
+
+    class Recorded(inference.nuts.Whitened):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    def no_map(program, x):
+        raise AssertionError("the MAP ran")
+
+    monkeypatch.setattr(inference.nuts, "Whitened", Recorded)
+    monkeypatch.setattr(inference.start, "_mode", no_map)
+    data = torch.tensor([0.0, 1.0, 10.0, 11.0, 12.0], dtype=torch.float64)
+    f = inference.fit(
+        gmm, data, "nuts", num_samples=30, warmup_steps=30, seed=0, data_arg="data", engine="pyro"
+    )
+    assert f.info["init"].startswith("the lowest mode of 5 searches")
+    (w,) = made
+
+    def value_and_grad(u):
+        t = torch.tensor(u, dtype=torch.float64, requires_grad=True)
+        value = w.potential_u(t)
+        (grad,) = torch.autograd.grad(value, t)
+        return float(value), grad.numpy()
+
+    rng = np.random.default_rng(0)
+    lows = []
+    for _ in range(20):
+        start = rng.normal(0.0, 2.0, w.dim)
+        end = optimize.minimize(value_and_grad, start, jac=True, method="L-BFGS-B")
+        if np.isfinite(end.fun):
+            lows.append(end.fun)
+    found = float(w.potential_u(w.mu))
+    assert w.found_mode
+    assert found <= min(lows) + 1e-6
 
 
 def test_a_sequential_plate_without_enumeration(songs):
