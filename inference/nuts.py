@@ -10,7 +10,7 @@ import torch
 
 from inference import conjugate, nutpie_engine
 from inference.chains import processes_for, run_chains
-from inference.laplace import Whitened
+from inference.laplace import MAX_DENSE, Whitened
 from inference.optimize import MIXTURE_ADAM
 from inference.result import Fit
 from inference.start import initial_values, needs_random, posterior_fit, whitened_info
@@ -168,9 +168,14 @@ def _start(program, x, init):
       priors are unbounded at 0 and 1) and cost HMM model_1 3.9-6.7 s; the search runs L-BFGS
       on the traced potential from as many of the program's start values as the MAP has
       restarts and keeps the lowest end (HMM model_1: 0.3 s, the lowest mode each time, where
-      the MAP's start reached a higher one in 2 of 4 runs)."""
-    if init is None and set(program.roles.free) <= set(program.sampled):
-        values = {k: program.values[k] for k in program.sampled}
+      the MAP's start reached a higher one in 2 of 4 runs).
+
+    Both only up to MAX_DENSE values, where the Laplace search runs."""
+    values = {k: program.values[k] for k in program.sampled} if init is None else {}
+    # only where the search runs at all: beyond MAX_DENSE values there is no Laplace step, and
+    # the MAP is the only search before the chains start
+    searched = 0 < sum(v.numel() for v in values.values()) <= MAX_DENSE
+    if searched and set(program.roles.free) <= set(program.sampled):
         pairs = conjugate.find(program, x, values)
         if pairs and {p.latent for p in pairs} == set(program.local):
             init, _ = initial_values(program, x, values)

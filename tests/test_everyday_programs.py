@@ -183,7 +183,8 @@ def test_a_mixture_posterior_is_searched_from_several_starts(monkeypatch):
     """NUTS on a mixture (the GMM tutorial, its assignments summed out) with every parameter
     random: no MAP; the Laplace search keeps the lowest of 5 L-BFGS ends from the program's
     start values, and that is the lowest mode scipy's L-BFGS reaches from 20 random starts
-    in the unconstrained space on the eager potential (to 1e-6 nats)."""
+    in the unconstrained space on the eager potential (to 1e-6 nats). Beyond MAX_DENSE values
+    (no Laplace search) the MAP is the start, as before."""
     from scipy import optimize
 
     made = []
@@ -197,13 +198,17 @@ def test_a_mixture_posterior_is_searched_from_several_starts(monkeypatch):
         raise AssertionError("the MAP ran")
 
     monkeypatch.setattr(inference.nuts, "Whitened", Recorded)
-    monkeypatch.setattr(inference.start, "_mode", no_map)
     data = torch.tensor([0.0, 1.0, 10.0, 11.0, 12.0], dtype=torch.float64)
-    f = inference.fit(
-        gmm, data, "nuts", num_samples=30, warmup_steps=30, seed=0, data_arg="data", engine="pyro"
-    )
+    short = {"seed": 0, "data_arg": "data", "engine": "pyro"}
+    with monkeypatch.context() as m:
+        m.setattr(inference.start, "_mode", no_map)
+        f = inference.fit(gmm, data, "nuts", num_samples=30, warmup_steps=30, **short)
     assert f.info["init"].startswith("the lowest mode of 5 searches")
     (w,) = made
+    # beyond MAX_DENSE values (here 2 for the test) no Laplace search runs: the MAP it is
+    monkeypatch.setattr(inference.nuts, "MAX_DENSE", 2)
+    big = inference.fit(gmm, data, "nuts", num_samples=10, warmup_steps=10, **short)
+    assert big.info["init"].startswith("MAP")
 
     def value_and_grad(u):
         t = torch.tensor(u, dtype=torch.float64, requires_grad=True)
