@@ -65,9 +65,10 @@ def _nuts(
     else:
         w = Whitened(program, x, init, jit_compile=jit_compile, starts=starts)
     # Chains start at draws from the Laplace approximation (spread, so that r_hat means
-    # something), or at the MAP jittered by 0.1 where the posterior is not whitened; where the
-    # posterior has no mode (a funnel: the MAP ran to the edge of the support), at fresh starts
-    # from the priors, as the program's global parameters start.
+    # something), or at the start (`_start`: the MAP, or where the search began) jittered by
+    # 0.1 where the posterior is not whitened; where the posterior has no mode (a funnel: the
+    # search ran to the edge of the support), at fresh starts from the priors, as the
+    # program's global parameters start.
     scale = 1.0 if w.dense else 0.1
     z0 = torch.randn(num_chains, w.dim, dtype=w.mu.dtype, device=w.mu.device) * scale
     from_priors = not w.found_mode and bool(program.starts or program.local)
