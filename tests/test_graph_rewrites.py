@@ -25,7 +25,8 @@ def test_eight_schools_keeps_its_numbers_with_half_the_operations():
     """Non-centred eight schools' potential: the rewritten graph (what `aten_graph` returns) has
     at most 60% of the operations make_fx records (the data's normalising constants, zero log
     Jacobians, x * 1 and x + 0 folded away) and gives autograd's value and gradient on the
-    eager program at points up to 3 sd out (1e-12)."""
+    eager program at points up to 3 sd out (1e-12), its generated code that of the rewritten
+    graph."""
     w = eight_schools_whitened()
     z0 = torch.zeros(w.dim, dtype=f64)
     rewritten = operations(aten_graph(w._potential_z, z0))
@@ -39,6 +40,8 @@ def test_eight_schools_keeps_its_numbers_with_half_the_operations():
     full = [op for op in operations(recorded) if "local_scalar_dense" not in op]
     assert len(rewritten) <= 0.6 * len(full), (len(rewritten), len(full))
     graph = aten_graph(w._potential_z, z0)
+    # what runs is the rewritten graph: its Python generated after the last rewrite
+    assert graph.code == graph.graph.python_code("self").src
     g = torch.Generator().manual_seed(0)
     for scale in (0.1, 1.0, 3.0):
         z = scale * torch.randn(w.dim, generator=g, dtype=f64)
