@@ -50,6 +50,10 @@ def cases():
         yield "digits", f"Markov order {k}", lambda k=k: Markov(64, order=k), "exact"
     yield "digits", "Independent (L-BFGS MLE)", lambda: Independent(64), "lbfgs"
     yield "digits", "Markov order 2 (L-BFGS MLE)", lambda: Markov(64, order=2), "lbfgs"
+    # posteriors by NUTS (nutpie where installed), 2 x (500 + 500): the potential's gradient
+    # reads the data's counts, not the data (`inference.gather_sums`)
+    yield "digits", "Independent (NUTS)", lambda: Independent(64), "nuts"
+    yield "digits", "Markov order 1 (NUTS)", lambda: Markov(64), "nuts"
     yield "pixels", "FullJoint dense", lambda: FullJoint(3, 256), "mle"
     yield "pixels", "FullJoint (exact, counts)", lambda: FullJoint(3, 256), "exact"
     yield "pixels", "Independent", lambda: Independent(3, "categorical", 256), "exact"
@@ -61,6 +65,8 @@ def run(repeat: int) -> dict:
     for data, label, make, method in cases():
         split = datasets.load(data)
         opts = {"solver": "lbfgs"} if method == "lbfgs" else {}
+        if method == "nuts":
+            opts = {"num_samples": 500, "warmup_steps": 500, "progress_bar": False, "seed": 0}
         meth = "mle" if method == "lbfgs" else method
         fit_s = best_of(inference.fit, repeat, make, split.train, meth, **opts)
         f = inference.fit(make(), split.train, meth, **opts)

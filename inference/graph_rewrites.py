@@ -6,13 +6,13 @@ A potential traced from a Pyro program carries much that a hand-written one woul
 normalising constants of every distribution (log sigma, sigma squared for data), zero log
 Jacobians of unconstrained sites summed and added, ``x * 1`` and ``x + 0.0`` from transforms,
 broadcasts of a scalar to its own shape, the same expansion written out three times by the
-backward pass. TorchScript runs each operation for about 0.7-0.9 us whatever its size, and
-TorchInductor compiles each one, so these are most of a small model's gradient: non-centred
-eight schools has 152 nodes, of which the rewrites leave 88 (75 us a gradient by TorchScript, was
-103).
+backward pass. TorchScript runs each operation for about 0.7-0.9 us whatever its size, so these
+are most of a small model's gradient: non-centred eight schools has 152 nodes, 88 rewritten
+(75 us a gradient by TorchScript, was 103).
 
 Four rewrites: three in one pass in the graph's order, then dead code removed, and a fourth
-(factoring), followed by that pass again where it changed the graph:
+(factoring), followed by that pass again where it changed the graph; then a table read at the
+data and summed is summed by counts (`inference.gather_sums`):
 
 - **constants folded**: a node whose inputs are all constants (the data, the Laplace
   approximation's mu and L, Python numbers), or whose value depends only on a shape
@@ -30,9 +30,8 @@ Four rewrites: three in one pass in the graph's order, then dead code removed, a
   steps) 805 -> 715 nodes, its 21 scatters (``index_put``) 4.
 
 A node that an in-place operation writes to (Pyro's ``masked_fill_`` for a support) is left as
-it is, with everything that shares its memory. The graph is run once at the traced point to read
-each node's shape, dtype and strides. The caller checks the result against the program
-(`inference.tracing._checked`) as it checks any traced graph.
+it is, with everything that shares its memory. The graph is run at the traced point to read
+each node's shape, dtype and strides; the caller checks the result (`inference.tracing`).
 """
 
 from __future__ import annotations
@@ -43,6 +42,8 @@ from functools import reduce
 
 import torch
 from torch import fx
+
+from inference.gather_sums import gathers_summed, has_reads
 
 OP = type(torch.ops.aten.add.Tensor)  # an aten operation with its overload, as fx records it
 
@@ -98,21 +99,21 @@ LINEAR_FIRST = {
 
 
 def simplified(module: fx.GraphModule, z: torch.Tensor) -> fx.GraphModule:
-    """`module` (an aten graph of one input, z) with constants folded, identities removed,
-    common subexpressions merged and sums of like terms factored; `module` itself is changed
-    and returned. The passes read the graph (an `fx.Interpreter` runs it), not its generated
-    code: that is made once, at the end (HMM model_1: generating its Python took ~70 ms a
-    time; with make_fx's own, five generations took 0.35 s of a 2.0 s set-up, now two)."""
+    """`module` (an aten graph of one input, z) rewritten as the module's docstring says;
+    `module` itself is changed and returned. The passes run the graph, not its generated code:
+    that is made once, at the end (HMM model_1: five generations took 0.35 s, now two)."""
     _merged(module, z)
     if _factored(module, z):  # one round: it factors the sums it makes too (a second found
-        _merged(module, z)  # nothing more on any benchmark program, nor the AR(1) obs_mask)
+        _merged(module, z)  # nothing more on the benchmark programs, the AR(1) obs_mask)
+    if has_reads(module.graph):  # a table read at the data and summed: by counts
+        gathers_summed(module, node_values(module, z))
     module.recompile()
     return module
 
 
 def _merged(module: fx.GraphModule, z: torch.Tensor) -> None:
     graph = module.graph
-    meta = _run(module, z)
+    meta = node_values(module, z)
     _out_of_place(graph, meta)
     fixed = _written(graph)
     constant: set[fx.Node] = set()
@@ -169,7 +170,7 @@ def _factored(module: fx.GraphModule, z: torch.Tensor) -> bool:
     next) adds terms f(x_1, c), f(x_2, c), ... of one operation f linear in x with the same
     other inputs c, and the x_i of one shape and dtype, the sum is f(x_1 + x_2 + ..., c) plus
     the other terms (the same number up to rounding). Whether any sum changed."""
-    graph, meta = module.graph, _run(module, z)
+    graph, meta = module.graph, node_values(module, z)
     fixed, constant = _written(graph), {n for n in graph.nodes if n.op == "get_attr"}
     changed, work, erased = False, deque(n for n in graph.nodes if _is_add(n, meta)), set()
     while work:  # the sums in the graph, then each new sum of x's (factored in turn)
@@ -328,7 +329,7 @@ def _value_key(meta: dict | None):
     return ("constant", meta["shape"], meta["dtype"], meta["device"], value.numpy().tobytes())
 
 
-def _run(module: fx.GraphModule, z: torch.Tensor) -> dict:
+def node_values(module: fx.GraphModule, z: torch.Tensor) -> dict:
     """node -> shape, dtype, strides (and the value, cloned as it was made) at z."""
     meta = {}
 
@@ -446,4 +447,4 @@ def _key(target, args, kwargs):
     return key
 
 
-__all__ = ["simplified"]
+__all__ = ["node_values", "simplified"]

@@ -113,8 +113,9 @@ class Markov(Model):
     def rows(self, x: torch.Tensor) -> torch.Tensor:
         """(N, D) row of the stacked table that each datum uses for each dim (vectorised)."""
         K, codes = self.num_categories, torch.zeros_like(x)
-        for j in range(1, self.order + 1):
-            codes[:, j:] += x[:, :-j] * K ** (j - 1)
+        for j in range(1, min(self.order, x.shape[1]) + 1):  # out of place: a traced
+            # potential folds it into a constant (an in-place write is left in the graph)
+            codes = codes + torch.nn.functional.pad(x[:, :-j], (j, 0)) * K ** (j - 1)
         return self.offsets + codes
 
     def _log_prob(self, x):
