@@ -17,6 +17,8 @@ import multiprocessing
 import os
 import time
 import warnings
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 import torch
 from pyro.infer import MCMC
@@ -114,11 +116,18 @@ def each_chain(chain, num_chains: int, procs: int) -> list:
     chain order."""
     _JOB["chain"] = chain
     try:
-        if procs > 1:
-            with multiprocessing.get_context("fork").Pool(procs) as pool:
-                results = pool.map(_chain, range(num_chains))
+        if procs > 1:  # an executor, not a Pool: a worker that dies (killed, out of memory)
+            # breaks it, where a Pool would wait for its result forever
+            context = multiprocessing.get_context("fork")
+            with ProcessPoolExecutor(procs, mp_context=context) as pool:
+                results = list(pool.map(_chain, range(num_chains)))
         else:
             results = [_chain(c) for c in range(num_chains)]
+    except BrokenProcessPool:
+        raise RuntimeError(
+            "a chain's process ended without its draws (killed: out of memory?); "
+            "run the chains in turn with fewer at once, or free memory"
+        ) from None
     finally:
         _JOB.clear()
     out = []
@@ -130,11 +139,19 @@ def each_chain(chain, num_chains: int, procs: int) -> list:
 
 
 def _chain(c: int):
-    if multiprocessing.parent_process() is not None:
+    child = multiprocessing.parent_process() is not None
+    if child:
         torch.set_num_threads(1)  # one thread per chain process
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = _JOB["chain"](c)
+        try:
+            result = _JOB["chain"](c)
+        except Exception:
+            raise
+        except BaseException as e:  # a panic of nutpie's Rust core (not an Exception): in a
+            if not child:  # pool's worker it would end the process and leave the pool waiting
+                raise
+            raise RuntimeError(f"chain {c} failed: {type(e).__name__}: {e}") from None
     return result, [(str(w.message), w.category) for w in caught]
 
 

@@ -187,7 +187,8 @@ def fit(
         it, else in turn; its options ``low_rank`` (a low-rank mass matrix) and ``cores``
         (one run of all the chains in nutpie's threads instead: they wait on each other, as
         the density is evaluated one call at a time) or ``engine="pyro"`` (`pyro.infer.MCMC`,
-        chains in processes the same way), ``num_samples``, ``warmup_steps``, ``num_chains``,
+        chains in processes the same way; the default for ``warmup_steps=0``, which nutpie
+        cannot run), ``num_samples``, ``warmup_steps``, ``num_chains``,
         ``target_accept_prob``, ``max_tree_depth``, started at the MAP estimate (the potential
         whitened by its Laplace approximation where that holds); ``jit_compile`` (default None:
         the potential and its gradient are traced as one graph (`inference.tracing`), or the

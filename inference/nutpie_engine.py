@@ -44,10 +44,12 @@ def installed() -> bool:
     return importlib.util.find_spec("nutpie") is not None
 
 
-def choose(engine: str | None, low_rank: bool, cores: int | None) -> str:
+def choose(engine: str | None, low_rank: bool, cores: int | None, warmup_steps: int = 1) -> str:
     """The engine a NUTS fit runs on: nutpie where it is installed (``engine=None``), else
-    Pyro's; a ValueError for an unknown engine, nutpie asked for but missing, or nutpie's own
-    options (``low_rank``, ``cores``) given to the Pyro engine."""
+    Pyro's, and Pyro's for a run with no warm-up (nutpie adapts its step size in warm-up and
+    cannot start without one: its Rust core panics); a ValueError for an unknown engine,
+    nutpie asked for but missing or asked for with no warm-up, or nutpie's own options
+    (``low_rank``, ``cores``) given to the Pyro engine."""
     if engine is not None and engine not in ENGINES:
         raise ValueError(
             f"engine must be one of {', '.join(map(repr, ENGINES))} (or None: nutpie "
@@ -58,8 +60,17 @@ def choose(engine: str | None, low_rank: bool, cores: int | None) -> str:
             "engine='nutpie', but nutpie is not installed: pip install nutpie "
             "(or `pip install ppl-models[nutpie]`), or engine='pyro'"
         )
+    nutpie_options = low_rank or cores is not None
+    if warmup_steps == 0 and (engine == "nutpie" or (engine is None and nutpie_options)):
+        raise ValueError(
+            "warmup_steps=0: nutpie adapts its step size and mass matrix during warm-up and "
+            "cannot sample without one; give warmup_steps >= 1, or engine='pyro' (NUTS at "
+            "its initial step size, in coordinates whitened by the Laplace approximation)"
+        )
     chosen = engine or DEFAULT or ("nutpie" if installed() else "pyro")
-    if chosen == "pyro" and (low_rank or cores is not None):
+    if engine is None and warmup_steps == 0:
+        chosen = "pyro"
+    if chosen == "pyro" and nutpie_options:
         raise ValueError(
             "low_rank and cores are options of the nutpie engine (its low-rank "
             "mass matrix, its chains in threads); the pyro engine has neither"

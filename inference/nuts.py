@@ -54,7 +54,7 @@ def _nuts(
         num_samples if warmup_steps is None else warmup_steps, "warmup_steps", 0
     )
     num_chains = positive_int(num_chains, "num_chains")
-    engine = nutpie_engine.choose(engine, low_rank, cores)
+    engine = nutpie_engine.choose(engine, low_rank, cores, warmup_steps)
     program.discover(x)
     needs_random(program, "nuts")
     # local latents conjugate to their one observation: integrated out, drawn after

@@ -73,6 +73,37 @@ def test_a_warning_inside_a_chain_process_reaches_the_caller(monkeypatch):
     assert [z.shape for z, _ in out] == [(5, 3), (5, 3)]
 
 
+class Panic(BaseException):
+    """As nutpie's Rust core panics (pyo3's PanicException is not an Exception)."""
+
+
+def test_a_chain_that_panics_or_dies_is_an_error_not_a_wait():
+    """A chain process whose function panics (a BaseException, which would end a pool's
+    worker and leave the pool waiting) or that is killed (out of memory) raises a
+    RuntimeError in the caller, naming the chain or the cause, within seconds; in turn, the
+    panic itself reaches the caller."""
+    import os
+    import signal
+
+    def panics(c):
+        if c == 1:
+            raise Panic("assertion failed: early_end < num_tune")
+        return c
+
+    def killed(c):
+        if c == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return c
+
+    with pytest.raises(RuntimeError, match="chain 1 failed: Panic: assertion failed"):
+        chains.each_chain(panics, 2, 2)
+    with pytest.raises(RuntimeError, match="ended without its draws"):
+        chains.each_chain(killed, 2, 2)
+    with pytest.raises(Panic):
+        chains.each_chain(panics, 2, 1)
+    assert chains.each_chain(lambda c: c * 10, 3, 2) == [0, 10, 20]
+
+
 def test_one_chain_more_chains_than_cores_or_a_busy_machine_run_in_turn(monkeypatch):
     cpu = torch.device("cpu")
     assert chains.processes_for(1, cpu) == 1

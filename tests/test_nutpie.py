@@ -28,6 +28,15 @@ def test_the_engine_is_chosen_by_name_and_checked():
         inference.fit(Independent(4), torch.ones(5, 4), "nuts", engine="pyro", low_rank=True)
     with pytest.raises(ValueError, match="cores must be an integer >= 1"):
         inference.fit(Independent(4), torch.ones(5, 4), "nuts", cores=0)
+    # no warm-up: nutpie's Rust core panics (it adapts in warm-up); the Pyro engine runs it
+    assert nutpie_engine.choose(None, False, None, warmup_steps=0) == "pyro"
+    for engine, options in (("nutpie", {}), (None, {"low_rank": True})):
+        with pytest.raises(ValueError, match="warmup_steps=0: nutpie adapts its step size"):
+            inference.fit(
+                Independent(4), torch.ones(5, 4), "nuts", engine=engine, warmup_steps=0, **options
+            )
+    f = inference.fit(Independent(4), torch.ones(5, 4), "nuts", num_samples=20, warmup_steps=0)
+    assert f.info["engine"] == "pyro" and f.draws["probs"].shape == (2, 20, 4)
 
 
 def conjugate_cases():

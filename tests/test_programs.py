@@ -466,6 +466,20 @@ def broken(x=None, num_samples=None):
     raise RuntimeError("boom: a bug in the user's program")
 
 
+def discrete_global(x=None, num_samples=None):
+    """A coin k picks one of two fixed pixel probabilities: its only latent is discrete."""
+    n = len(x) if x is not None else num_samples
+    k = pyro.sample("k", dist.Bernoulli(torch.tensor(0.5, dtype=f64)))
+    with pyro.plate("data", n):
+        pyro.sample("x", dist.Bernoulli(0.3 + 0.4 * k).expand([64]).to_event(1), obs=x)
+
+
+def no_parameters(x=None, num_samples=None):
+    n = len(x) if x is not None else num_samples
+    with pyro.plate("data", n):
+        pyro.sample("x", dist.Bernoulli(torch.full((64,), 0.5, dtype=f64)).to_event(1), obs=x)
+
+
 BITS = datasets.load("digits").train[:50]
 CASES = [
     (
@@ -511,7 +525,17 @@ CASES = [
     (
         "nuts without random parameters",
         lambda: inference.fit(independent_params, BITS, "nuts"),
-        ["no random parameters", "pyro.sample"],
+        ["no random parameters", "point parameters (pyro.param: probs)", "pyro.sample"],
+    ),
+    (
+        "nuts with a discrete global latent alone",
+        lambda: inference.fit(discrete_global, BITS, "nuts"),
+        ["no random parameters", "discrete latents summed out, not sampled (k)"],
+    ),
+    (
+        "nuts with no parameters",
+        lambda: inference.fit(no_parameters, BITS, "nuts"),
+        ["no random parameters", "no parameters at all"],
     ),
     ("not a program", lambda: inference.fit(42, BITS), ["Pyro program", "int"]),
 ]
