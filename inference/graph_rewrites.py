@@ -11,8 +11,8 @@ are most of a small model's gradient: non-centred eight schools has 152 nodes, 8
 (75 us a gradient by TorchScript, was 103).
 
 Four rewrites: three in one pass in the graph's order, then dead code removed, and a fourth
-(factoring), followed by that pass again where it changed the graph; then a table read at the
-data and summed is summed by counts (`inference.gather_sums`):
+(factoring), followed by that pass again where it changed the graph; then sums over the data
+are taken over the data's distinct combinations (`inference.gather_sums`):
 
 - **constants folded**: a node whose inputs are all constants (the data, the Laplace
   approximation's mu and L, Python numbers), or whose value depends only on a shape
@@ -105,7 +105,7 @@ def simplified(module: fx.GraphModule, z: torch.Tensor) -> fx.GraphModule:
     _merged(module, z)
     if _factored(module, z):  # one round: it factors the sums it makes too (a second found
         _merged(module, z)  # nothing more on the benchmark programs, the AR(1) obs_mask)
-    if has_reads(module.graph):  # a table read at the data and summed: by counts
+    if has_reads(module.graph):  # sums over the data: over its distinct combinations
         gathers_summed(module, node_values(module, z))
     module.recompile()
     return module
