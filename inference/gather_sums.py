@@ -81,7 +81,7 @@ def gathers_summed(module: fx.GraphModule, meta: dict) -> int:
         while _sum_of_a_sum(first):
             first = first.args[0]
         root = first.args[0]
-        if first.kwargs or not isinstance(root, fx.Node) or root not in meta:
+        if not isinstance(root, fx.Node) or root not in meta:
             continue
         shape = meta[root]["shape"]
         kept = _kept(end, first, len(shape))
@@ -207,10 +207,15 @@ def _region(module, root: fx.Node, meta: dict, shape: tuple):
         inside.add(node)
         for arg in node.all_input_nodes:
             work.append(arg)
-    if any(str(u.target).endswith("_.default") for n in leaves for u in n.users):
-        return None  # written in place
+    if any(_writes(u) for n in [*leaves, *inside] for u in n.users):
+        return None  # written in place: the region, moved to the sum, could read it later
     order = [n for n in root.graph.nodes if n in inside]
     return order, leaves
+
+
+def _writes(node: fx.Node) -> bool:
+    """An in-place operation (``copy_``, ``masked_fill_``)."""
+    return bool(getattr(getattr(node.target, "_schema", None), "is_mutable", False))
 
 
 def _leaf(module, node: fx.Node, meta: dict, shape: tuple) -> str | None:
@@ -292,9 +297,9 @@ def _stored(module, graph: fx.Graph, value: torch.Tensor) -> fx.Node:
     return graph.get_attr(f"_gathered{number}")
 
 
-def has_reads(graph: fx.Graph) -> bool:
+def has_sums(graph: fx.Graph) -> bool:
     """Whether the graph sums anything (`gathers_summed` may rewrite it)."""
     return any(node.target in SUMS for node in graph.nodes)
 
 
-__all__ = ["POINTWISE", "gathers_summed", "has_reads"]
+__all__ = ["POINTWISE", "gathers_summed", "has_sums"]

@@ -93,14 +93,12 @@ def needs_random(program, method):
     if callable(hook) and is_builtin(program.model):
         hook()  # a Model says itself why it has no random version (sparse FullJoint)
     if not program.sampled:
-        roles = program.roles
-        params, summed = (
-            roles.named("param"),
-            [k for k in roles.enumerated if not roles.sites[k].in_data],
-        )
-        has = [f"point parameters (pyro.param: {', '.join(params)})"] * bool(params) + [
-            f"discrete latents summed out, not sampled ({', '.join(summed)})"
-        ] * bool(summed)
+        roles, has = program.roles, []
+        if roles.named("param"):
+            has.append(f"point parameters (pyro.param: {', '.join(roles.named('param'))})")
+        summed = [k for k in roles.enumerated if not roles.sites[k].in_data]
+        if summed:
+            has.append(f"discrete latents summed out, not sampled ({', '.join(summed)})")
         raise ValueError(
             f"{program.label} has no random parameters for method={method!r}: it has "
             f"{' and '.join(has) or 'no parameters at all'}. Give the ones to infer a "
