@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 
 import pyro
 import pyro.distributions as dist
@@ -159,7 +160,7 @@ def _svi(
             step = lambda: _torch_step(loss, optim)  # noqa: E731
         else:
             step = _minibatch_steps(w, elbo, optim, program, x, batch_size)
-        losses = _steps(step, steps, len(x), program, progress_bar)
+        losses = _steps(step, steps, len(x), program, progress_bar, lr)
         w.idx = None
         draws, log_q = guide_draws(g, ["z"], num_samples, {"z": w.mu.shape})
         z = draws["z"][0]
@@ -254,7 +255,7 @@ def _svi_delta(program, x, init, note, steps, lr, num_samples, progress_bar) -> 
         optim.step()
         return float(loss.detach())
 
-    losses = _steps(step, steps, len(x), program, progress_bar)
+    losses = _steps(step, steps, len(x), program, progress_bar, lr)
     point = {k: v.detach() for k, v in w.constrained(z.detach()[None]).items()}
     draws, _ = as_chains({k: v.expand(num_samples, *v.shape[1:]) for k, v in point.items()}, {})
     return posterior_fit(
@@ -315,9 +316,12 @@ def _torch_step(elbo, optim) -> float:
     return float(loss.detach())
 
 
-def _steps(step, steps, n, program, progress_bar) -> list[float]:
+def _steps(step, steps, n, program, progress_bar, lr) -> list[float]:
     """Run `step()` (returns the loss) `steps` times: Adam whose step size decays to a tenth
-    over the run, so the last steps average out noise. Losses are per datum."""
+    over the run, so the last steps average out noise. Losses are per datum. A run that
+    diverges (the loss not finite, or a guide's scale pushed to 0 or nan, which torch's
+    argument check reports from deep inside the guide) is a ValueError that says to lower
+    `lr`."""
     losses = []
     bar = tqdm(
         range(steps),
@@ -325,8 +329,20 @@ def _steps(step, steps, n, program, progress_bar) -> list[float]:
         disable=not show_progress(progress_bar),
         leave=False,
     )
-    for _ in bar:
-        losses.append(step() / n)
+    for i in bar:
+        try:
+            loss = step()
+            what = f"the ELBO became {loss}"
+        except ValueError as e:
+            if not str(e).startswith("Expected parameter"):
+                raise
+            loss, what = math.nan, "a parameter of the guide left its support (a scale of 0)"
+        if not math.isfinite(loss):
+            raise ValueError(
+                f"SVI diverged at step {i + 1} of {steps}: {what} (lr={lr:g}); lower lr "
+                f"(e.g. lr={lr / 10:g}) or give the guide a better start (init=...)"
+            ) from None
+        losses.append(loss / n)
         if len(losses) % 100 == 0:
             bar.set_postfix(elbo_nats=f"{sum(losses[-100:]) / 100:.4f}")
     return losses
@@ -377,7 +393,7 @@ def _svi_own_sites(
         if step is None:
             optim = PyroClippedAdam({"lr": lr, "lrd": 0.1 ** (1 / steps)})
             step = SVI(scored(program, x, fixed) if fast else target, guide_fn, optim, elbo).step
-        losses = _steps(step, steps, len(x), program, progress_bar)
+        losses = _steps(step, steps, len(x), program, progress_bar, lr)
     except (KeyError, RuntimeError, ValueError, TypeError, NotImplementedError) as e:
         if isinstance(guide, type):
             raise

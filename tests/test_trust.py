@@ -11,6 +11,7 @@ import numpy as np
 import pyro
 import pyro.distributions as dist
 import pytest
+import torch
 from scipy import stats
 
 import inference
@@ -228,3 +229,20 @@ def test_loo_pit_of_image_models(tmp_path):
             else:
                 az.plot_loo_pit(data, y="x_total")
             assert np.isfinite(float(gen.field(az.loo(f.to_arviz()), "elpd_loo")))
+
+
+def test_svi_that_diverges_says_to_lower_lr():
+    """Adam at lr=1e6 throws the guide's scale to 0 within a few steps: torch's argument check
+    raised from deep inside the guide ("Expected parameter scale ..."); the fit now stops
+    with a ValueError naming the step and the fix, and lr=0.05 on the same data fits."""
+    y = torch.linspace(-1.0, 3.0, 20, dtype=torch.float64)
+
+    def normal_mean(y):
+        mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+        with pyro.plate("data", len(y)):
+            pyro.sample("obs", dist.Normal(mu, 1.0), obs=y)
+
+    with pytest.raises(ValueError, match=r"SVI diverged at step \d+ of 2000: .*lower lr"):
+        inference.fit(normal_mean, y, "svi", data_arg="y", lr=1e6, progress_bar=False)
+    f = inference.fit(normal_mean, y, "svi", data_arg="y", lr=0.05, progress_bar=False)
+    assert abs(float(f.params["mu"]) - float(y.sum()) / 20.01) < 0.05
