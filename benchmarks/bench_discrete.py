@@ -103,7 +103,7 @@ def gradients(repeat: int) -> list[dict]:
     from inference.start import initial_values
     from ppl_models.example_programs import independent
 
-    tracing.AUTO_COMPILE, counted = False, graph_rewrites.has_sums
+    tracing.AUTO_COMPILE, counted = False, graph_rewrites.gathers_summed
     x = datasets.load("digits").train
     rows = []
     models = [("Independent(64)", Independent(64)), ("Markov(64)", Markov(64))]
@@ -112,12 +112,12 @@ def gradients(repeat: int) -> list[dict]:
         data = p.validate(x)
         p.discover(data)
         init, row = initial_values(p, data)[0], {"model": label}
-        for key, reads in (("counted_us", counted), ("data_us", lambda graph: False)):
-            graph_rewrites.has_sums = reads
+        for key, rewrite in (("counted_us", counted), ("data_us", lambda module, meta: 0)):
+            graph_rewrites.gathers_summed = rewrite
             try:
                 w = Whitened(p, data, init, jit_compile=True)
             finally:
-                graph_rewrites.has_sums = counted
+                graph_rewrites.gathers_summed = counted
             z = np.zeros(w.dim)
             row[key] = 1e3 * best_of(_calls, repeat, (w.numpy_value_and_grad, z))
         rows.append(row)

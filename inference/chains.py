@@ -146,10 +146,8 @@ def _chain(c: int):
         warnings.simplefilter("always")
         try:
             result = _JOB["chain"](c)
-        except Exception:
-            raise
-        except BaseException as e:  # a panic of nutpie's Rust core (not an Exception): in a
-            if not child:  # pool's worker it would end the process and leave the pool waiting
+        except BaseException as e:  # a panic of nutpie's Rust core is not an Exception: in a
+            if not child or isinstance(e, Exception):  # worker it would end the process
                 raise
             raise RuntimeError(f"chain {c} failed: {type(e).__name__}: {e}") from None
     return result, [(str(w.message), w.category) for w in caught]

@@ -26,12 +26,12 @@ stays for it. Entries no datum reads are never computed (a log-probability of -i
 gives no -inf * 0). Left alone where the combinations are more than SHARED of the region
 (real-valued data: nothing to share), or the region holds more than MAX_VALUES values.
 
-One process, one thread, a value and gradient by TorchScript's Static Runtime, 1,297 digits
-(quiet machine, 09:03): Markov(32) on 32 pixels (63 parameters) ~440 -> 84-97 us;
-Independent(64) ~390 -> ~60 us; the same model written as a Pyro program
-(`ppl_models.example_programs.independent`, Bernoulli(probs).to_event(1)) ~1,000 -> ~75 us;
-the shared-transition chain (`shared_markov`, 64 sites) 3.4-4.3 -> 2.5-2.9 ms
-(`benchmarks/bench_discrete.py` measures the first three on and off).
+A value and gradient of NUTS's potential on the 1,297 training digits, one thread, TorchScript's
+Static Runtime, this rewrite on / off in one run (`benchmarks/bench_discrete.py --threads 1`,
+1-minute load 0.71-1.47): Independent(64) 68.8 / 327.5 us, Markov(64) 90.9 / 550.9 us, the
+same Bernoulli model written as a Pyro program (`ppl_models.example_programs.independent`)
+88.8 / 1,007.4 us; by hand, the shared-transition chain (`shared_markov`, 64 sites) 3.4-4.3 ->
+2.5-2.9 ms.
 The sums come out in another order, so the value agrees up to rounding; the caller checks it
 against the program as it checks any traced graph (`inference.tracing`).
 """
@@ -77,14 +77,14 @@ def gathers_summed(module: fx.GraphModule, meta: dict) -> int:
     for end in list(graph.nodes):
         if end.target not in SUMS or end not in meta or _summed_further(end):
             continue
-        first = end
-        while _sum_of_a_sum(first):
-            first = first.args[0]
-        root = first.args[0]
+        chain = [end]  # the sums, last first
+        while _sum_of_a_sum(chain[-1]):
+            chain.append(chain[-1].args[0])
+        root = chain[-1].args[0]
         if not isinstance(root, fx.Node) or root not in meta:
             continue
         shape = meta[root]["shape"]
-        kept = _kept(end, first, len(shape))
+        kept = _kept(chain[::-1], len(shape))
         if kept is None or not meta[root]["dtype"].is_floating_point:
             continue
         region = _region(module, root, meta, shape)
@@ -156,16 +156,12 @@ def _summed_further(node: fx.Node) -> bool:
     return user is not None and user.target in SUMS and _sum_of_a_sum(user)
 
 
-def _kept(end: fx.Node, first: fx.Node, rank: int) -> list[bool] | None:
-    """Which of the region's dims the sums from `first` to `end` keep (None: a sum this
+def _kept(sums: list[fx.Node], rank: int) -> list[bool] | None:
+    """Which of the region's dims the `sums` (in the order they run) keep (None: a sum this
     cannot follow, with a dtype or no dims)."""
     dims = list(range(rank))  # the region's dims still there, in order (None: kept as size 1)
     kept = [True] * rank
-    node, chain = end, []
-    while node is not first:
-        chain.append(node)
-        node = node.args[0]
-    for s in [first, *reversed(chain)]:
+    for s in sums:
         if s.kwargs and set(s.kwargs) - {"keepdim"}:
             return None
         if s.target is aten.sum.default:
@@ -297,9 +293,4 @@ def _stored(module, graph: fx.Graph, value: torch.Tensor) -> fx.Node:
     return graph.get_attr(f"_gathered{number}")
 
 
-def has_sums(graph: fx.Graph) -> bool:
-    """Whether the graph sums anything (`gathers_summed` may rewrite it)."""
-    return any(node.target in SUMS for node in graph.nodes)
-
-
-__all__ = ["POINTWISE", "gathers_summed", "has_sums"]
+__all__ = ["gathers_summed"]

@@ -43,7 +43,7 @@ from functools import reduce
 import torch
 from torch import fx
 
-from inference.gather_sums import gathers_summed, has_sums
+from inference.gather_sums import gathers_summed
 
 OP = type(torch.ops.aten.add.Tensor)  # an aten operation with its overload, as fx records it
 
@@ -105,8 +105,7 @@ def simplified(module: fx.GraphModule, z: torch.Tensor) -> fx.GraphModule:
     _merged(module, z)
     if _factored(module, z):  # one round: it factors the sums it makes too (a second found
         _merged(module, z)  # nothing more on the benchmark programs, the AR(1) obs_mask)
-    if has_sums(module.graph):  # sums over the data: over its distinct combinations
-        gathers_summed(module, node_values(module, z))
+    gathers_summed(module, node_values(module, z))  # sums over the data's combinations
     module.recompile()
     return module
 

@@ -67,9 +67,8 @@ def choose(engine: str | None, low_rank: bool, cores: int | None, warmup_steps: 
             "cannot sample without one; give warmup_steps >= 1, or engine='pyro' (NUTS at "
             "its initial step size, in coordinates whitened by the Laplace approximation)"
         )
-    chosen = engine or DEFAULT or ("nutpie" if installed() else "pyro")
-    if engine is None and warmup_steps == 0:
-        chosen = "pyro"
+    automatic = DEFAULT or ("nutpie" if installed() and warmup_steps else "pyro")
+    chosen = engine or ("pyro" if warmup_steps == 0 else automatic)
     if chosen == "pyro" and nutpie_options:
         raise ValueError(
             "low_rank and cores are options of the nutpie engine (its low-rank "
