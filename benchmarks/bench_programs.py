@@ -568,6 +568,9 @@ def main(argv=None):
         default=None,
         help="run only the everyday programs whose label contains one of these",
     )
+    p.add_argument(
+        "--out", default="programs", help="benchmarks/results/<out>.json (a partial run's own)"
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
@@ -582,7 +585,7 @@ def main(argv=None):
         worst = min((r["ratio"] for r in result["everyday"] if "ratio" in r), default=math.nan)
         print(f"smallest ESS/s ratio ours / plain: {worst:.2f}x (target >= 1)")
     if args.only == "everyday":
-        write_results("programs", result)
+        write_results(args.out, result)
         return
     x = datasets.load("digits").train[: args.images]
     rows = ours(x, args) + ([] if args.skip_plain else plain(x, args))

@@ -446,4 +446,4 @@ def _key(target, args, kwargs):
     return key
 
 
-__all__ = ["node_values", "simplified"]
+__all__ = ["OP", "node_values", "simplified"]

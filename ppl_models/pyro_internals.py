@@ -43,6 +43,7 @@ MEMBERS = [
     (SubsampleMessenger, "_subsample"),
     (LogRing, "_backend"),
     (torch._C, "_jit_to_static_module"),
+    (torch.ops.aten.add.Tensor, "_schema"),
 ]
 # attributes a NUTS kernel sets when it runs (checked on a kernel that took a step)
 NUTS_STATE = ("_divergences", "_mean_accept_prob", "_t", "_warmup_steps")
@@ -52,6 +53,30 @@ def static_runtime(module: torch.jit.ScriptModule):
     """A frozen ScriptModule run by TorchScript's Static Runtime (torch's private
     `_jit_to_static_module` given the module's C++ half, `_c`): called as the module is."""
     return torch._C._jit_to_static_module(module._c)
+
+
+def bound_arguments(node) -> dict:
+    """A `torch.fx` node's arguments by their names in its aten operation's schema (which torch
+    keeps on the operation's private ``_schema``), defaults filled in; a ValueError where one
+    is missing."""
+    bound = {}
+    for i, arg in enumerate(node.target._schema.arguments):
+        if i < len(node.args) and not arg.kwarg_only:
+            bound[arg.name] = node.args[i]
+        elif arg.name in node.kwargs:
+            bound[arg.name] = node.kwargs[arg.name]
+        elif arg.has_default_value():
+            bound[arg.name] = arg.default_value
+        else:
+            raise ValueError(f"{node.target} without {arg.name}")
+    return bound
+
+
+def call_bound(op, bound: dict):
+    """An aten operation called with arguments bound by name (`bound_arguments`)."""
+    arguments = op._schema.arguments
+    args = [bound[a.name] for a in arguments if not a.kwarg_only]
+    return op(*args, **{a.name: bound[a.name] for a in arguments if a.kwarg_only})
 
 
 def context(module):
