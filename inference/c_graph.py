@@ -24,29 +24,19 @@ and loaded at once (a forked chain process shares it); nothing of it is saved wi
 
 from __future__ import annotations
 
-import ctypes
 import math
 import operator
-import os
-import shutil
-import subprocess
-import tempfile
 
 import numpy as np
 import torch
 from torch import fx
 
 from inference.c_formulas import INDEX_ARGS, MOVES, POINTWISE, PRELUDE, REDUCTIONS, literal
+from inference.c_library import CGraph, Unsupported, built
 from inference.graph_rewrites import OP, node_values
 from ppl_models.pyro_internals import bound_arguments, call_bound
 
-# -O1: HMM model_1's 709 operations compile in 1.0 s and run in 30 us; -O2 2.5 s and 26 us
-FLAGS = ("-O1", "-shared", "-fPIC")
 MAX_VALUES = 1 << 22  # buffers of all the graph's values together, at most (32 MB in float64)
-
-
-class Unsupported(Exception):
-    """The graph holds something this backend does not write out (the reason)."""
 
 
 class _Writer:
@@ -89,6 +79,13 @@ class _Writer:
         if node not in self.meta:
             raise Unsupported(f"{node.name} has no tensor value")
         return self.meta[node]["value"]
+
+    def constant(self, node) -> torch.Tensor:
+        """An index's value, which must be a constant of the graph (one computed from z would
+        be baked in at its traced value)."""
+        if node.op != "get_attr":
+            raise Unsupported(f"an index computed at run time ({node.name})")
+        return self.tensor(node)
 
     def place(self, node) -> tuple[str, int]:
         """(array, offset) of a node's row-major values: z, a constant in K, a buffer in W."""
@@ -185,6 +182,8 @@ class _Writer:
         exprs = []
         for v in values:
             if isinstance(v, fx.Node):
+                if v in self.unused and formula is not POINTWISE["log_sigmoid_backward.default"]:
+                    raise Unsupported(f"{node.target} reads log_sigmoid_forward's buffer")
                 exprs.append("0.0" if v in self.unused else self.ref(v, shape))
             elif isinstance(v, (bool, int, float)) or v is None:
                 exprs.append(None if v is None else literal(v))
@@ -229,7 +228,7 @@ class _Writer:
         def real(v):
             if isinstance(v, (list, tuple)):
                 return [real(x) for x in v]
-            return self.tensor(v) if isinstance(v, fx.Node) else v
+            return self.constant(v) if isinstance(v, fx.Node) else v
 
         for key, v in bound.items():
             if key != index_key:
@@ -345,14 +344,14 @@ class _Writer:
         n = math.prod(shape)
         codes = torch.arange(n).view(shape)
         if name == "index_put.default":
-            indices = [None if i is None else self.tensor(i) for i in bound["indices"]]
+            indices = [None if i is None else self.constant(i) for i in bound["indices"]]
             targets = torch.ops.aten.index.Tensor(codes, indices)
             values, add, scale = bound["values"], bound["accumulate"], "1.0"
         elif name == "index_add.default":
-            targets = codes.index_select(bound["dim"], self.tensor(bound["index"]))
+            targets = codes.index_select(bound["dim"], self.constant(bound["index"]))
             values, add, scale = bound["source"], True, literal(bound["alpha"])
         else:  # scatter_add, where the index has the source's shape
-            targets = codes.gather(bound["dim"], self.tensor(bound["index"]))
+            targets = codes.gather(bound["dim"], self.constant(bound["index"]))
             values, add, scale = bound["src"], True, "1.0"
             if targets.shape != self.tensor(values).shape:
                 raise Unsupported("scatter_add of part of its source")
@@ -386,65 +385,14 @@ class _Writer:
         return PRELUDE % kind + "\n".join("    " + line for line in self.lines) + "\n}\n"
 
 
-class CGraph:
-    """The compiled graph: called with z (a contiguous tensor of the graph's dtype), returns
-    (gradient, value) as new tensors, as a TorchScript graph does; `numpy_value_and_grad` the
-    same for a float64 numpy vector with no tensor made. Its buffers are its own: one call at
-    a time (a sampler's evaluations take turns, `nutpie_engine.EVALUATING`)."""
-
-    def __init__(self, library, constants, tables, size: int, dim: int, dtype):
-        self.library, self.dim, self.dtype = library, dim, dtype
-        self.function = library.run
-        self.function.restype = None
-        self.function.argtypes = [ctypes.c_void_p] * 6
-        self.np_dtype = np.float64 if dtype == torch.float64 else np.float32
-        self.K = np.concatenate(constants or [np.zeros(1)]).astype(self.np_dtype)
-        self.I = np.ascontiguousarray(np.concatenate(tables or [np.zeros(1, np.int32)]))
-        self.W = np.zeros(max(size, 1), dtype=self.np_dtype)
-        self.pointers = (self.K.ctypes.data, self.I.ctypes.data, self.W.ctypes.data)
-
-    def __call__(self, z: torch.Tensor):
-        z = z.to(self.dtype).contiguous()
-        grad, value = torch.empty(self.dim, dtype=self.dtype), torch.empty((), dtype=self.dtype)
-        self.function(z.data_ptr(), *self.pointers, grad.data_ptr(), value.data_ptr())
-        return grad, value
-
-    def numpy_value_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
-        x = np.ascontiguousarray(x, dtype=self.np_dtype)
-        grad, value = np.empty(self.dim, self.np_dtype), np.empty(1, self.np_dtype)
-        self.function(x.ctypes.data, *self.pointers, grad.ctypes.data, value.ctypes.data)
-        return float(value[0]), grad.astype(np.float64, copy=False)
-
-
-def compiler() -> str | None:
-    """The C compiler this backend calls (``$CC``, else cc or gcc), None where there is none."""
-    return shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
-
-
 def c_compiled(module: fx.GraphModule, z: torch.Tensor) -> CGraph:
     """`module` (from `inference.tracing.aten_graph`) at z's shape and dtype as a `CGraph`;
     raises `Unsupported` (why) where it cannot be written out or compiled."""
     if z.device.type != "cpu" or z.dtype not in (torch.float32, torch.float64):
         raise Unsupported("z must be a float tensor on the CPU")
-    cc = compiler()
-    if cc is None:
-        raise Unsupported("no C compiler (cc, gcc or $CC)")
     writer = _Writer(module, z.detach())
-    text = writer.source()
-    with tempfile.TemporaryDirectory(prefix="ppl-models-c-") as folder:
-        path_c, path_so = os.path.join(folder, "graph.c"), os.path.join(folder, "graph.so")
-        with open(path_c, "w") as f:
-            f.write(text)
-        done = subprocess.run(
-            [cc, *FLAGS, "-o", path_so, path_c, "-lm"],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        if done.returncode != 0:
-            raise Unsupported(f"the C compiler failed: {done.stderr.strip()[:300]}")
-        library = ctypes.CDLL(path_so)
+    library = built(writer.source())
     return CGraph(library, writer.constants, writer.tables, writer.size, z.numel(), z.dtype)
 
 
-__all__ = ["CGraph", "MAX_VALUES", "Unsupported", "c_compiled", "compiler"]
+__all__ = ["MAX_VALUES", "c_compiled"]

@@ -17,14 +17,17 @@ value, a size read from it) is traced as one path and fails the check; it runs e
 Before either, the graph is rewritten (`inference.graph_rewrites`: constants folded,
 identities removed, repeats merged; eight schools 152 -> 88 nodes).
 
-**Compiled**: where a run is long enough to pay for it (`compile_pays`: the number of
-gradients the caller expects against a compile time estimated from the graph's size) and the
-data are small, the same aten graph is compiled by TorchInductor into C++ loops
+**Compiled**: where a run is long enough to pay for it and the data are small, the same aten
+graph is written out as one C function and compiled by the system's C compiler
+(`inference.c_graph`; `c_pays`: the gradients the caller expects against a compile time of
+0.1-1 s estimated from the graph's size), checked the same way; where that backend cannot
+write the graph out (`compile_pays`) it is compiled by TorchInductor into C++ loops
 (`compile_fx`, CPU only), checked the same way, else TorchScript runs it. TorchScript's
 interpreter costs about 0.7-0.9 us an operation whatever the tensors' size, which is most of a
-small model's gradient; a value and gradient through nutpie's numpy path, TorchScript ->
-compiled (one thread): eight schools 75 -> 16 us, the hierarchical AR(1) over 8 x 100 values
-160 -> 26 us, HMM model_1 on 8 songs 1,258 -> 152 us. The decision reads the graph's
+small model's gradient; a value and gradient (one thread), TorchScript -> C: eight schools
+59 -> 6 us, a GMM 125 -> 6 us, the hierarchical AR(1) over 8 x 100 values 240 -> 89 us, HMM
+model_1 on 8 songs 630 -> 30 us (TorchInductor: 1,258 -> 152 us after 12-21 s of compiling,
+C 1.0 s). The decision reads the graph's
 size and the run's length, never a clock, so a seed gives the same draws every time.
 """
 
@@ -37,7 +40,8 @@ import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
 
-from inference.c_graph import CGraph, Unsupported, c_compiled
+from inference.c_graph import c_compiled
+from inference.c_library import CGraph, Unsupported
 from inference.graph_rewrites import simplified
 from ppl_models.pyro_internals import static_runtime
 

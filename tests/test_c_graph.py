@@ -10,15 +10,16 @@ import pytest
 import torch
 
 import inference
-from inference import c_graph, tracing
-from inference.c_graph import Unsupported, c_compiled
+from inference import c_library, tracing
+from inference.c_graph import c_compiled
+from inference.c_library import Unsupported
 from inference.laplace import Whitened
 from inference.start import initial_values
 from inference.tracing import STATIC, aten_graph, c_pays, fused_trace
 from ppl_models.example_programs import EIGHT_SIGMA, EIGHT_Y, eight_schools, gmm, hmm_model_1
 
 f64 = torch.float64
-pytestmark = pytest.mark.skipif(c_graph.compiler() is None, reason="no C compiler")
+pytestmark = pytest.mark.skipif(c_library.compiler() is None, reason="no C compiler")
 G = torch.Generator().manual_seed(0)
 A = torch.randn(3, 4, generator=G, dtype=f64)
 IDX = torch.tensor([2, 0, 2, 1])
@@ -51,6 +52,7 @@ def many(z):
         + torch.clamp(x, -0.5, 0.7)
         + torch.where(MASK, x, A)
         + torch.xlogy(A.abs(), x.exp())
+        + torch.xlogy(torch.where(MASK, 0.0, 1.0).double(), torch.where(MASK, 0.0, x.exp()))
         + torch.nn.functional.binary_cross_entropy_with_logits(
             x, (A > 0).double(), reduction="none"
         )
@@ -205,7 +207,7 @@ def test_what_it_cannot_write_out_runs_as_before_and_the_note_says_why(monkeypat
         f"jit-compiled potential and gradient, fused, {STATIC} "
         "(not compiled to C: special_i0e.default)"
     )
-    monkeypatch.setattr(c_graph, "compiler", lambda: None)
+    monkeypatch.setattr(c_library, "compiler", lambda: None)
     with pytest.raises(Unsupported, match="no C compiler"):
         c_compiled(aten_graph(plain, z), z)
     fused, note = fused_trace(plain, z, gradients=1e9)
