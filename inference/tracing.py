@@ -162,9 +162,10 @@ def compiled(fused, fn, z: torch.Tensor, gradients: float, what: str = "potentia
 
 
 def _compiled(module, fn, z: torch.Tensor, gradients: float, what: str):
-    """(`Fused` compiled by TorchInductor, how) where that was asked (``gradients=math.inf``:
-    jit_compile="inductor") or `compile_pays` for `gradients` and the data are small, and the
-    result is checked; else (None, "") or (None, " (why it failed)")."""
+    """(`Fused` compiled to C, how) where `c_pays` for `gradients` and the data are small, else
+    (`Fused` compiled by TorchInductor, how) where that was asked (``gradients=math.inf``:
+    jit_compile="inductor") or `compile_pays` for them, the result checked either way; else
+    (None, "") or (None, " (why it failed)")."""
     nodes = len(module.graph.nodes)
     asked = gradients == math.inf
     small = _largest_constant(module) <= COMPILE_VALUES
@@ -189,6 +190,8 @@ def _in_c(module, z: torch.Tensor):
         return Fused(c_compiled(module, z), z.dtype, module), ""
     except Unsupported as e:
         return None, str(e)
+    except Exception as e:  # a failure of the backend itself: the graph runs as before
+        return None, f"{type(e).__name__} while writing it out"
 
 
 def c_pays(nodes: int, gradients: float, device: torch.device) -> bool:

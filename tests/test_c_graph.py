@@ -191,8 +191,9 @@ def test_compiling_to_c_is_chosen_by_the_graphs_size_and_the_runs_length():
 
 
 def test_what_it_cannot_write_out_runs_as_before_and_the_note_says_why(monkeypatch):
-    """An operation it does not write out (i0e), or no C compiler: TorchScript's Static
-    Runtime runs the graph, the note says why, and the numbers are the eager function's."""
+    """An operation it does not write out (i0e), no C compiler, or a fault of the backend
+    itself: TorchScript's Static Runtime runs the graph, the note says why, and the numbers
+    are the eager function's."""
     z = torch.linspace(-1.0, 1.0, 5, dtype=f64)
 
     def bessel(z):
@@ -212,8 +213,15 @@ def test_what_it_cannot_write_out_runs_as_before_and_the_note_says_why(monkeypat
         c_compiled(aten_graph(plain, z), z)
     fused, note = fused_trace(plain, z, gradients=1e9)
     assert note.endswith("(not compiled to C: no C compiler (cc, gcc or $CC))")
-    for fn, graph in [(plain, fused)]:
-        value, grad = eager(fn, z)
+
+    def broken(module, z):
+        raise RuntimeError("a fault of the backend itself")
+
+    monkeypatch.setattr(tracing, "c_compiled", broken)
+    again, note = fused_trace(plain, z, gradients=1e9)
+    assert note.endswith("(not compiled to C: RuntimeError while writing it out)")
+    value, grad = eager(plain, z)
+    for graph in (fused, again):
         v, g = graph.value_and_grad(z)
         torch.testing.assert_close(v, value, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(g, grad, rtol=1e-12, atol=1e-12)
