@@ -63,10 +63,12 @@ from ppl_models.example_programs import (
     EIGHT_SIGMA,
     EIGHT_Y,
     BayesianRegression,
+    ar1_panel,
     eight_schools,
     gmm,
     hierarchical_ar1,
     hmm_model_1,
+    hmm_songs,
     independent,
     logistic_regression,
     partially_pooled,
@@ -299,34 +301,6 @@ def everyday_programs():
             {},
         ),
     ]
-
-
-def ar1_panel(num_series: int = 8, length: int = 100) -> torch.Tensor:
-    """Series of AR(1)s, c_s ~ N(2, 1), phi_s ~ N(0.5, 0.15), unit noise, each started at its
-    stationary mean: (num_series, length)."""
-    g = torch.Generator().manual_seed(0)
-    f64 = torch.float64
-    c = 2.0 + torch.randn(num_series, generator=g, dtype=f64)
-    phi = 0.5 + 0.15 * torch.randn(num_series, generator=g, dtype=f64)
-    y = torch.zeros(num_series, length, dtype=f64)
-    y[:, 0] = c / (1 - phi)
-    for t in range(1, length):
-        y[:, t] = c + phi * y[:, t - 1] + torch.randn(num_series, generator=g, dtype=f64)
-    return y
-
-
-def hmm_songs(n: int = 8, length: int = 12):
-    """n binary sequences over 3 tones from a 2-state HMM, lengths from length/2 to length."""
-    rng = np.random.default_rng(0)
-    px, py = np.array([[0.8, 0.2], [0.3, 0.7]]), np.array([[0.9, 0.1, 0.2], [0.1, 0.8, 0.6]])
-    lengths = rng.integers(length // 2, length + 1, n)
-    seqs = np.zeros((n, length, 3))
-    for i, m in enumerate(lengths):
-        x = 0
-        for t in range(m):
-            x = rng.choice(2, p=px[x])
-            seqs[i, t] = rng.random(3) < py[x]
-    return torch.tensor(seqs, dtype=torch.float32), torch.tensor(lengths)  # as Pyro's example
 
 
 def convergence_row(label, draws: dict, seconds: float) -> dict:

@@ -2,6 +2,7 @@
 tests and the benchmarks fit exactly like the built-in models: a shared Markov chain, mixtures,
 eight schools, baseball, regressions, an HMM. Each states its factorization."""
 
+import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
@@ -235,6 +236,19 @@ def hmm_model_0(sequences, lengths, args, batch_size=None, include_prior=True):
                 pyro.sample(f"y_{i}_{t}", dist.Bernoulli(probs_y[x.squeeze(-1)]), obs=sequence[t])
 
 
+def ar1_panel(num_series: int = 8, length: int = 100) -> torch.Tensor:
+    """Series of AR(1)s, c_s ~ N(2, 1), phi_s ~ N(0.5, 0.15), unit noise, each started at its
+    stationary mean: (num_series, length)."""
+    g = torch.Generator().manual_seed(0)
+    c = 2.0 + torch.randn(num_series, generator=g, dtype=f64)
+    phi = 0.5 + 0.15 * torch.randn(num_series, generator=g, dtype=f64)
+    y = torch.zeros(num_series, length, dtype=f64)
+    y[:, 0] = c / (1 - phi)
+    for t in range(1, length):
+        y[:, t] = c + phi * y[:, t - 1] + torch.randn(num_series, generator=g, dtype=f64)
+    return y
+
+
 def hmm_model_1(sequences, lengths, args, batch_size=None, include_prior=True):
     """Pyro's examples/hmm.py model_1: a vectorised plate over sequences, masked by length."""
     num_sequences, max_length, data_dim = map(int, sequences.shape)
@@ -258,6 +272,21 @@ def hmm_model_1(sequences, lengths, args, batch_size=None, include_prior=True):
                     pyro.sample(
                         f"y_{t}", dist.Bernoulli(probs_y[x.squeeze(-1)]), obs=sequences[batch, t]
                     )
+
+
+def hmm_songs(n: int = 8, length: int = 12):
+    """Data for `hmm_model_1`: n binary sequences over 3 tones from a 2-state HMM, lengths
+    from length/2 to length (float32 and the lengths, as Pyro's example has them)."""
+    rng = np.random.default_rng(0)
+    px, py = np.array([[0.8, 0.2], [0.3, 0.7]]), np.array([[0.9, 0.1, 0.2], [0.1, 0.8, 0.6]])
+    lengths = rng.integers(length // 2, length + 1, n)
+    seqs = np.zeros((n, length, 3))
+    for i, m in enumerate(lengths):
+        x = 0
+        for t in range(m):
+            x = rng.choice(2, p=px[x])
+            seqs[i, t] = rng.random(3) < py[x]
+    return torch.tensor(seqs, dtype=torch.float32), torch.tensor(lengths)  # as Pyro's example
 
 
 def mixed_dtypes(x=None, num_samples=None):

@@ -11,12 +11,22 @@ import torch
 
 import inference
 from inference import c_library, tracing
+from inference.c_formulas import MOVES, POINTWISE, REDUCTIONS
 from inference.c_graph import c_compiled
 from inference.c_library import Unsupported
 from inference.laplace import Whitened
 from inference.start import initial_values
 from inference.tracing import STATIC, aten_graph, c_pays, fused_trace
-from ppl_models.example_programs import EIGHT_SIGMA, EIGHT_Y, eight_schools, gmm, hmm_model_1
+from ppl_models.example_programs import (
+    EIGHT_SIGMA,
+    EIGHT_Y,
+    ar1_panel,
+    eight_schools,
+    gmm,
+    hierarchical_ar1,
+    hmm_model_1,
+    hmm_songs,
+)
 
 f64 = torch.float64
 pytestmark = pytest.mark.skipif(c_library.compiler() is None, reason="no C compiler")
@@ -24,6 +34,8 @@ G = torch.Generator().manual_seed(0)
 A = torch.randn(3, 4, generator=G, dtype=f64)
 IDX = torch.tensor([2, 0, 2, 1])
 MASK = torch.tensor([True, False, True, False])
+B = torch.randn(2, 5, 4, generator=G, dtype=f64)
+BITS = (torch.rand(64, 4, generator=G) < 0.3).to(f64)  # summed by its 8 distinct rows
 
 
 def many(z):
@@ -41,6 +53,38 @@ def many(z):
         + (x.roll(1, 1) * A).sum()
         + (x.index_select(1, IDX) ** 3).sum()
         + (x.gather(1, IDX.expand(3, 4)) * A).sum()
+        + (x.reshape(4, 3).t() * A.T[:, :3].T).sum()
+        + x.unsqueeze(0).squeeze(0).unsqueeze(1).squeeze(1).pow(2).sum()
+        + x.unsqueeze(0).squeeze().exp().sum()
+        + x.unsqueeze(0).unsqueeze(2).squeeze((0, 2)).sin().sum()
+        + x.diagonal().exp().sum()
+        + (x.repeat(2, 1) * 0.5).sin().sum()
+        + torch.matmul(e, A.T).pow(2).sum() * 0.1
+        + (B @ x.T).pow(2).sum() * 0.1
+        + z[1:5].pow(3).sum()
+    )
+    positive = x > 0
+    compared = (
+        torch.special.erfc(x)
+        + torch.clamp_min(x, -0.3)
+        + torch.clamp_max(x, 0.4)
+        + (x == 0.5).double() * x
+        + (x >= A).double() * x
+        + (x > 0.1).double() * x
+        + (x <= A).double() * x
+        + (x < 0.2).double() * x
+        + (x != 0.1).double() * x
+        + (x != A).double() * x
+        + torch.logical_not(positive).double() * x
+        + torch.logical_or(positive, MASK).double() * x
+        + (~positive).double() * x.exp()
+        + x.masked_fill(x > 0.2, torch.tensor(0.3, dtype=f64))
+        + torch.pow(x.exp(), x)
+        + (1.5 - x).pow(2)
+        + torch.where(MASK, x, 0.5)
+        + torch.where(MASK, 0.5, x)
+        + torch.xlogy(x.exp(), 2.0)
+        + torch.log(x.exp() + 1)
     )
     s = torch.sigmoid(x)
     pointwise = (
@@ -69,7 +113,7 @@ def many(z):
         + 1 / (x * x + 1)
     )
     reduced = (
-        pointwise.sum()
+        pointwise.mean()
         + pointwise.sum(0).pow(2).sum()
         + pointwise.amax(1).sum()
         + pointwise.amin(0).sum()
@@ -88,7 +132,9 @@ def many(z):
         torch.zeros(5, dtype=f64).index_put((IDX,), x[0], accumulate=True).pow(2).sum()
         + torch.zeros(3, 5, dtype=f64).index_add(1, IDX, x).pow(2).sum()
     )
-    return moved + pointwise.sum() + reduced + products + scattered
+    F = torch.nn.functional
+    counted = (BITS * F.logsigmoid(x[0]) + (1 - BITS) * F.logsigmoid(-x[0])).sum(0) @ x[1]
+    return moved + pointwise.sum() + compared.sum() + reduced + products + scattered + counted
 
 
 def eager(fn, z):
@@ -114,9 +160,14 @@ def assert_eager(fn, graph, z0, tol):
             np.testing.assert_array_equal(gn, gc.double().numpy())
 
 
-def test_every_operation_it_writes_out_gives_autogradss_numbers():
+def test_every_operation_it_writes_out_gives_autograds_numbers():
+    """`many` (moves, some thirty pointwise formulas, reductions, products, scatters) compiled
+    to C, every entry of the backend's tables read: its value and gradient are autograd's at
+    three points (1e-12), call after call."""
     z = 0.5 * torch.randn(12, generator=torch.Generator().manual_seed(2), dtype=f64)
     module = aten_graph(many, z)
+    read = {str(n.target).removeprefix("aten.") for n in module.graph.nodes}
+    assert set(POINTWISE) | MOVES | set(REDUCTIONS) <= read  # every formula is checked here
     graph = c_compiled(module, z)
     assert_eager(many, graph, z, 1e-12)
 
@@ -129,19 +180,19 @@ def whitened(program, data, **options):
 
 
 def programs():
-    """(name, Whitened potential, tolerance) for the benchmark's programs with fused graphs."""
+    """name -> (program, data, fit options) of the benchmark's programs checked here."""
     import argparse
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
-    from bench_programs import hmm_songs
 
     songs, lengths = hmm_songs()
     sigma = torch.tensor(EIGHT_SIGMA, dtype=f64)
     data = torch.cat([torch.randn(30, generator=G) - 2, torch.randn(30, generator=G) + 2])
     args = argparse.Namespace(hidden_dim=2, jit=False)
     return {
+        "hierarchical AR(1)": (
+            hierarchical_ar1,
+            ar1_panel(),
+            {"data_arg": "y", "data_plate": "series"},
+        ),
         "eight schools": (
             eight_schools,
             torch.tensor(EIGHT_Y, dtype=f64),
@@ -159,7 +210,9 @@ def programs():
     }
 
 
-@pytest.mark.parametrize("name", ["eight schools", "GMM", "HMM model_1 (float32)"])
+@pytest.mark.parametrize(
+    "name", ["eight schools", "GMM", "hierarchical AR(1)", "HMM model_1 (float32)"]
+)
 def test_the_benchmarks_programs_compile_to_their_eager_numbers(name):
     """A program's potential, traced at its mode (TorchScript's graph), compiled to C once a
     sampler says it will ask for 20,000 gradients (`Whitened.expect`): the fit's note says so
