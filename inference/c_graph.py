@@ -92,8 +92,9 @@ class _Writer:
         if node in self.where:
             return self.where[node]
         if node.op == "get_attr":
-            value = self.tensor(node).detach().to("cpu")
-            self._data_dtype(value.dtype, node)
+            value = self.tensor(node).detach().to("cpu")  # any real dtype: torch casts it
+            if value.dtype.is_complex:  # to the operation's (T where the result is T)
+                raise Unsupported(f"{node.name} is complex")
             flat = value.reshape(-1).to(torch.float64).numpy() if value.numel() else np.zeros(1)
             self.where[node], self.kept = ("K", self.kept), self.kept + flat.size
             self.constants.append(flat)

@@ -96,7 +96,8 @@ def many(z):
         + torch.clamp(x, -0.5, 0.7)
         + torch.where(MASK, x, A)
         + torch.xlogy(A.abs(), x.exp())
-        + torch.xlogy(torch.where(MASK, 0.0, 1.0).double(), torch.where(MASK, 0.0, x.exp()))
+        + torch.xlogy(torch.where(MASK, 0.0, 1.0), torch.where(MASK, 0.0, x.exp()))
+        + x * torch.tensor(0.3)  # float32 constants, cast to float64 by torch
         + torch.nn.functional.binary_cross_entropy_with_logits(
             x, (A > 0).double(), reduction="none"
         )
