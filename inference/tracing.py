@@ -169,12 +169,12 @@ def _compiled(module, fn, z: torch.Tensor, gradients: float, what: str):
     nodes = len(module.graph.nodes)
     asked = gradients == math.inf
     small = _largest_constant(module) <= COMPILE_VALUES
-    not_c = ""
+    not_c = ""  # why it was not compiled to C, where that was tried
     if not asked and AUTO_C and gradients > 0 and small and c_pays(nodes, gradients, z.device):
-        out, not_c = _in_c(module, z)
+        out, reason = _in_c(module, z)
         if out is not None and _checked(fn, out, z, again=True):
             return out, f"{what} and gradient compiled to C ({nodes} nodes)"
-        not_c = f" (not compiled to C: {not_c or 'it differs from the program'})"
+        not_c = f" (not compiled to C: {reason or 'it differs from the program'})"
     automatic = AUTO_COMPILE and gradients > 0 and small
     if not ((asked or automatic) and compile_pays(nodes, gradients, z.device)):
         return None, not_c
