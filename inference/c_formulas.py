@@ -8,17 +8,23 @@ import math
 
 PRELUDE = r"""
 #include <math.h>
+#ifdef VECTOR_MATH  /* glibc's libmvec has these 4-8 at a time: a loop marked simd calls it */
+#define VECTOR(f) __attribute__((__simd__("notinbranch"))) extern double f(double);
+VECTOR(exp) VECTOR(expm1) VECTOR(log) VECTOR(log1p) VECTOR(sin) VECTOR(cos) VECTOR(tanh)
+VECTOR(erf) VECTOR(erfc)
+#endif
 typedef %s T;
+/* a call made whatever the branch (a vector call cannot sit in one), its value then picked */
 static inline double sgm(double x) { return 1.0 / (1.0 + exp(-x)); }
 static inline double splus(double x, double b, double th) {
-    return x * b > th ? x : log1p(exp(x * b)) / b; }
+    double y = log1p(exp(x * b)) / b; return x * b > th ? x : y; }
 static inline double splus_bw(double g, double x, double b, double th) {
-    if (x * b > th) return g; double e = exp(x * b); return g * e / (e + 1.0); }
+    double e = exp(x * b); return x * b > th ? g : g * e / (e + 1.0); }
 static inline double lsig(double x) { return (x < 0 ? x : 0.0) - log1p(exp(-fabs(x))); }
 static inline double bce(double x, double y) {
     return (1.0 - y) * x + (x < 0 ? -x : 0.0) + log1p(exp(-fabs(x))); }
 static inline double xlogy(double x, double y) {
-    return isnan(y) ? NAN : (x == 0 ? 0.0 : x * log(y)); }
+    double l = x * log(y); return isnan(y) ? NAN : (x == 0 ? 0.0 : l); }
 static inline double clampv(double x, double lo, double hi) {
     return x < lo ? lo : (x > hi ? hi : x); }
 static double digam(double x) {
@@ -47,14 +53,20 @@ void run(const T* restrict z, const T* restrict K, const int* restrict I, T* res
 def _pow(a, v):
     e = v[1]
     if isinstance(e, (int, float)) and not isinstance(e, bool):
-        if e == 2:
+        if e == 2:  # torch's own special cases, which it computes so
             return f"({a[0]} * {a[0]})"
+        if e == 3:
+            return f"({a[0]} * {a[0]} * {a[0]})"
         if e == 1:
             return a[0]
         if e == 0.5:
             return f"sqrt({a[0]})"
+        if e == -0.5:
+            return f"(1.0 / sqrt({a[0]}))"
         if e == -1:
             return f"(1.0 / {a[0]})"
+        if e == -2:
+            return f"(1.0 / ({a[0]} * {a[0]}))"
     return f"pow({a[0]}, {a[1]})"
 
 

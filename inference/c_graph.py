@@ -13,7 +13,10 @@ the whole NUTS run). Here each operation is a plain loop, every shape known at t
   value from a constant fill); a view that keeps the order is no copy at all;
 - pointwise operations (broadcast through the same tables), sums and maxima over dims, matrix
   products, cumulative sums and products and scatters at constant indices are written out
-  with torch's formulas (`inference.c_formulas`);
+  with torch's formulas (`inference.c_formulas`); a loop whose steps write apart is marked
+  ``omp simd`` (vectorised, with glibc's vector exp, log, ... where it has them), a sum over
+  a row or a column accumulates in a register, a matrix product runs in the order whose
+  inner loop reads consecutive values;
 - anything else (an operation not listed, an index computed at run time, two float dtypes)
   raises `Unsupported`, and TorchScript or TorchInductor runs the graph as before.
 
@@ -37,6 +40,7 @@ from inference.graph_rewrites import OP, node_values
 from ppl_models.pyro_internals import bound_arguments, call_bound
 
 MAX_VALUES = 1 << 22  # buffers of all the graph's values together, at most (32 MB in float64)
+SIMD = '_Pragma("omp simd") '  # a loop whose steps write apart: vectorised
 
 
 class _Writer:
@@ -197,7 +201,7 @@ class _Writer:
             expr = formula(exprs, values)
         except ValueError as e:
             raise Unsupported(str(e)) from None
-        self.lines.append(f"for (int i = 0; i < {n}; i++) {array}[{at} + i] = {expr};")
+        self.lines.append(f"{SIMD}for (int i = 0; i < {n}; i++) {array}[{at} + i] = {expr};")
 
     def moved(self, node, name, bound):
         """A copy through a table of positions: the operation run on the positions of its
@@ -294,32 +298,71 @@ class _Writer:
             ]
             return
         start, step = REDUCTIONS[name]
-        self.lines.append(f"for (int i = 0; i < {n}; i++) {array}[{at} + i] = {start};")
-        self.lines.append(f"for (int j = 0; j < {m}; j++) {step.format(a=into, x=xs)}")
+        flat, b = groups.reshape(-1), m // max(n, 1)
+        if torch.equal(flat, torch.arange(n).repeat_interleave(b)):  # the last dims, in a row
+            xs = self.ref(x, src.shape, f"(i * {b} + j)")
+            simd = '_Pragma("omp simd reduction(+:s)") ' if step.startswith("{a} +=") else ""
+            self.lines.append(
+                f"for (int i = 0; i < {n}; i++) {{ T s = {start}; {simd}for (int j = 0; j < {b}; "
+                f"j++) {step.format(a='s', x=xs)} {array}[{at} + i] = s; }}"
+            )
+        elif torch.equal(flat, torch.arange(n).repeat(b)):  # the first dims: each i in turn
+            xs, into = self.ref(x, src.shape, f"(j * {n} + i)"), f"{array}[{at} + i]"
+            self.lines.append(f"for (int i = 0; i < {n}; i++) {into} = {start};")
+            self.lines.append(
+                f"for (int j = 0; j < {b}; j++) {{ {SIMD}for (int i = 0; i < {n}; i++) "
+                f"{step.format(a=into, x=xs)} }}"
+            )
+        else:
+            self.lines.append(f"for (int i = 0; i < {n}; i++) {array}[{at} + i] = {start};")
+            self.lines.append(f"for (int j = 0; j < {m}; j++) {step.format(a=into, x=xs)}")
         if name.startswith("mean"):
             self.lines.append(
                 f"for (int i = 0; i < {n}; i++) {array}[{at} + i] *= {literal(n / m)};"
             )
 
     def product(self, node, name, bound, shape):
-        """mm, mv, bmm, dot, addmm: a sum over the inner dim for each value of the result."""
+        """mm, mv, bmm, dot, addmm: a sum over the inner dim for each value of the result, in
+        the loop order that vectorises: along a row of the right factor (8 columns or more),
+        along the rows of a constant left factor kept transposed (one column, a short inner
+        dim: X @ beta), else along the inner dim."""
         pair = (bound["mat1"], bound["mat2"]) if name == "addmm.default" else list(bound.values())
         ta, tb = self.tensor(pair[0]), self.tensor(pair[1])
         batch, rows, k = ([1, 1] + list(ta.shape))[-3:]
         cols = tb.shape[-1] if tb.dim() > 1 else 1
-        (pa, oa), (pb, ob) = self.place(pair[0]), self.place(pair[1])
+        pb, ob = self.place(pair[1])
         array, at = self.where[node] = self.buffer(math.prod(shape))
-        result = "s"
+        out = f"{array}[{at} + (q * {rows} + r) * {cols} + c]"
+        right = f"{pb}[{ob} + (q * {k} + l) * {cols} + c]"
+        loops = f"for (int q = 0; q < {batch}; q++) for (int r = 0; r < {rows}; r++)"
+        if cols == 1 and k <= 64 and pair[0].op == "get_attr":
+            t = ta.detach().reshape(batch, rows, k).transpose(1, 2).reshape(-1)
+            self.constants.append(t.to("cpu", torch.float64).numpy())
+            self.kept, left = self.kept + t.numel(), f"K[{self.kept} + (q * {k} + l) * {rows} + r]"
+            self.lines.append(f"{loops} {{ int c = 0; {out} = 0.0; }}")
+            self.lines.append(
+                f"for (int q = 0; q < {batch}; q++) for (int l = 0; l < {k}; l++) {{ int c = 0; "
+                f"T b = {right}; {SIMD}for (int r = 0; r < {rows}; r++) {out} += {left} * b; }}"
+            )
+        else:
+            pa, oa = self.place(pair[0])
+            left = f"{pa}[{oa} + (q * {rows} + r) * {k} + l]"
+            if cols >= 8:
+                self.lines.append(
+                    f"{loops} {{ for (int c = 0; c < {cols}; c++) {out} = 0.0; for (int l = 0; "
+                    f"l < {k}; l++) {{ T a = {left}; {SIMD}for (int c = 0; c < {cols}; c++) "
+                    f"{out} += a * {right}; }} }}"
+                )
+            else:
+                self.lines.append(
+                    f"{loops} for (int c = 0; c < {cols}; c++) {{ T s = 0.0; "
+                    f'_Pragma("omp simd reduction(+:s)") for (int l = 0; l < {k}; l++) '
+                    f"s += {left} * {right}; {out} = s; }}"
+                )
         if name == "addmm.default":
             bias = self.ref(bound["self"], shape, f"(r * {cols} + c)")
-            result = f"{literal(bound['beta'])} * {bias} + {literal(bound['alpha'])} * s"
-        self.lines.append(
-            f"for (int q = 0; q < {batch}; q++) for (int r = 0; r < {rows}; r++) "
-            f"for (int c = 0; c < {cols}; c++) {{ double s = 0.0; for (int l = 0; l < {k}; l++) "
-            f"s += {pa}[{oa} + (q * {rows} + r) * {k} + l] * "
-            f"{pb}[{ob} + (q * {k} + l) * {cols} + c]; "
-            f"{array}[{at} + (q * {rows} + r) * {cols} + c] = {result}; }}"
-        )
+            scaled = f"{literal(bound['beta'])} * {bias} + {literal(bound['alpha'])} * {out}"
+            self.lines.append(f"{loops} for (int c = 0; c < {cols}; c++) {out} = {scaled};")
 
     def cumulative(self, node, name, bound, shape):
         x = bound["self"]
@@ -396,4 +439,9 @@ def c_compiled(module: fx.GraphModule, z: torch.Tensor) -> CGraph:
     return CGraph(library, writer.constants, writer.tables, writer.size, z.numel(), z.dtype)
 
 
-__all__ = ["MAX_VALUES", "c_compiled"]
+def c_source(module: fx.GraphModule, z: torch.Tensor) -> str:
+    """The C text `c_compiled` compiles for `module` at z (to read)."""
+    return _Writer(module, z.detach()).source()
+
+
+__all__ = ["MAX_VALUES", "c_compiled", "c_source"]

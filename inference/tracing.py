@@ -25,9 +25,9 @@ write the graph out (`compile_pays`) it is compiled by TorchInductor into C++ lo
 (`compile_fx`, CPU only), checked the same way, else TorchScript runs it. TorchScript's
 interpreter costs about 0.7-0.9 us an operation whatever the tensors' size, which is most of a
 small model's gradient; a value and gradient (one thread), TorchScript -> C: eight schools
-59 -> 6 us, a GMM 125 -> 6 us, the hierarchical AR(1) over 8 x 100 values 240 -> 89 us, HMM
-model_1 on 8 songs 630 -> 30 us (TorchInductor: 1,258 -> 152 us after 12-21 s of compiling,
-C 1.0 s). The decision reads the graph's
+59 -> 6 us, a GMM 125 -> 6 us, the hierarchical AR(1) over 8 x 100 values 240 -> 52 us, HMM
+model_1 on 8 songs 630 -> 17 us (TorchInductor: 1,258 -> 152 us after 12-21 s of compiling,
+C 1.4 s), a logistic regression on 2,000 x 10 56 -> 23 us. The decision reads the graph's
 size and the run's length, never a clock, so a seed gives the same draws every time.
 """
 
@@ -67,10 +67,14 @@ COMPILE_VALUES = 4_096
 # compiled to C (`inference.c_graph`, -O1): what it saves a gradient per node against
 # TorchScript's Static Runtime (a value and gradient, one thread: eight schools 95 nodes 59 -> 6
 # us, a GMM 171 nodes 125 -> 6 us, the hierarchical AR(1) 321 nodes 240 -> 89 us, HMM model_1
-# 709 nodes 630 -> 30 us), and its compile time, about C_BASE + C_PER_NODE a node (0.1, 0.18,
-# 0.35, 1.0 s)
+# 709 nodes 630 -> 30 us; vectorised since, 52 and 17 us), and its compile time, about C_BASE +
+# C_PER_NODE a node (0.1, 0.18, 0.35, 1.0 s; vectorised, HMM model_1 1.4 s); where the data
+# hold at most C_VALUES values (a logistic regression on 2,000 x 10: 56 -> 23 us on one
+# thread, 66 -> 23 us on two; on 20,000 x 10 and two threads ATen's kernels are as fast, 285
+# against 292 us, and on 100,000 x 20 faster)
 C_SAVED_PER_NODE = 0.5e-6
 C_BASE, C_PER_NODE = 0.05, 1.5e-3
+C_VALUES = 1 << 16
 AUTO_C = True  # compile to C where `c_pays` (before TorchInductor's rule is asked)
 AUTO_COMPILE = True  # compile where `compile_pays`; the test suite turns it off (seconds a test)
 STATIC = "by TorchScript's Static Runtime"  # what a fit's note says where that runs the graph
@@ -168,14 +172,15 @@ def _compiled(module, fn, z: torch.Tensor, gradients: float, what: str):
     (None, "") or (None, " (why it failed)")."""
     nodes = len(module.graph.nodes)
     asked = gradients == math.inf
-    small = _largest_constant(module) <= COMPILE_VALUES
+    data = _largest_constant(module)
     not_c = ""  # why it was not compiled to C, where that was tried
-    if not asked and AUTO_C and gradients > 0 and small and c_pays(nodes, gradients, z.device):
+    c_data = data <= C_VALUES
+    if not asked and AUTO_C and gradients > 0 and c_data and c_pays(nodes, gradients, z.device):
         out, reason = _in_c(module, z)
         if out is not None and _checked(fn, out, z, again=True):
             return out, f"{what} and gradient compiled to C ({nodes} nodes)"
         not_c = f" (not compiled to C: {reason or 'it differs from the program'})"
-    automatic = AUTO_COMPILE and gradients > 0 and small
+    automatic = AUTO_COMPILE and gradients > 0 and data <= COMPILE_VALUES
     if not ((asked or automatic) and compile_pays(nodes, gradients, z.device)):
         return None, not_c
     out, why = _inductor(module, z)
@@ -368,6 +373,7 @@ def _probes(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 __all__ = [
     "COMPILE_NODES",
     "COMPILE_VALUES",
+    "C_VALUES",
     "FUSED_NODES",
     "STATIC",
     "UNOPTIMIZED_NODES",

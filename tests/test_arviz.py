@@ -118,8 +118,8 @@ def test_exact_and_nuts_summaries_agree(digits):
     x = digits.train[:, 16:32]
     exact = inference.fit(Independent(16), x, "exact", num_samples=2000).to_arviz()
     nuts = inference.fit(Independent(16), x, "nuts", num_samples=400, warmup_steps=300)
-    a = quiet(az.summary, exact)
-    b = quiet(az.summary, nuts.to_arviz())
+    a = quiet(az.summary, exact, round_to="none")  # a pixel's sd of 0.00075 rounds to 0.001,
+    b = quiet(az.summary, nuts.to_arviz(), round_to="none")  # its means 0.0007 apart to 0.001
     assert ((a["mean"] - b["mean"]).abs() / a["sd"]).max() < 0.2
     assert b["r_hat"].max() < 1.05 and not b["r_hat"].isna().any()
 

@@ -12,7 +12,7 @@ import torch
 import inference
 from inference import c_library, tracing
 from inference.c_formulas import MOVES, POINTWISE, REDUCTIONS
-from inference.c_graph import c_compiled
+from inference.c_graph import c_compiled, c_source
 from inference.c_library import Unsupported
 from inference.laplace import Whitened
 from inference.start import initial_values
@@ -35,6 +35,7 @@ A = torch.randn(3, 4, generator=G, dtype=f64)
 IDX = torch.tensor([2, 0, 2, 1])
 MASK = torch.tensor([True, False, True, False])
 B = torch.randn(2, 5, 4, generator=G, dtype=f64)
+C = torch.randn(4, 9, generator=G, dtype=f64)  # 9 columns: a product along its rows
 BITS = (torch.rand(64, 4, generator=G) < 0.3).to(f64)  # summed by its 8 distinct rows
 
 
@@ -112,6 +113,9 @@ def many(z):
         + torch.expm1(x)
         + torch.sign(x) * torch.digamma(x.exp() + 0.5)
         + 1 / (x * x + 1)
+        + (x * x + 1).pow(-2)
+        + (x * x + 1).pow(-0.5)
+        + (x * x + 1).pow(-1.5)
     )
     reduced = (
         pointwise.mean()
@@ -121,6 +125,8 @@ def many(z):
         + pointwise.mean(1).sum()
         + torch.logsumexp(pointwise, 1).sum()
         + torch.cumsum(x, 0).pow(2).sum()
+        + pointwise.expand(2, 3, 4).sum(1).pow(2).sum()  # a middle dim: through a table
+        + pointwise.expand(2, 3, 4).amax(1).sum()
     )
     products = (
         (x @ A.T).pow(2).sum()
@@ -128,6 +134,10 @@ def many(z):
         + torch.bmm(e, e.transpose(1, 2)).sum() * 0.1
         + torch.dot(x[0], A[1])
         + torch.addmm(A[:, :3], x, A.T).pow(2).sum()
+        + (A @ x[0]).pow(2).sum()  # a constant on the left, one column: kept transposed
+        + (x @ C).pow(2).sum() * 0.1  # along the rows of C
+        + torch.addmm(C[0], x, C, beta=0.5, alpha=2.0).pow(2).sum() * 0.1
+        + torch.bmm(e, C.expand(2, 4, 9)).pow(2).sum() * 0.01
     )
     scattered = (
         torch.zeros(5, dtype=f64).index_put((IDX,), x[0], accumulate=True).pow(2).sum()
@@ -161,14 +171,28 @@ def assert_eager(fn, graph, z0, tol):
             np.testing.assert_array_equal(gn, gc.double().numpy())
 
 
-def test_every_operation_it_writes_out_gives_autograds_numbers():
+@pytest.mark.parametrize("vector_math", [True, False])
+def test_every_operation_it_writes_out_gives_autograds_numbers(vector_math, monkeypatch):
     """`many` (moves, some thirty pointwise formulas, reductions, products, scatters) compiled
     to C, every entry of the backend's tables read: its value and gradient are autograd's at
-    three points (1e-12), call after call."""
+    three points (1e-12), call after call; with glibc's vector math and this CPU's vector
+    instructions where they are there, and without (libm's exp, log, ... one at a time)."""
+    if not vector_math:
+        monkeypatch.setattr(c_library, "vector_math", lambda: ())
     z = 0.5 * torch.randn(12, generator=torch.Generator().manual_seed(2), dtype=f64)
     module = aten_graph(many, z)
     read = {str(n.target).removeprefix("aten.") for n in module.graph.nodes}
     assert set(POINTWISE) | MOVES | set(REDUCTIONS) <= read  # every formula is checked here
+    source = c_source(module, z)
+    loops = {  # and every loop order of a reduction and of a product
+        "the last dims": "for (int i = 0; i < 3; i++) { T s = ",
+        "the first dims": "for (int j = 0; j < 3; j++) { _Pragma",
+        "a middle dim": "j]] += W[",
+        "a constant kept transposed": "T b = ",
+        "along a row of the right factor": "T a = ",
+        "along the inner dim": 'reduction(+:s)") for (int l',
+    }
+    assert [k for k, text in loops.items() if text not in source] == []
     graph = c_compiled(module, z)
     assert_eager(many, graph, z, 1e-12)
 
@@ -241,6 +265,25 @@ def test_compiling_to_c_is_chosen_by_the_graphs_size_and_the_runs_length():
     cpu = torch.device("cpu")
     assert c_pays(95, 2 * 1000 * 8, cpu) and not c_pays(95, 2 * 50 * 8, cpu)
     assert not c_pays(709, math.inf, torch.device("cuda"))
+
+
+def test_data_above_c_values_stay_with_atens_kernels(monkeypatch):
+    """Data of up to C_VALUES values (a logistic regression's 2,000 x 10) are compiled to C;
+    larger ones are left to ATen's kernels (threads, BLAS), which the note says."""
+    monkeypatch.setattr(tracing, "AUTO_COMPILE", False)
+    z = torch.linspace(-1.0, 1.0, 4, dtype=f64)
+    for rows, in_c in [(tracing.C_VALUES // 4, True), (tracing.C_VALUES // 4 + 1, False)]:
+        X = torch.randn(rows, 4, generator=torch.Generator().manual_seed(0), dtype=f64)
+
+        def logistic(z, X=X):
+            return torch.nn.functional.softplus(X @ z).sum() + (z * z).sum()
+
+        fused, note = fused_trace(logistic, z, gradients=1e9)
+        assert ("compiled to C" in note) == in_c, note
+        value, grad = eager(logistic, z)
+        v, g = fused.value_and_grad(z)
+        torch.testing.assert_close(v, value, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(g, grad, rtol=1e-12, atol=1e-12)
 
 
 def test_what_it_cannot_write_out_runs_as_before_and_the_note_says_why(monkeypatch):

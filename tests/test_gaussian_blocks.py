@@ -123,15 +123,16 @@ def test_hierarchical_regression_collapsed_matches_quadrature():
     """a and b integrated out of each series' loc jointly: mu, tau and every a_s, b_s against
     quadrature of p(mu, tau | y) = N(mu | 0, 2) HalfNormal(tau | 1) prod_s N(y_s | mu,
     0.49 I + tau^2 (1 1^T + 0.25 x_s x_s^T)) with the dense 8 x 8 covariance: means within
-    0.15 sd, sds within 10%. 2 x 2000 draws: from 2 x 1000, mu's sd varied by about 5%
-    from seed to seed (0.283-0.318 over seeds 0-3 against 0.318; 0.322 from 4 x 5000)."""
+    0.15 sd, sds within 10%. 4 x 2000 draws: from 2 x 2000, mu's sd varied by about 4%
+    from seed to seed (0.311-0.355 over seeds 0-9 against 0.318; 0.322 from 4 x 5000); from
+    4 x 2000, 0.304-0.322 over seeds 0-5."""
     f = inference.fit(
-        panel, Y, "nuts", num_samples=2000, warmup_steps=500, seed=0,
+        panel, Y, "nuts", num_samples=2000, warmup_steps=500, num_chains=4, seed=0,
         given={"x": X}, data_arg="y", data_plate="series",
     )  # fmt: skip
     for name in ("a", "b"):
         assert f"{name} (a Normal prior, Normal 'obs') integrated out" in f.info["init"]
-    assert f.info["divergences"] <= 20  # 0.5%: tau's tail at 0, not a funnel
+    assert f.info["divergences"] <= 40  # 0.5%: tau's tail at 0, not a funnel
     mu = np.linspace(-3.0, 4.0, 141)[:, None]
     tau = np.linspace(1e-3, 3.5, 141)[None, :]
     logp = norm.logpdf(mu, 0.0, 2.0) + halfnorm.logpdf(tau, scale=1.0)

@@ -194,10 +194,12 @@ def test_compiling_is_chosen_by_the_graphs_size_and_the_runs_length():
 def test_a_graph_over_much_data_is_not_compiled(monkeypatch):
     """Where the data hold more than COMPILE_VALUES values (a logistic regression on 2,000 x
     10), ATen's kernels already run the operations well: however many gradients the run
-    asks for, TorchScript runs the graph (unless jit_compile="inductor" asks)."""
+    asks for, TorchInductor does not compile the graph and TorchScript runs it (unless
+    jit_compile="inductor" asks; C's loops are bound by C_VALUES, tests/test_c_graph.py)."""
     import inference.tracing
 
     monkeypatch.setattr(inference.tracing, "AUTO_COMPILE", True)
+    monkeypatch.setattr(inference.tracing, "AUTO_C", False)
     g = torch.Generator().manual_seed(0)
     X = torch.randn(2000, 10, generator=g, dtype=f64)
     y = (torch.rand(2000, generator=g, dtype=f64) < 0.5).to(f64)
