@@ -45,9 +45,17 @@ static double trigam(double x) {  /* torch's series: 6 steps up, then to x^-7 */
 }
 static inline double bigger(double x, double y) { return (isnan(x) || x > y) ? x : y; }
 static inline double smaller(double x, double y) { return (isnan(x) || x < y) ? x : y; }
-void run(const T* restrict z, const T* restrict K, const int* restrict I, T* restrict W,
-         T* restrict G, T* restrict V) {
 """
+# lines of C in a function at most: a graph of more is compiled in parts side by side (the
+# compiler's time grows faster than a function's length: HMM model_1's 618 lines in one
+# function 2.2-2.4 s, in two or three 0.9-1.1 s, the same 19-33 us a call)
+SPLIT_LINES = 300
+# the graph's function (and each of its parts): z, constants, index tables, buffers, gradient,
+# value
+SIGNATURE = (
+    "void %s(const T* restrict z, const T* restrict K, const int* restrict I, T* restrict W, "
+    "T* restrict G, T* restrict V)"
+)
 
 
 def _pow(a, v):
@@ -188,6 +196,29 @@ REDUCTIONS = {  # name -> (start, C statement accumulating x into a)
 }
 
 
+def c_files(lines: list[str], kind: str, most: float = SPLIT_LINES) -> list[str]:
+    """The C files of a graph's `lines` (T is `kind`): one whose `run` holds them all, or,
+    where there are more than `most`, up to 8 of a share of them each (compiled side by side)
+    and one whose `run` calls those in turn."""
+    head = PRELUDE % kind
+    parts = min(math.ceil(len(lines) / most), 8)
+    if parts <= 1:
+        return [head + SIGNATURE % "run" + " {\n" + _body(lines) + "}\n"]
+    size = -(-len(lines) // parts)
+    names = [f"part{k}" for k in range(-(-len(lines) // size))]
+    texts = [
+        head + SIGNATURE % n + " {\n" + _body(lines[k * size : (k + 1) * size]) + "}\n"
+        for k, n in enumerate(names)
+    ]
+    declared = "".join(SIGNATURE % n + ";\n" for n in names)
+    calls = "".join(f"    {n}(z, K, I, W, G, V);\n" for n in names)
+    return [*texts, head + declared + SIGNATURE % "run" + " {\n" + calls + "}\n"]
+
+
+def _body(lines: list[str]) -> str:
+    return "".join("    " + line + "\n" for line in lines)
+
+
 def literal(x) -> str:
     if isinstance(x, bool):
         return "1.0" if x else "0.0"
@@ -199,4 +230,14 @@ def literal(x) -> str:
     return repr(x)
 
 
-__all__ = ["INDEX_ARGS", "MOVES", "POINTWISE", "PRELUDE", "REDUCTIONS", "literal"]
+__all__ = [
+    "INDEX_ARGS",
+    "MOVES",
+    "POINTWISE",
+    "PRELUDE",
+    "REDUCTIONS",
+    "SIGNATURE",
+    "SPLIT_LINES",
+    "c_files",
+    "literal",
+]

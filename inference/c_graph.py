@@ -21,8 +21,7 @@ the whole NUTS run). Here each operation is a plain loop, every shape known at t
   raises `Unsupported`, and TorchScript or TorchInductor runs the graph as before.
 
 The caller (`inference.tracing`) keeps the result only where it gives the eager program's value
-and gradient at its probes, as for any traced graph. The library is built in a temporary folder
-and loaded at once (a forked chain process shares it); nothing of it is saved with a fit.
+and gradient at its probes, as for any traced graph; nothing of it is saved with a fit.
 """
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ import numpy as np
 import torch
 from torch import fx
 
-from inference.c_formulas import INDEX_ARGS, MOVES, POINTWISE, PRELUDE, REDUCTIONS, literal
+from inference.c_formulas import INDEX_ARGS, MOVES, POINTWISE, REDUCTIONS, c_files, literal
 from inference.c_library import CGraph, Unsupported, built
 from inference.graph_rewrites import OP, node_values
 from ppl_models.pyro_internals import bound_arguments, call_bound
@@ -410,7 +409,8 @@ class _Writer:
             f"for (int j = 0; j < {m}; j++) {into} {'+=' if add else '='} {scale} * {value};"
         )
 
-    def source(self) -> str:
+    def write(self):
+        """Every operation of the graph written out (`lines`), once."""
         outputs = None
         for node in self.module.graph.nodes:
             if node.op == "placeholder":
@@ -425,8 +425,7 @@ class _Writer:
         d = math.prod(self.tensor(grad).shape) if isinstance(grad, fx.Node) else 0
         self.lines.append(f"for (int i = 0; i < {d}; i++) G[i] = {self.ref(grad, (d,))};")
         self.lines.append(f"V[0] = {self.ref(value, (), '0')};")
-        kind = "double" if self.dtype == torch.float64 else "float"
-        return PRELUDE % kind + "\n".join("    " + line for line in self.lines) + "\n}\n"
+        return self
 
 
 def c_compiled(module: fx.GraphModule, z: torch.Tensor) -> CGraph:
@@ -434,14 +433,18 @@ def c_compiled(module: fx.GraphModule, z: torch.Tensor) -> CGraph:
     raises `Unsupported` (why) where it cannot be written out or compiled."""
     if z.device.type != "cpu" or z.dtype not in (torch.float32, torch.float64):
         raise Unsupported("z must be a float tensor on the CPU")
-    writer = _Writer(module, z.detach())
-    library = built(writer.source())
+    writer = _Writer(module, z.detach()).write()
+    library = built(c_files(writer.lines, _kind(z.dtype)))
     return CGraph(library, writer.constants, writer.tables, writer.size, z.numel(), z.dtype)
 
 
 def c_source(module: fx.GraphModule, z: torch.Tensor) -> str:
-    """The C text `c_compiled` compiles for `module` at z (to read)."""
-    return _Writer(module, z.detach()).source()
+    """The C text `c_compiled` compiles for `module` at z (to read), in one file."""
+    return c_files(_Writer(module, z.detach()).write().lines, _kind(z.dtype), math.inf)[0]
+
+
+def _kind(dtype) -> str:
+    return "double" if dtype == torch.float64 else "float"
 
 
 __all__ = ["MAX_VALUES", "c_compiled", "c_source"]

@@ -83,25 +83,47 @@ def vector_math() -> tuple[str, ...]:
     return ("-march=native", "-DVECTOR_MATH", "-lmvec")
 
 
-def built(text: str) -> ctypes.CDLL:
-    """The C source `text` compiled and loaded; `Unsupported` where there is no compiler or
-    it fails."""
+def built(texts: list[str]) -> ctypes.CDLL:
+    """The C source `texts` (files of one library) compiled side by side, linked and loaded;
+    `Unsupported` where there is no compiler or it fails."""
     cc = compiler()
     if cc is None:
         raise Unsupported("no C compiler (cc, gcc or $CC)")
+    options = [f for f in vector_math() if not f.startswith("-l")]
+    libraries = [f for f in vector_math() if f.startswith("-l")] + ["-lm"]
     with tempfile.TemporaryDirectory(prefix="ppl-models-c-") as folder:
-        path_c, path_so = os.path.join(folder, "graph.c"), os.path.join(folder, "graph.so")
-        with open(path_c, "w") as f:
-            f.write(text)
-        done = subprocess.run(
-            [cc, *FLAGS, "-o", path_so, path_c, *vector_math(), "-lm"],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        if done.returncode != 0:
-            raise Unsupported(f"the C compiler failed: {done.stderr.strip()[:300]}")
+        sources = [os.path.join(folder, f"graph{k}.c") for k in range(len(texts))]
+        for path, text in zip(sources, texts):
+            with open(path, "w") as f:
+                f.write(text)
+        path_so = os.path.join(folder, "graph.so")
+        if len(texts) == 1:
+            _run([[cc, *FLAGS, *options, "-o", path_so, sources[0], *libraries]])
+        else:
+            objects = [path[:-2] + ".o" for path in sources]
+            _run([[cc, *FLAGS, *options, "-c", "-o", o, c] for o, c in zip(objects, sources)])
+            _run([[cc, "-shared", "-o", path_so, *objects, *libraries]])
         return ctypes.CDLL(path_so)
+
+
+def _run(commands: list[list[str]]) -> None:
+    """The commands run side by side; `Unsupported` with the first one's error where one fails."""
+    running = [
+        subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for c in commands
+    ]
+    failed = []
+    for p in running:
+        try:
+            _, err = p.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            _, err = p.communicate()
+            err = "timed out after 300 s"
+        if p.returncode != 0:
+            failed.append(err.strip())
+    if failed:
+        raise Unsupported(f"the C compiler failed: {failed[0][:300]}")
 
 
 __all__ = ["CGraph", "FLAGS", "Unsupported", "built", "compiler", "vector_math"]

@@ -11,7 +11,7 @@ import torch
 
 import inference
 from inference import c_library, tracing
-from inference.c_formulas import MOVES, POINTWISE, REDUCTIONS
+from inference.c_formulas import MOVES, POINTWISE, REDUCTIONS, SPLIT_LINES
 from inference.c_graph import c_compiled, c_source
 from inference.c_library import Unsupported
 from inference.laplace import Whitened
@@ -193,6 +193,7 @@ def test_every_operation_it_writes_out_gives_autograds_numbers(vector_math, monk
         "along the inner dim": 'reduction(+:s)") for (int l',
     }
     assert [k for k, text in loops.items() if text not in source] == []
+    assert source.count("\n") > 2 * SPLIT_LINES  # compiled in parts, side by side
     graph = c_compiled(module, z)
     assert_eager(many, graph, z, 1e-12)
 
@@ -287,9 +288,9 @@ def test_data_above_c_values_stay_with_atens_kernels(monkeypatch):
 
 
 def test_what_it_cannot_write_out_runs_as_before_and_the_note_says_why(monkeypatch):
-    """An operation it does not write out (i0e), no C compiler, or a fault of the backend
-    itself: TorchScript's Static Runtime runs the graph, the note says why, and the numbers
-    are the eager function's."""
+    """An operation it does not write out (i0e), a compiler that fails, no C compiler, or a
+    fault of the backend itself: TorchScript's Static Runtime runs the graph, the note says
+    why, and the numbers are the eager function's."""
     z = torch.linspace(-1.0, 1.0, 5, dtype=f64)
 
     def bessel(z):
@@ -304,6 +305,10 @@ def test_what_it_cannot_write_out_runs_as_before_and_the_note_says_why(monkeypat
         f"jit-compiled potential and gradient, fused, {STATIC} "
         "(not compiled to C: special_i0e.default)"
     )
+    monkeypatch.setenv("CC", "false")  # a compiler that fails
+    with pytest.raises(Unsupported, match="the C compiler failed"):
+        c_compiled(aten_graph(plain, z), z)
+    monkeypatch.delenv("CC")
     monkeypatch.setattr(c_library, "compiler", lambda: None)
     with pytest.raises(Unsupported, match="no C compiler"):
         c_compiled(aten_graph(plain, z), z)
