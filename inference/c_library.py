@@ -17,8 +17,8 @@ import tempfile
 import numpy as np
 import torch
 
-# -O1: HMM model_1's 709 operations compile in 1.4 s and run in 17 us; -O2 compiles 2.2x as
-# long, 6% faster.
+# -O1: HMM model_1's 709 operations compile in 1.4 s in one file and run in 17 us; -O2
+# compiles 2.2x as long, 6% faster.
 # Loops marked `omp simd` are vectorised at -O1 too (-fopenmp-simd; nothing of OpenMP's
 # threads); errno is never read, so a libm call may be a vector one; -fexpensive-optimizations
 # clears the vector registers' upper halves before a call (its vzeroupper pass: without it a

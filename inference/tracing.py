@@ -27,7 +27,7 @@ interpreter costs about 0.7-0.9 us an operation whatever the tensors' size, whic
 small model's gradient; a value and gradient (one thread), TorchScript -> C: eight schools
 59 -> 6 us, a GMM 125 -> 6 us, the hierarchical AR(1) over 8 x 100 values 240 -> 52 us, HMM
 model_1 on 8 songs 630 -> 17 us (TorchInductor: 1,258 -> 152 us after 12-21 s of compiling,
-C 1.4 s), a logistic regression on 2,000 x 10 56 -> 23 us. The decision reads the graph's
+C 0.9-1.2 s), a logistic regression on 2,000 x 10 56 -> 23 us. The decision reads the graph's
 size and the run's length, never a clock, so a seed gives the same draws every time.
 """
 
@@ -68,10 +68,10 @@ COMPILE_VALUES = 4_096
 # TorchScript's Static Runtime (a value and gradient, one thread: eight schools 95 nodes 59 -> 6
 # us, a GMM 171 nodes 125 -> 6 us, the hierarchical AR(1) 321 nodes 240 -> 89 us, HMM model_1
 # 709 nodes 630 -> 30 us; vectorised since, 52 and 17 us), and its compile time, about C_BASE +
-# C_PER_NODE a node (0.1, 0.18, 0.35, 1.0 s; vectorised, HMM model_1 1.4 s); where the data
-# hold at most C_VALUES values (a logistic regression on 2,000 x 10: 56 -> 23 us on one
-# thread, 66 -> 23 us on two; on 20,000 x 10 and two threads ATen's kernels are as fast, 285
-# against 292 us, and on 100,000 x 20 faster)
+# C_PER_NODE a node (0.1, 0.18, 0.35, 1.0 s; vectorised and in parts, HMM model_1 0.9-1.2 s);
+# where the data hold at most C_VALUES values (a logistic regression on 2,000 x 10: 56 -> 23
+# us on one thread, 66 -> 23 us on two; on 20,000 x 10 and two threads ATen's kernels are as
+# fast, 285 against 292 us, and on 100,000 x 20 faster)
 C_SAVED_PER_NODE = 0.5e-6
 C_BASE, C_PER_NODE = 0.05, 1.5e-3
 C_VALUES = 1 << 16
