@@ -1,10 +1,9 @@
 """A fused graph (`inference.tracing.aten_graph`: the aten operations of a potential's value and
 gradient) written out as one C function and compiled by the system's C compiler (``cc -O1``).
 
-TorchScript's Static Runtime spends about 0.7-1 us an operation whatever its size, nearly all
-of a small model's gradient (HMM model_1 on 8 songs: 709 operations, ~0.65 ms); TorchInductor
-compiles the same graph into C++ loops but takes seconds to (HMM model_1: 12-14 s, more than
-the whole NUTS run). Here each operation is a plain loop, every shape known at trace time:
+TorchScript's Static Runtime spends 0.7-1 us an operation whatever its size (HMM model_1: 709
+operations, ~0.65 ms); TorchInductor takes 12-14 s to compile that graph, more than the NUTS
+run. Here each operation is a plain loop, every shape known at trace time:
 
 - every value has a row-major buffer of its own; an operation that only moves values (a view,
   permutation, expansion, slice, selection, padding, stack, an index at constant indices, and
@@ -14,14 +13,11 @@ the whole NUTS run). Here each operation is a plain loop, every shape known at t
 - pointwise operations (broadcast through the same tables), sums and maxima over dims, matrix
   products, cumulative sums and products and scatters at constant indices are written out
   with torch's formulas (`inference.c_formulas`); a loop whose steps write apart is marked
-  ``omp simd`` (vectorised, with glibc's vector exp, log, ... where it has them), a sum over
-  a row or a column accumulates in a register, a matrix product runs in the order whose
-  inner loop reads consecutive values;
+  ``omp simd`` (vectorised, glibc's vector exp, log, ... where it has them), a sum over a row
+  or a column kept in a register, a matrix product's inner loop on consecutive values;
 - anything else (an operation not listed, an index computed at run time, two float dtypes)
-  raises `Unsupported`, and TorchScript or TorchInductor runs the graph as before.
-
-The caller (`inference.tracing`) keeps the result only where it gives the eager program's value
-and gradient at its probes, as for any traced graph; nothing of it is saved with a fit.
+  raises `Unsupported`, and TorchScript or TorchInductor runs the graph as before; the caller
+  (`inference.tracing`) keeps the C only where it gives the eager program's numbers.
 """
 
 from __future__ import annotations
@@ -98,11 +94,16 @@ class _Writer:
             value = self.tensor(node).detach().to("cpu")  # any real dtype: torch casts it
             if value.dtype.is_complex:  # to the operation's (T where the result is T)
                 raise Unsupported(f"{node.name} is complex")
-            flat = value.reshape(-1).to(torch.float64).numpy() if value.numel() else np.zeros(1)
-            self.where[node], self.kept = ("K", self.kept), self.kept + flat.size
-            self.constants.append(flat)
+            self.where[node] = ("K", self.stored(value))
             return self.where[node]
         raise Unsupported(f"{node.name} is read before it is computed")
+
+    def stored(self, value: torch.Tensor) -> int:
+        """The offset in K of `value`'s row-major values, added to the constants."""
+        flat = value.reshape(-1).to("cpu", torch.float64).numpy() if value.numel() else np.zeros(1)
+        at, self.kept = self.kept, self.kept + flat.size
+        self.constants.append(flat)
+        return at
 
     def _data_dtype(self, dtype, node):
         if dtype.is_complex or (dtype.is_floating_point and dtype != self.dtype):
@@ -335,9 +336,8 @@ class _Writer:
         right = f"{pb}[{ob} + (q * {k} + l) * {cols} + c]"
         loops = f"for (int q = 0; q < {batch}; q++) for (int r = 0; r < {rows}; r++)"
         if cols == 1 and k <= 64 and pair[0].op == "get_attr":
-            t = ta.detach().reshape(batch, rows, k).transpose(1, 2).reshape(-1)
-            self.constants.append(t.to("cpu", torch.float64).numpy())
-            self.kept, left = self.kept + t.numel(), f"K[{self.kept} + (q * {k} + l) * {rows} + r]"
+            at_t = self.stored(ta.detach().reshape(batch, rows, k).transpose(1, 2))
+            left = f"K[{at_t} + (q * {k} + l) * {rows} + r]"
             self.lines.append(f"{loops} {{ int c = 0; {out} = 0.0; }}")
             self.lines.append(
                 f"for (int q = 0; q < {batch}; q++) for (int l = 0; l < {k}; l++) {{ int c = 0; "
